@@ -1,0 +1,14 @@
+//! Outbound adapters: implementations of the ports defined in `cartd-domain`.
+//!
+//! [`memory`] holds in-memory versions of every port. They serve the binary's
+//! embedded default and other teams' tests, so they are products in their own
+//! right: they keep the same contracts as the Redis and PostgreSQL adapters
+//! (expiry, atomicity, idempotent release), checked by one shared contract
+//! suite.
+#![forbid(unsafe_code)]
+
+pub mod clock;
+pub mod memory;
+
+pub use clock::{ManualClock, SystemClock};
+pub use memory::{MemoryInventory, MemorySessions};

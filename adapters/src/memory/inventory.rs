@@ -1,0 +1,244 @@
+//! Stock, the hold ledger and orders in memory. One mutex makes every method a
+//! transaction, which is what the PostgreSQL adapter gets from its own
+//! transactions and row locks.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Mutex;
+
+use domain::ports::{HoldReceipt, Inventory, LineChange, PortError, Released};
+use domain::{
+    CartError, CartId, InventoryId, Line, Order, OrderId, ProductId, Quantity, StockCount, StockLevel, Timestamp,
+};
+
+use super::lock;
+
+#[derive(Debug)]
+struct LedgerCart {
+    deadline: Timestamp,
+    version: u64,
+    lines: BTreeMap<ProductId, (InventoryId, Quantity)>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    items: HashMap<InventoryId, StockLevel>,
+    carts: HashMap<CartId, LedgerCart>,
+    by_deadline: BTreeSet<(Timestamp, CartId)>,
+    orders: HashMap<CartId, Order>,
+}
+
+impl Inner {
+    /// Removes `id` from the ledger and returns its units to `available`.
+    fn release(&mut self, id: CartId) -> u64 {
+        let Some(cart) = self.carts.remove(&id) else { return 0 };
+        self.by_deadline.remove(&(cart.deadline, id));
+        let mut units = 0;
+        for (inv, q) in cart.lines.values() {
+            self.unhold(inv, q.get());
+            units += u64::from(q.get());
+        }
+        units
+    }
+
+    fn unhold(&mut self, inv: &InventoryId, q: u32) {
+        // Every held line was taken from an existing item, and items are never
+        // deleted, so the entry exists.
+        let level = self.items.entry(inv.clone()).or_default();
+        level.available += i64::from(q);
+        level.reserved -= i64::from(q);
+    }
+
+    /// Releases carts past their deadline at `now` that hold `inv`, so that
+    /// expired holds never block a live cart.
+    fn release_expired_holding(&mut self, inv: &InventoryId, now: Timestamp) {
+        let expired: Vec<CartId> = self
+            .by_deadline
+            .iter()
+            .take_while(|(deadline, _)| *deadline <= now)
+            .map(|&(_, id)| id)
+            .filter(|id| self.carts.get(id).is_some_and(|c| c.lines.values().any(|(i, _)| i == inv)))
+            .collect();
+        for id in expired {
+            self.release(id);
+        }
+    }
+
+    fn set_hold(
+        &mut self,
+        id: CartId,
+        change: &LineChange,
+        new_deadline: Option<Timestamp>,
+        max_lines: u16,
+        now: Timestamp,
+    ) -> Result<HoldReceipt, CartError> {
+        match self.carts.get(&id) {
+            None => return Err(CartError::SessionNotFound),
+            Some(c) if c.deadline <= now => {
+                self.release(id);
+                return Err(CartError::SessionNotFound);
+            }
+            Some(_) => {}
+        }
+        let cart = &self.carts[&id];
+        let old = cart.lines.get(&change.product_id).cloned();
+        if let Some((inv, q)) = &change.line {
+            if !self.items.contains_key(inv) {
+                return Err(CartError::UnknownItem);
+            }
+            if old.is_none() && cart.lines.len() >= usize::from(max_lines) {
+                return Err(CartError::TooManyLines { max: max_lines });
+            }
+            let already = old.as_ref().filter(|(i, _)| i == inv).map_or(0, |(_, oq)| i64::from(oq.get()));
+            let need = i64::from(q.get()) - already;
+            if need > self.items[inv].available {
+                self.release_expired_holding(inv, now);
+                let available = self.items[inv].available;
+                if need > available {
+                    return Err(CartError::InsufficientStock { available });
+                }
+            }
+        }
+        if let Some((inv, q)) = &old {
+            self.unhold(inv, q.get());
+        }
+        if let Some((inv, q)) = &change.line {
+            let level = self.items.get_mut(inv).expect("checked above that the item exists");
+            level.available -= i64::from(q.get());
+            level.reserved += i64::from(q.get());
+        }
+        let cart = self.carts.get_mut(&id).expect("checked above that the cart is open");
+        match &change.line {
+            Some(line) => cart.lines.insert(change.product_id.clone(), line.clone()),
+            None => cart.lines.remove(&change.product_id),
+        };
+        cart.version += 1;
+        let receipt = HoldReceipt { version: cart.version, expires_at: new_deadline.unwrap_or(cart.deadline) };
+        if let Some(deadline) = new_deadline {
+            let old_deadline = std::mem::replace(&mut cart.deadline, deadline);
+            self.by_deadline.remove(&(old_deadline, id));
+            self.by_deadline.insert((deadline, id));
+        }
+        Ok(receipt)
+    }
+
+    fn checkout(&mut self, id: CartId, order_id: OrderId, now: Timestamp) -> Result<(Order, bool), CartError> {
+        if let Some(order) = self.orders.get(&id) {
+            return Ok((order.clone(), false));
+        }
+        let cart = match self.carts.get(&id) {
+            None => return Err(CartError::SessionNotFound),
+            Some(c) if c.deadline <= now => {
+                self.release(id);
+                return Err(CartError::SessionNotFound);
+            }
+            Some(c) if c.lines.is_empty() => return Err(CartError::CartEmpty),
+            Some(_) => self.carts.remove(&id).expect("matched above"),
+        };
+        self.by_deadline.remove(&(cart.deadline, id));
+        let mut lines = Vec::with_capacity(cart.lines.len());
+        for (product_id, (inventory_id, quantity)) in cart.lines {
+            let level = self.items.entry(inventory_id.clone()).or_default();
+            level.reserved -= i64::from(quantity.get());
+            level.sold += i64::from(quantity.get());
+            lines.push(Line { product_id, inventory_id, quantity });
+        }
+        let order = Order { id: order_id, cart_id: id, lines };
+        self.orders.insert(id, order.clone());
+        Ok((order, true))
+    }
+}
+
+/// The in-memory [`Inventory`].
+#[derive(Debug, Default)]
+pub struct MemoryInventory {
+    inner: Mutex<Inner>,
+}
+
+impl MemoryInventory {
+    /// An empty inventory.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// All items with their counts, for tests and invariant checks.
+    #[must_use]
+    pub fn snapshot(&self) -> Vec<(InventoryId, StockLevel)> {
+        let mut v: Vec<_> = lock(&self.inner).items.iter().map(|(k, v)| (k.clone(), *v)).collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    }
+
+    /// The lines the ledger holds for `cart` (empty when it holds nothing).
+    #[must_use]
+    pub fn holds(&self, cart: CartId) -> Vec<Line> {
+        lock(&self.inner).carts.get(&cart).map_or_else(Vec::new, |c| {
+            c.lines
+                .iter()
+                .map(|(p, (i, q))| Line { product_id: p.clone(), inventory_id: i.clone(), quantity: *q })
+                .collect()
+        })
+    }
+
+    /// Number of carts open in the ledger.
+    #[must_use]
+    pub fn open_carts(&self) -> usize {
+        lock(&self.inner).carts.len()
+    }
+}
+
+impl Inventory for MemoryInventory {
+    async fn open_cart(&self, id: CartId, deadline: Timestamp) -> Result<(), PortError> {
+        let mut inner = lock(&self.inner);
+        if let std::collections::hash_map::Entry::Vacant(e) = inner.carts.entry(id) {
+            e.insert(LedgerCart { deadline, version: 0, lines: BTreeMap::new() });
+            inner.by_deadline.insert((deadline, id));
+        }
+        Ok(())
+    }
+
+    async fn set_hold(
+        &self,
+        cart: CartId,
+        change: &LineChange,
+        new_deadline: Option<Timestamp>,
+        max_lines: u16,
+        now: Timestamp,
+    ) -> Result<HoldReceipt, CartError> {
+        lock(&self.inner).set_hold(cart, change, new_deadline, max_lines, now)
+    }
+
+    async fn release(&self, cart: CartId) -> Result<u64, PortError> {
+        Ok(lock(&self.inner).release(cart))
+    }
+
+    async fn checkout(&self, cart: CartId, order_id: OrderId, now: Timestamp) -> Result<(Order, bool), CartError> {
+        lock(&self.inner).checkout(cart, order_id, now)
+    }
+
+    async fn release_expired(&self, now: Timestamp, limit: u32) -> Result<Released, PortError> {
+        let mut inner = lock(&self.inner);
+        let mut out = Released::default();
+        for _ in 0..limit {
+            match inner.by_deadline.first() {
+                Some(&(deadline, id)) if deadline <= now => {
+                    out.units += inner.release(id);
+                    out.carts += 1;
+                }
+                _ => break,
+            }
+        }
+        Ok(out)
+    }
+
+    async fn stock(&self, item: &InventoryId) -> Result<Option<StockLevel>, PortError> {
+        Ok(lock(&self.inner).items.get(item).copied())
+    }
+
+    async fn set_available(&self, item: &InventoryId, available: StockCount) -> Result<StockLevel, PortError> {
+        let mut inner = lock(&self.inner);
+        let level = inner.items.entry(item.clone()).or_default();
+        level.available = i64::from(available.get());
+        Ok(*level)
+    }
+}

@@ -1,0 +1,75 @@
+//! Background work: the sweeper that gives back the stock of carts past their
+//! deadline, whether or not any expiry event was seen. Every loop here watches
+//! the shutdown signal and logs when it stops.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use crate::http::error::error_chain;
+use crate::http::{AppState, Backend};
+
+/// A shutdown signal that any number of tasks can wait on.
+#[derive(Clone, Debug)]
+pub struct Shutdown(watch::Receiver<bool>);
+
+/// The sending half of [`Shutdown`].
+#[derive(Debug)]
+pub struct ShutdownTrigger(watch::Sender<bool>);
+
+/// A new trigger and its signal.
+#[must_use]
+pub fn shutdown_pair() -> (ShutdownTrigger, Shutdown) {
+    let (tx, rx) = watch::channel(false);
+    (ShutdownTrigger(tx), Shutdown(rx))
+}
+
+impl ShutdownTrigger {
+    /// Tells every waiter to stop.
+    pub fn fire(&self) {
+        let _ = self.0.send(true);
+    }
+}
+
+impl Shutdown {
+    /// Completes once shutdown has been asked for (or the trigger dropped).
+    pub async fn wait(&mut self) {
+        let _ = self.0.wait_for(|stop| *stop).await;
+    }
+}
+
+/// Every `interval`, releases carts past their deadline in batches of `batch`
+/// until none are left, then waits again.
+pub async fn sweeper<B: Backend>(state: Arc<AppState<B>>, interval: Duration, batch: u32, mut shutdown: Shutdown) {
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tracing::info!(?interval, batch, "sweeper started");
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            () = shutdown.wait() => break,
+        }
+        loop {
+            match state.service.release_expired(batch).await {
+                Ok(released) => {
+                    if released.carts > 0 {
+                        tracing::debug!(
+                            carts = released.carts,
+                            units = released.units,
+                            "sweeper released expired carts"
+                        );
+                    }
+                    if released.carts < u64::from(batch) {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %error_chain(&e), "sweeper could not release expired carts; will retry");
+                    break;
+                }
+            }
+        }
+    }
+    tracing::info!("sweeper stopped");
+}

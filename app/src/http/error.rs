@@ -1,0 +1,123 @@
+//! The one place that decides HTTP status codes: every failure a handler can
+//! return is an [`ApiError`], turned into a response by an exhaustive match.
+//! 5xx bodies say nothing about the cause; the cause is logged instead.
+
+use axum::Json;
+use axum::response::{IntoResponse, Response};
+use domain::CartError;
+use http::{HeaderValue, StatusCode, header};
+
+use super::wire::ErrorBody;
+
+/// Seconds a client is asked to wait before retrying a 503.
+pub const RETRY_AFTER_SECS: u32 = 1;
+
+/// A failed request.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// Malformed input: bad JSON, a missing or invalid field, header or path id.
+    #[error("{0}")]
+    InvalidRequest(String),
+    /// The admin bearer token is missing or wrong.
+    #[error("a valid admin bearer token is required")]
+    Unauthorized,
+    /// No route matches the path.
+    #[error("no such route")]
+    NoRoute,
+    /// The route exists but not for this method.
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    /// The body is larger than the configured cap.
+    #[error("request body is larger than {max} bytes")]
+    PayloadTooLarge {
+        /// The cap.
+        max: usize,
+    },
+    /// The body is not declared as `application/json`.
+    #[error("content-type must be application/json")]
+    UnsupportedMediaType,
+    /// A use case failed.
+    #[error(transparent)]
+    Cart(#[from] CartError),
+}
+
+impl ApiError {
+    /// An [`ApiError::InvalidRequest`] with `message`.
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Self::InvalidRequest(message.into())
+    }
+
+    /// The status and the stable error code.
+    #[must_use]
+    pub fn status_and_code(&self) -> (StatusCode, &'static str) {
+        match self {
+            ApiError::InvalidRequest(_) => (StatusCode::BAD_REQUEST, "invalid_request"),
+            ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            ApiError::NoRoute => (StatusCode::NOT_FOUND, "not_found"),
+            ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+            ApiError::PayloadTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+            ApiError::UnsupportedMediaType => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
+            ApiError::Cart(e) => match e {
+                CartError::SessionNotFound => (StatusCode::NOT_FOUND, "session_not_found"),
+                CartError::InsufficientStock { .. } => (StatusCode::CONFLICT, "insufficient_stock"),
+                CartError::UnknownItem => (StatusCode::NOT_FOUND, "inventory_not_found"),
+                CartError::QuantityOverLimit { .. } => (StatusCode::BAD_REQUEST, "invalid_request"),
+                CartError::TooManyLines { .. } => (StatusCode::CONFLICT, "too_many_lines"),
+                CartError::CartEmpty => (StatusCode::CONFLICT, "cart_empty"),
+                CartError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            },
+        }
+    }
+
+    /// The JSON body.
+    #[must_use]
+    pub fn body(&self) -> ErrorBody {
+        let (_, code) = self.status_and_code();
+        let available = match self {
+            ApiError::Cart(CartError::InsufficientStock { available }) => Some(*available),
+            _ => None,
+        };
+        let message = match self {
+            ApiError::Cart(CartError::SessionNotFound) => {
+                "cart session not found: it is unknown, has expired or was checked out".to_owned()
+            }
+            ApiError::Cart(CartError::Unavailable(_)) => "service temporarily unavailable, retry later".to_owned(),
+            ApiError::Cart(CartError::QuantityOverLimit { max }) => format!("quantity must be between 0 and {max}"),
+            other => other.to_string(),
+        };
+        ErrorBody { error: code.to_owned(), message, available }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, _) = self.status_and_code();
+        if let ApiError::Cart(CartError::Unavailable(cause)) = &self {
+            tracing::warn!(error = %error_chain(cause), "request failed: backing store unavailable");
+        }
+        let mut response = (status, Json(self.body())).into_response();
+        let headers = response.headers_mut();
+        match status {
+            StatusCode::SERVICE_UNAVAILABLE => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
+            }
+            StatusCode::UNAUTHORIZED => {
+                headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            _ => {}
+        }
+        response
+    }
+}
+
+/// `err: cause: cause...` on one line, for logs.
+pub fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut out = err.to_string();
+    let mut source = err.source();
+    while let Some(e) = source {
+        out.push_str(": ");
+        out.push_str(&e.to_string());
+        source = e.source();
+    }
+    out
+}

@@ -1,0 +1,296 @@
+//! Route handlers: parse the request into domain types, call one use case,
+//! shape the answer. No status decision lives here beyond the success code;
+//! failures are [`ApiError`]s.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, State};
+use axum::response::{IntoResponse, Response};
+use domain::service::Target;
+use domain::{CartError, CartId, InventoryId, ProductId, StockCount};
+use http::{HeaderMap, HeaderValue, StatusCode};
+
+use super::error::ApiError;
+use super::extract::{JsonBody, SESSION_HEADER, parse_id, require_admin, required_session, session_header};
+use super::wire::{
+    AddToCartRequest, AddToCartResponse, CartBody, ErrorBody, GetCartResponse, LineBody, OrderBody, SetLineRequest,
+    SetStockRequest, StatusBody, StockBody,
+};
+use super::{AppState, Backend};
+
+type AppS<B> = State<Arc<AppState<B>>>;
+
+/// Adds the `cart-session-id` header to `response`.
+fn with_session(id: CartId, mut response: Response) -> Response {
+    let value = HeaderValue::from_str(&id.to_string()).expect("a hyphenated UUID is a valid header value");
+    response.headers_mut().insert(SESSION_HEADER, value);
+    response
+}
+
+fn path_text(p: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
+    p.map(|Path(s)| s).map_err(|e| ApiError::invalid(format!("invalid path: {e}")))
+}
+
+/// Tutorial route: set a product's line, creating a session when needed.
+#[utoipa::path(
+    post, path = "/add-to-cart", tag = "tutorial",
+    params(("cart-session-id" = Option<String>, Header, description = "The cart session; unknown, expired, malformed or missing makes a new one")),
+    request_body = AddToCartRequest,
+    responses(
+        (status = 200, description = "Line set; the session id is also in the `cart-session-id` header", body = AddToCartResponse,
+            headers(("cart-session-id" = String, description = "The cart session id"))),
+        (status = 400, body = ErrorBody), (status = 404, description = "Unknown inventory item", body = ErrorBody),
+        (status = 409, description = "`insufficient_stock` or `too_many_lines`", body = ErrorBody),
+        (status = 413, body = ErrorBody), (status = 415, body = ErrorBody), (status = 503, body = ErrorBody),
+    )
+)]
+pub async fn add_to_cart<B: Backend>(
+    State(app): AppS<B>,
+    headers: HeaderMap,
+    JsonBody(req): JsonBody<AddToCartRequest>,
+) -> Result<Response, ApiError> {
+    let product = parse_id("product_id", &req.product_id, ProductId::parse)?;
+    let item = parse_id("inventory_id", &req.inventory_id, InventoryId::parse)?;
+    // The tutorial treats any session id it does not know as "make a new one".
+    let target = match session_header(&headers) {
+        Ok(Some(id)) => Target::ExistingOrNew(id),
+        Ok(None) | Err(_) => Target::New,
+    };
+    let result = app.service.set_line(target, product, item, req.quantity).await?;
+    let id = result.cart.id;
+    let body =
+        AddToCartResponse { message: "Product added to cart successfully".to_owned(), cart_session_id: id.to_string() };
+    Ok(with_session(id, (StatusCode::OK, Json(body)).into_response()))
+}
+
+/// Tutorial route: the cart's lines.
+#[utoipa::path(
+    get, path = "/get-cart", tag = "tutorial",
+    params(("cart-session-id" = Option<String>, Header, description = "The cart session")),
+    responses(
+        (status = 200, description = "The cart's lines", body = GetCartResponse),
+        (status = 400, description = "No `cart-session-id` header: `{\"data\": []}`", body = GetCartResponse),
+        (status = 404, description = "Unknown, expired or empty cart: `Cart is empty`", body = GetCartResponse),
+        (status = 503, body = ErrorBody),
+    )
+)]
+pub async fn get_cart_tutorial<B: Backend>(State(app): AppS<B>, headers: HeaderMap) -> Result<Response, ApiError> {
+    if headers.get(SESSION_HEADER).is_none() {
+        return Ok((StatusCode::BAD_REQUEST, Json(GetCartResponse { message: None, data: Vec::new() })).into_response());
+    }
+    let cart = match session_header(&headers) {
+        Ok(Some(id)) => match app.service.get_cart(id).await {
+            Ok(cart) => Some(cart),
+            Err(CartError::SessionNotFound) => None,
+            Err(e) => return Err(e.into()),
+        },
+        Ok(None) | Err(_) => None,
+    };
+    match cart {
+        Some(cart) if !cart.lines.is_empty() => {
+            let body = GetCartResponse {
+                message: Some("Cart retrieved successfully".to_owned()),
+                data: cart.lines.iter().map(LineBody::from).collect(),
+            };
+            Ok((StatusCode::OK, Json(body)).into_response())
+        }
+        _ => {
+            let body = GetCartResponse { message: Some("Cart is empty".to_owned()), data: Vec::new() };
+            Ok((StatusCode::NOT_FOUND, Json(body)).into_response())
+        }
+    }
+}
+
+/// Opens a new, empty cart.
+#[utoipa::path(
+    post, path = "/v1/carts", tag = "carts",
+    responses(
+        (status = 201, description = "The new cart", body = CartBody,
+            headers(("cart-session-id" = String, description = "The new cart session id"))),
+        (status = 503, body = ErrorBody),
+    )
+)]
+pub async fn create_cart<B: Backend>(State(app): AppS<B>) -> Result<Response, ApiError> {
+    let cart = app.service.create_cart().await?;
+    Ok(with_session(cart.id, (StatusCode::CREATED, Json(CartBody::from(&cart))).into_response()))
+}
+
+/// The cart.
+#[utoipa::path(
+    get, path = "/v1/cart", tag = "carts",
+    params(("cart-session-id" = String, Header, description = "The cart session")),
+    responses(
+        (status = 200, description = "The cart", body = CartBody),
+        (status = 400, body = ErrorBody), (status = 404, description = "`session_not_found`", body = ErrorBody),
+        (status = 503, body = ErrorBody),
+    )
+)]
+pub async fn get_cart<B: Backend>(State(app): AppS<B>, headers: HeaderMap) -> Result<Response, ApiError> {
+    let id = required_session(&headers)?;
+    let cart = app.service.get_cart(id).await?;
+    Ok(with_session(id, Json(CartBody::from(&cart)).into_response()))
+}
+
+/// Sets a product's line (0 removes it), holding or releasing the difference.
+#[utoipa::path(
+    put, path = "/v1/cart/items/{product_id}", tag = "carts",
+    params(
+        ("product_id" = String, Path, description = "The product (1-64 of `[A-Za-z0-9._:-]`)"),
+        ("cart-session-id" = Option<String>, Header, description = "The cart session; without it a new cart is made"),
+    ),
+    request_body = SetLineRequest,
+    responses(
+        (status = 200, description = "The cart after the change", body = CartBody,
+            headers(("cart-session-id" = String, description = "The cart session id"))),
+        (status = 400, body = ErrorBody),
+        (status = 404, description = "`session_not_found` or `inventory_not_found`", body = ErrorBody),
+        (status = 409, description = "`insufficient_stock` (nothing changed) or `too_many_lines`", body = ErrorBody),
+        (status = 413, body = ErrorBody), (status = 415, body = ErrorBody), (status = 503, body = ErrorBody),
+    )
+)]
+pub async fn set_line<B: Backend>(
+    State(app): AppS<B>,
+    path: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+    JsonBody(req): JsonBody<SetLineRequest>,
+) -> Result<Response, ApiError> {
+    let product = parse_id("product_id", &path_text(path)?, ProductId::parse)?;
+    let item = parse_id("inventory_id", &req.inventory_id, InventoryId::parse)?;
+    let target = match session_header(&headers)? {
+        Some(id) => Target::Existing(id),
+        None => Target::New,
+    };
+    let result = app.service.set_line(target, product, item, req.quantity).await?;
+    Ok(with_session(result.cart.id, Json(CartBody::from(&result.cart)).into_response()))
+}
+
+/// Removes a product's line and releases its hold.
+#[utoipa::path(
+    delete, path = "/v1/cart/items/{product_id}", tag = "carts",
+    params(
+        ("product_id" = String, Path, description = "The product"),
+        ("cart-session-id" = String, Header, description = "The cart session"),
+    ),
+    responses(
+        (status = 200, description = "The cart after the change", body = CartBody),
+        (status = 400, body = ErrorBody), (status = 404, description = "`session_not_found`", body = ErrorBody),
+        (status = 503, body = ErrorBody),
+    )
+)]
+pub async fn remove_line<B: Backend>(
+    State(app): AppS<B>,
+    path: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let product = parse_id("product_id", &path_text(path)?, ProductId::parse)?;
+    let id = required_session(&headers)?;
+    let cart = app.service.remove_line(id, product).await?;
+    Ok(with_session(id, Json(CartBody::from(&cart)).into_response()))
+}
+
+/// Closes the cart and releases all its holds.
+#[utoipa::path(
+    delete, path = "/v1/cart", tag = "carts",
+    params(("cart-session-id" = String, Header, description = "The cart session")),
+    responses(
+        (status = 204, description = "Closed; its stock is available again"),
+        (status = 400, body = ErrorBody), (status = 404, description = "`session_not_found`", body = ErrorBody),
+        (status = 503, body = ErrorBody),
+    )
+)]
+pub async fn abandon_cart<B: Backend>(State(app): AppS<B>, headers: HeaderMap) -> Result<Response, ApiError> {
+    let id = required_session(&headers)?;
+    app.service.abandon(id).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// Checks the cart out: its holds become sold and the session closes.
+#[utoipa::path(
+    post, path = "/v1/cart/checkout", tag = "carts",
+    params(("cart-session-id" = String, Header, description = "The cart session")),
+    responses(
+        (status = 201, description = "The order", body = OrderBody),
+        (status = 200, description = "A retry: the order made earlier for this cart", body = OrderBody),
+        (status = 400, body = ErrorBody), (status = 404, description = "`session_not_found`", body = ErrorBody),
+        (status = 409, description = "`cart_empty`", body = ErrorBody), (status = 503, body = ErrorBody),
+    )
+)]
+pub async fn checkout<B: Backend>(State(app): AppS<B>, headers: HeaderMap) -> Result<Response, ApiError> {
+    let id = required_session(&headers)?;
+    let result = app.service.checkout(id).await?;
+    let status = if result.created { StatusCode::CREATED } else { StatusCode::OK };
+    Ok((status, Json(OrderBody::from(&result.order))).into_response())
+}
+
+/// An inventory item's counts.
+#[utoipa::path(
+    get, path = "/v1/inventory/{inventory_id}", tag = "inventory",
+    params(("inventory_id" = String, Path, description = "The item")),
+    responses(
+        (status = 200, description = "The counts", body = StockBody),
+        (status = 400, body = ErrorBody), (status = 404, description = "`inventory_not_found`", body = ErrorBody),
+        (status = 503, body = ErrorBody),
+    )
+)]
+pub async fn get_stock<B: Backend>(
+    State(app): AppS<B>,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let item = parse_id("inventory_id", &path_text(path)?, InventoryId::parse)?;
+    let level = app.service.stock(&item).await?;
+    Ok(Json(StockBody::new(&item, level)).into_response())
+}
+
+/// Creates an item or sets its available count (admin).
+#[utoipa::path(
+    put, path = "/v1/inventory/{inventory_id}", tag = "inventory",
+    params(("inventory_id" = String, Path, description = "The item")),
+    request_body = SetStockRequest,
+    security(("admin_token" = [])),
+    responses(
+        (status = 200, description = "The counts after the change", body = StockBody),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 413, body = ErrorBody), (status = 415, body = ErrorBody), (status = 503, body = ErrorBody),
+    )
+)]
+pub async fn set_stock<B: Backend>(
+    State(app): AppS<B>,
+    path: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+    body: Result<JsonBody<SetStockRequest>, ApiError>,
+) -> Result<Response, ApiError> {
+    // Authorization comes before anything about the body, so that an anonymous
+    // client learns nothing but 401.
+    require_admin(&headers, app.admin_token.expose())?;
+    let JsonBody(req) = body?;
+    let item = parse_id("inventory_id", &path_text(path)?, InventoryId::parse)?;
+    let available = StockCount::new(req.available).map_err(|e| ApiError::invalid(format!("available {e}")))?;
+    let level = app.service.set_stock(&item, available).await?;
+    Ok(Json(StockBody::new(&item, level)).into_response())
+}
+
+/// Liveness: the process answers.
+#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, body = StatusBody)))]
+pub async fn healthz() -> Json<StatusBody> {
+    Json(StatusBody { status: "ok".to_owned() })
+}
+
+/// Readiness: the backing stores answer.
+#[utoipa::path(
+    get, path = "/readyz", tag = "operations",
+    responses((status = 200, body = StatusBody), (status = 503, body = StatusBody))
+)]
+pub async fn readyz<B: Backend>(State(app): AppS<B>) -> Response {
+    if app.backend.ready().await {
+        Json(StatusBody { status: "ready".to_owned() }).into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, Json(StatusBody { status: "unavailable".to_owned() })).into_response()
+    }
+}
+
+/// Handler for paths no route matches.
+pub async fn no_route() -> ApiError {
+    ApiError::NoRoute
+}

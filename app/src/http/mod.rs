@@ -1,0 +1,116 @@
+//! The inbound HTTP adapter: routes, extraction, errors, the OpenAPI document.
+//!
+//! Handlers are generic over a [`Backend`], so the same code serves the
+//! in-memory adapters and the Redis + PostgreSQL ones without dynamic dispatch.
+
+pub mod error;
+pub mod extract;
+pub mod handlers;
+pub mod openapi;
+pub mod wire;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{Extension, Router};
+use domain::CartService;
+use domain::ports::{Clock, Inventory, SessionStore};
+use http::{HeaderName, HeaderValue, Method, StatusCode, header};
+use tower_http::cors::{AllowOrigin, CorsLayer};
+
+use crate::settings::Secret;
+use error::ApiError;
+use extract::{BodyLimit, SESSION_HEADER};
+use handlers::*;
+
+/// A set of adapters the HTTP layer can serve.
+pub trait Backend: Send + Sync + 'static {
+    /// Where sessions live.
+    type Sessions: SessionStore;
+    /// Where stock, holds and orders live.
+    type Inventory: Inventory;
+    /// The clock.
+    type Clock: Clock;
+
+    /// Whether every backing store answers right now.
+    fn ready(&self) -> impl Future<Output = bool> + Send;
+}
+
+/// What every handler shares.
+pub struct AppState<B: Backend> {
+    /// The use cases.
+    pub service: CartService<B::Sessions, B::Inventory, B::Clock>,
+    /// Readiness probes of the backing stores.
+    pub backend: B,
+    /// The admin bearer token.
+    pub admin_token: Secret,
+}
+
+/// Router options that come from configuration.
+#[derive(Clone, Debug, Default)]
+pub struct RouterOptions {
+    /// Largest request body accepted.
+    pub max_body_bytes: usize,
+    /// CORS origins (`*` for any); empty turns CORS off.
+    pub cors_allowed_origins: Vec<String>,
+}
+
+/// The complete router.
+pub fn router<B: Backend>(state: Arc<AppState<B>>, options: &RouterOptions) -> Router {
+    let router = Router::new()
+        .route("/add-to-cart", post(add_to_cart::<B>))
+        .route("/get-cart", get(get_cart_tutorial::<B>))
+        .route("/v1/carts", post(create_cart::<B>))
+        .route("/v1/cart", get(get_cart::<B>).delete(abandon_cart::<B>))
+        .route("/v1/cart/items/{product_id}", put(set_line::<B>).delete(remove_line::<B>))
+        .route("/v1/cart/checkout", post(checkout::<B>))
+        .route("/v1/inventory/{inventory_id}", get(get_stock::<B>).put(set_stock::<B>))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz::<B>))
+        .route("/openapi.json", get(openapi::serve))
+        .fallback(no_route)
+        .with_state(state)
+        .layer(axum::middleware::map_response(json_405))
+        .layer(Extension(BodyLimit(options.max_body_bytes)));
+    match cors(&options.cors_allowed_origins) {
+        Some(layer) => router.layer(layer),
+        None => router,
+    }
+}
+
+/// Gives axum's bare 405 answers (which carry `Allow`) the API's JSON body.
+async fn json_405(response: Response) -> Response {
+    if response.status() != StatusCode::METHOD_NOT_ALLOWED {
+        return response;
+    }
+    let allow = response.headers().get(header::ALLOW).cloned();
+    let mut out = ApiError::MethodNotAllowed.into_response();
+    if let Some(allow) = allow {
+        out.headers_mut().insert(header::ALLOW, allow);
+    }
+    out
+}
+
+fn cors(origins: &[String]) -> Option<CorsLayer> {
+    if origins.is_empty() {
+        return None;
+    }
+    let session = HeaderName::from_static(SESSION_HEADER);
+    let allow_origin = if origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        // Settings validation has checked every origin is a valid header value.
+        AllowOrigin::list(origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()))
+    };
+    Some(
+        CorsLayer::new()
+            .allow_origin(allow_origin)
+            .allow_methods([Method::GET, Method::POST, Method::PUT, Method::DELETE])
+            .allow_headers([header::CONTENT_TYPE, header::AUTHORIZATION, session.clone()])
+            .expose_headers([session])
+            .max_age(Duration::from_secs(600)),
+    )
+}

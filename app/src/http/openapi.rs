@@ -1,0 +1,70 @@
+//! The OpenAPI 3 document of the HTTP API, generated from the handlers' and
+//! wire types' annotations so it cannot drift from the code unnoticed (a test
+//! also checks every route is in it).
+
+use std::sync::LazyLock;
+
+use axum::response::{IntoResponse, Response};
+use http::header;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+use super::handlers;
+use super::wire;
+
+/// The document.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "cartd",
+        description = "Shopping carts as short-lived sessions, with the stock in them held exactly once.",
+        license(name = "MIT OR Apache-2.0")
+    ),
+    paths(
+        handlers::add_to_cart,
+        handlers::get_cart_tutorial,
+        handlers::create_cart,
+        handlers::get_cart,
+        handlers::set_line,
+        handlers::remove_line,
+        handlers::abandon_cart,
+        handlers::checkout,
+        handlers::get_stock,
+        handlers::set_stock,
+        handlers::healthz,
+        handlers::readyz,
+    ),
+    components(schemas(
+        wire::AddToCartRequest, wire::AddToCartResponse, wire::GetCartResponse, wire::LineBody, wire::CartBody,
+        wire::SetLineRequest, wire::OrderBody, wire::StockBody, wire::SetStockRequest, wire::ErrorBody,
+        wire::StatusBody,
+    )),
+    modifiers(&AdminToken),
+    tags(
+        (name = "tutorial", description = "The tutorial's routes, same requests and responses, with real holds"),
+        (name = "carts", description = "The versioned cart API"),
+        (name = "inventory", description = "Stock levels"),
+        (name = "operations", description = "Health and readiness"),
+    )
+)]
+pub struct ApiDoc;
+
+struct AdminToken;
+
+impl Modify for AdminToken {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "admin_token",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+static DOCUMENT: LazyLock<String> =
+    LazyLock::new(|| ApiDoc::openapi().to_json().expect("the OpenAPI document serializes to JSON"));
+
+/// `GET /openapi.json`.
+pub async fn serve() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], DOCUMENT.as_str()).into_response()
+}

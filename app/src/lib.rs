@@ -1,0 +1,14 @@
+//! cartd's application crate: configuration, the HTTP adapter, background
+//! tasks and the composition root. The binary in `main.rs` only wires these.
+#![forbid(unsafe_code)]
+
+pub mod background;
+pub mod clock;
+pub mod http;
+pub mod server;
+pub mod settings;
+pub mod startup;
+pub mod telemetry;
+
+pub use settings::Settings;
+pub use startup::Application;

@@ -1,0 +1,76 @@
+//! The HTTP/1.1 serve loop: hyper 1 with a graceful shutdown.
+//!
+//! The server takes an already-bound listener (tests bind port 0) and a
+//! shutdown future. It never exits on an accept error (running out of file
+//! descriptors is logged and waited out), caps concurrent connections, bounds
+//! how long a client may take to send its headers, and on shutdown stops
+//! accepting, then lets in-flight requests finish within the grace period.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+
+/// Serve-loop options.
+#[derive(Clone, Copy, Debug)]
+pub struct ServeOptions {
+    /// Connections served at once.
+    pub max_connections: usize,
+    /// Time allowed to send the request headers.
+    pub header_read_timeout: Duration,
+    /// Time in-flight requests get after shutdown begins.
+    pub shutdown_grace: Duration,
+}
+
+/// Serves `app` on `listener` until `shutdown` completes, then drains.
+pub async fn serve(listener: TcpListener, app: Router, options: ServeOptions, shutdown: impl Future<Output = ()>) {
+    let mut builder = http1::Builder::new();
+    builder.timer(TokioTimer::new()).header_read_timeout(options.header_read_timeout).keep_alive(true);
+    let graceful = GracefulShutdown::new();
+    let slots = Arc::new(Semaphore::new(options.max_connections));
+    tokio::pin!(shutdown);
+    loop {
+        let permit = tokio::select! {
+            permit = slots.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
+            () = &mut shutdown => break,
+        };
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _peer)) => stream,
+                Err(e) => {
+                    // EMFILE and friends: keep serving the connections we have
+                    // and try again shortly rather than exiting.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        // Small JSON answers: do not wait for Nagle.
+        let _ = stream.set_nodelay(true);
+        let connection = builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(app.clone()));
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+            drop(permit);
+        });
+    }
+    drop(listener);
+    tracing::info!("shutting down: no new connections, draining in-flight requests");
+    tokio::select! {
+        () = graceful.shutdown() => tracing::info!("all connections closed"),
+        () = tokio::time::sleep(options.shutdown_grace) => {
+            tracing::warn!(grace = ?options.shutdown_grace, "grace period over, closing remaining connections");
+        }
+    }
+}

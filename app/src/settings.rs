@@ -1,0 +1,454 @@
+//! Configuration: built-in defaults, then an optional TOML file, then
+//! `CART__<SECTION>__<KEY>` environment variables, parsed into typed settings
+//! before any socket is bound. An invalid value stops the binary at start with
+//! a message that names the key.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use config::{Config, Environment, File, FileFormat, Source};
+use domain::{ExpiryMode, ExpiryPolicy, Limits, SessionTtl};
+use serde::Deserialize;
+
+/// Defaults, as the TOML a file would contain. Every key is documented in
+/// `docs/configuration.md`.
+pub const DEFAULTS: &str = r#"
+backend = "memory"
+
+[http]
+addr = "127.0.0.1:8080"
+max_body_bytes = 16384
+header_read_timeout_ms = 10000
+max_connections = 10000
+shutdown_grace_ms = 10000
+
+[redis]
+url = "redis://127.0.0.1:6379"
+
+[postgres]
+url = "postgres://cartd:cartd@127.0.0.1:5432/cartd"
+
+[session]
+ttl_secs = 900
+sliding = false
+
+[sweeper]
+interval_ms = 1000
+batch = 500
+
+[limits]
+max_quantity = 100
+max_lines = 50
+
+[admin]
+token = ""
+
+[cors]
+allowed_origins = []
+
+[log]
+format = "human"
+filter = "info"
+
+[demo]
+seed = true
+items = 100
+units = 1000
+"#;
+
+/// Which adapters back the service.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// In-memory adapters: nothing else to run, nothing persisted.
+    Memory,
+    /// Redis for sessions, PostgreSQL for stock and holds.
+    Redis,
+}
+
+/// Log line format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Human,
+    /// One JSON object per line.
+    Json,
+}
+
+/// A secret that never shows up in `Debug` output or logs.
+#[derive(Clone, Default, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps `s`.
+    #[must_use]
+    pub fn new(s: String) -> Self {
+        Self(s)
+    }
+
+    /// The secret itself; call only where it is used.
+    #[must_use]
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Raw {
+    backend: Backend,
+    http: RawHttp,
+    redis: RawUrl,
+    postgres: RawUrl,
+    session: RawSession,
+    sweeper: RawSweeper,
+    limits: RawLimits,
+    admin: RawAdmin,
+    cors: RawCors,
+    log: RawLog,
+    demo: Demo,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHttp {
+    addr: SocketAddr,
+    max_body_bytes: usize,
+    header_read_timeout_ms: u64,
+    max_connections: usize,
+    shutdown_grace_ms: u64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawUrl {
+    url: Secret,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSession {
+    ttl_secs: u64,
+    sliding: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSweeper {
+    interval_ms: u64,
+    batch: u32,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    max_quantity: u32,
+    max_lines: u16,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAdmin {
+    token: Secret,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCors {
+    allowed_origins: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLog {
+    format: LogFormat,
+    filter: String,
+}
+
+/// The demo catalogue seeded on the in-memory backend.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Demo {
+    /// Whether to seed it.
+    pub seed: bool,
+    /// Items `inv-1` ..= `inv-<items>`.
+    pub items: u32,
+    /// Units available of each.
+    pub units: u32,
+}
+
+/// HTTP server settings.
+#[derive(Clone, Debug)]
+pub struct HttpSettings {
+    /// Address to listen on (port 0 picks a free one).
+    pub addr: SocketAddr,
+    /// Largest request body accepted; larger ones get 413.
+    pub max_body_bytes: usize,
+    /// How long a client may take to send its request headers.
+    pub header_read_timeout: Duration,
+    /// Connections served at once; more wait in the accept queue.
+    pub max_connections: usize,
+    /// How long in-flight requests may run on after shutdown is asked for.
+    pub shutdown_grace: Duration,
+}
+
+/// Typed, validated settings.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Which adapters back the service.
+    pub backend: Backend,
+    /// HTTP server settings.
+    pub http: HttpSettings,
+    /// Redis URL (may carry a password).
+    pub redis_url: Secret,
+    /// PostgreSQL URL (may carry a password).
+    pub postgres_url: Secret,
+    /// Session TTL and mode.
+    pub expiry: ExpiryPolicy,
+    /// How often the sweeper looks for holds past their deadline.
+    pub sweeper_interval: Duration,
+    /// Carts released per sweeper batch.
+    pub sweeper_batch: u32,
+    /// Cart size limits.
+    pub limits: Limits,
+    /// The admin bearer token; `None` means generate one at start.
+    pub admin_token: Option<Secret>,
+    /// Origins allowed by CORS (`*` for any); empty disables CORS.
+    pub cors_allowed_origins: Vec<String>,
+    /// Log format.
+    pub log_format: LogFormat,
+    /// `tracing` filter directive (e.g. `info,cartd=debug`).
+    pub log_filter: String,
+    /// Demo catalogue.
+    pub demo: Demo,
+}
+
+/// A configuration error, naming the key at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    /// The sources could not be read or a value has the wrong type.
+    #[error("invalid configuration: {0}")]
+    Load(#[from] config::ConfigError),
+    /// A value has the right type but is out of range.
+    #[error("invalid configuration: {key}: {reason}")]
+    Invalid {
+        /// The key, e.g. `session.ttl_secs`.
+        key: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+fn invalid(key: &'static str, reason: impl ToString) -> SettingsError {
+    SettingsError::Invalid { key, reason: reason.to_string() }
+}
+
+impl Settings {
+    /// Loads settings from the defaults, the optional file and the process
+    /// environment.
+    ///
+    /// # Errors
+    /// [`SettingsError`] naming the key at fault.
+    pub fn load(file: Option<&Path>) -> Result<Self, SettingsError> {
+        Self::from_sources(file, Self::environment())
+    }
+
+    /// The `CART__SECTION__KEY` environment source.
+    #[must_use]
+    pub fn environment() -> Environment {
+        Environment::with_prefix("CART")
+            .prefix_separator("__")
+            .separator("__")
+            .list_separator(",")
+            .with_list_parse_key("cors.allowed_origins")
+            .try_parsing(true)
+    }
+
+    /// Loads settings from the defaults, the optional file and `overrides` (the
+    /// environment in production, a map in tests).
+    ///
+    /// # Errors
+    /// [`SettingsError`] naming the key at fault.
+    pub fn from_sources(
+        file: Option<&Path>,
+        overrides: impl Source + Send + Sync + 'static,
+    ) -> Result<Self, SettingsError> {
+        let mut builder = Config::builder().add_source(File::from_str(DEFAULTS, FileFormat::Toml));
+        if let Some(path) = file {
+            builder = builder.add_source(File::from(path).format(FileFormat::Toml).required(true));
+        }
+        let raw: Raw = builder.add_source(overrides).build()?.try_deserialize()?;
+        Self::validate(raw)
+    }
+
+    fn validate(raw: Raw) -> Result<Self, SettingsError> {
+        let ttl =
+            SessionTtl::new(Duration::from_secs(raw.session.ttl_secs)).map_err(|e| invalid("session.ttl_secs", e))?;
+        let mode = if raw.session.sliding { ExpiryMode::Sliding } else { ExpiryMode::Fixed };
+        let limits = Limits::new(raw.limits.max_quantity, raw.limits.max_lines).map_err(|e| match e {
+            domain::PolicyError::MaxLines => invalid("limits.max_lines", e),
+            _ => invalid("limits.max_quantity", e),
+        })?;
+        if raw.sweeper.interval_ms == 0 {
+            return Err(invalid("sweeper.interval_ms", "must be at least 1"));
+        }
+        if raw.sweeper.batch == 0 {
+            return Err(invalid("sweeper.batch", "must be at least 1"));
+        }
+        if !(256..=16 * 1024 * 1024).contains(&raw.http.max_body_bytes) {
+            return Err(invalid("http.max_body_bytes", "must be between 256 and 16777216"));
+        }
+        if raw.http.max_connections == 0 {
+            return Err(invalid("http.max_connections", "must be at least 1"));
+        }
+        if raw.http.header_read_timeout_ms == 0 {
+            return Err(invalid("http.header_read_timeout_ms", "must be at least 1"));
+        }
+        for origin in &raw.cors.allowed_origins {
+            let ok = origin == "*"
+                || ((origin.starts_with("http://") || origin.starts_with("https://"))
+                    && http::HeaderValue::from_str(origin).is_ok());
+            if !ok {
+                return Err(invalid("cors.allowed_origins", format!("{origin:?} is not `*` or an http(s) origin")));
+            }
+        }
+        let token = raw.admin.token;
+        let admin_token = if token.expose().is_empty() {
+            None
+        } else if token.expose().len() < 16 {
+            return Err(invalid("admin.token", "must be at least 16 characters"));
+        } else {
+            Some(token)
+        };
+        if raw.redis.url.expose().is_empty() {
+            return Err(invalid("redis.url", "must not be empty"));
+        }
+        if raw.postgres.url.expose().is_empty() {
+            return Err(invalid("postgres.url", "must not be empty"));
+        }
+        tracing_subscriber::EnvFilter::try_new(&raw.log.filter).map_err(|e| invalid("log.filter", e))?;
+        Ok(Self {
+            backend: raw.backend,
+            http: HttpSettings {
+                addr: raw.http.addr,
+                max_body_bytes: raw.http.max_body_bytes,
+                header_read_timeout: Duration::from_millis(raw.http.header_read_timeout_ms),
+                max_connections: raw.http.max_connections,
+                shutdown_grace: Duration::from_millis(raw.http.shutdown_grace_ms),
+            },
+            redis_url: raw.redis.url,
+            postgres_url: raw.postgres.url,
+            expiry: ExpiryPolicy { ttl, mode },
+            sweeper_interval: Duration::from_millis(raw.sweeper.interval_ms),
+            sweeper_batch: raw.sweeper.batch,
+            limits,
+            admin_token,
+            cors_allowed_origins: raw.cors.allowed_origins,
+            log_format: raw.log.format,
+            log_filter: raw.log.filter,
+            demo: raw.demo,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use config::Map;
+
+    /// A map source standing in for the environment.
+    #[derive(Clone, Debug)]
+    struct Vars(Vec<(&'static str, &'static str)>);
+
+    impl Source for Vars {
+        fn clone_into_box(&self) -> Box<dyn Source + Send + Sync> {
+            Box::new(self.clone())
+        }
+        fn collect(&self) -> Result<Map<String, config::Value>, config::ConfigError> {
+            let env = Settings::environment()
+                .source(Some(self.0.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect::<Map<_, _>>()));
+            env.collect()
+        }
+    }
+
+    fn load(vars: Vec<(&'static str, &'static str)>) -> Result<Settings, SettingsError> {
+        Settings::from_sources(None, Vars(vars))
+    }
+
+    #[test]
+    fn defaults_describe_the_embedded_service() {
+        let s = load(vec![]).unwrap();
+        assert_eq!(s.backend, Backend::Memory);
+        assert_eq!(s.http.addr, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(s.expiry.ttl.get(), Duration::from_secs(900));
+        assert_eq!(s.expiry.mode, ExpiryMode::Fixed);
+        assert_eq!((s.limits.max_quantity(), s.limits.max_lines()), (100, 50));
+        assert!(s.admin_token.is_none());
+        assert!(s.cors_allowed_origins.is_empty());
+    }
+
+    #[test]
+    fn environment_overrides_defaults() {
+        let s = load(vec![
+            ("CART__HTTP__ADDR", "127.0.0.1:0"),
+            ("CART__BACKEND", "redis"),
+            ("CART__SESSION__TTL_SECS", "2"),
+            ("CART__SESSION__SLIDING", "true"),
+            ("CART__SWEEPER__INTERVAL_MS", "250"),
+            ("CART__ADMIN__TOKEN", "0123456789abcdef0123"),
+            ("CART__CORS__ALLOWED_ORIGINS", "https://shop.example,http://localhost:5173"),
+        ])
+        .unwrap();
+        assert_eq!(s.backend, Backend::Redis);
+        assert_eq!(s.http.addr.port(), 0);
+        assert_eq!(s.expiry.ttl.get(), Duration::from_secs(2));
+        assert_eq!(s.expiry.mode, ExpiryMode::Sliding);
+        assert_eq!(s.sweeper_interval, Duration::from_millis(250));
+        assert_eq!(s.admin_token.unwrap().expose(), "0123456789abcdef0123");
+        assert_eq!(s.cors_allowed_origins, vec!["https://shop.example", "http://localhost:5173"]);
+    }
+
+    #[test]
+    fn invalid_values_name_their_key() {
+        for (vars, key) in [
+            (vec![("CART__SESSION__TTL_SECS", "0")], "session.ttl_secs"),
+            (vec![("CART__SESSION__TTL_SECS", "abc")], "ttl_secs"),
+            (vec![("CART__HTTP__ADDR", "nowhere")], "addr"),
+            (vec![("CART__BACKEND", "mongo")], "backend"),
+            (vec![("CART__LIMITS__MAX_LINES", "0")], "limits.max_lines"),
+            (vec![("CART__ADMIN__TOKEN", "short")], "admin.token"),
+            (vec![("CART__CORS__ALLOWED_ORIGINS", "not an origin")], "cors.allowed_origins"),
+            (vec![("CART__SWEEPER__INTERVAL_MS", "0")], "sweeper.interval_ms"),
+        ] {
+            let err = load(vars.clone()).unwrap_err().to_string();
+            assert!(err.contains(key), "{vars:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_file_sits_between_defaults_and_environment() {
+        let dir = std::env::temp_dir().join(format!("cartd-settings-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("cartd.toml");
+        std::fs::write(&path, "[session]\nttl_secs = 60\n[limits]\nmax_lines = 7\n").unwrap();
+        let s = Settings::from_sources(Some(&path), Vars(vec![("CART__LIMITS__MAX_LINES", "9")])).unwrap();
+        assert_eq!(s.expiry.ttl.get(), Duration::from_secs(60));
+        assert_eq!(s.limits.max_lines(), 9);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn secrets_are_not_printed_by_debug() {
+        let s = load(vec![("CART__ADMIN__TOKEN", "0123456789abcdef-secret")]).unwrap();
+        assert!(!format!("{s:?}").contains("secret"));
+    }
+}

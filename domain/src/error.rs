@@ -1,0 +1,46 @@
+//! What a use case can fail with. The HTTP layer maps each variant to one status
+//! code in one place; adapters map their driver errors into [`crate::ports::PortError`].
+
+use crate::ports::PortError;
+
+/// A use case's failure.
+#[derive(Debug, thiserror::Error)]
+pub enum CartError {
+    /// The session is unknown, expired or checked out (deliberately one answer,
+    /// so that ids cannot be probed).
+    #[error("cart session not found")]
+    SessionNotFound,
+    /// Not enough units are free for the requested quantity; nothing changed.
+    #[error("insufficient stock: {available} available")]
+    InsufficientStock {
+        /// Units free when the hold was refused.
+        available: i64,
+    },
+    /// The inventory item does not exist.
+    #[error("inventory item not found")]
+    UnknownItem,
+    /// A line asked for more than the configured per-line limit.
+    #[error("quantity must be at most {max}")]
+    QuantityOverLimit {
+        /// The configured limit.
+        max: u32,
+    },
+    /// A new line would exceed the configured number of lines.
+    #[error("a cart holds at most {max} lines")]
+    TooManyLines {
+        /// The configured limit.
+        max: u16,
+    },
+    /// Checkout of a cart without lines.
+    #[error("cart is empty")]
+    CartEmpty,
+    /// A backing store could not be reached; retrying later may succeed.
+    #[error("backing store unavailable")]
+    Unavailable(#[source] PortError),
+}
+
+impl From<PortError> for CartError {
+    fn from(e: PortError) -> Self {
+        CartError::Unavailable(e)
+    }
+}

@@ -1,0 +1,26 @@
+//! The inside of cartd's hexagon: validated value types, carts and holds, the
+//! expiry policy, the ports (traits) the adapters implement, and the use cases
+//! written against those ports.
+//!
+//! Nothing in this crate performs I/O or reads a clock: time comes in through the
+//! [`ports::Clock`] port and every policy takes `now` as an argument, so the same
+//! code runs against Redis + PostgreSQL, against the in-memory adapters, and
+//! under a paused test clock.
+#![forbid(unsafe_code)]
+
+pub mod cart;
+pub mod error;
+pub mod ids;
+pub mod policy;
+pub mod ports;
+pub mod quantity;
+pub mod service;
+pub mod time;
+
+pub use cart::{Cart, Line, Order, StockLevel};
+pub use error::CartError;
+pub use ids::{CartId, IdError, InventoryId, OrderId, ProductId};
+pub use policy::{ExpiryMode, ExpiryPolicy, Limits, PolicyError, SessionTtl};
+pub use quantity::{Quantity, QuantityError, StockCount};
+pub use service::{CartService, CheckoutResult, SetLineResult, Target};
+pub use time::Timestamp;

@@ -1,0 +1,215 @@
+//! The ports: what the use cases need from the outside world, as traits.
+//!
+//! Two stores sit behind them. The [`SessionStore`] keeps carts as short-lived
+//! sessions (Redis in production) and answers reads in one round trip. The
+//! [`Inventory`] keeps stock, the hold ledger and orders (PostgreSQL in
+//! production) and is the authority on what is held: every hold is taken there
+//! first and only then shown in the session, so the session never shows a line
+//! whose units are not held, and a hold the session lost is released by the
+//! ledger's deadline.
+//!
+//! Every adapter, real or in-memory, must pass the same contract tests.
+
+use std::error::Error as StdError;
+use std::fmt;
+use std::future::Future;
+
+use crate::cart::{Cart, Order, StockLevel};
+use crate::error::CartError;
+use crate::ids::{CartId, InventoryId, OrderId, ProductId};
+use crate::quantity::{Quantity, StockCount};
+use crate::time::Timestamp;
+
+/// A backing store could not do its work (connection lost, timeout, pool
+/// exhausted...). Retrying later may succeed; the cause is kept for the logs.
+#[derive(Debug, thiserror::Error)]
+#[error("{store} unavailable")]
+pub struct PortError {
+    store: &'static str,
+    #[source]
+    source: Box<dyn StdError + Send + Sync>,
+}
+
+impl PortError {
+    /// Wraps a driver error raised by the adapter for `store` (e.g. `"redis"`).
+    pub fn new(store: &'static str, source: impl Into<Box<dyn StdError + Send + Sync>>) -> Self {
+        Self { store, source: source.into() }
+    }
+
+    /// Which store failed.
+    #[must_use]
+    pub fn store(&self) -> &'static str {
+        self.store
+    }
+}
+
+/// The current wall-clock time. Production uses the system clock; tests use a
+/// clock they can move.
+pub trait Clock: Send + Sync + 'static {
+    /// Now.
+    fn now(&self) -> Timestamp;
+}
+
+/// A change to one line of a cart: set it to `quantity` units of `inventory_id`,
+/// or remove it (`line: None`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LineChange {
+    /// The line's product.
+    pub product_id: ProductId,
+    /// The new content of the line, or `None` to remove it.
+    pub line: Option<(InventoryId, Quantity)>,
+}
+
+/// A hold the inventory ledger took, to be mirrored in the session store.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HoldReceipt {
+    /// Increases with every change to the cart's ledger. The session store keeps
+    /// the highest version seen per line and ignores older ones, so concurrent
+    /// changes to one line cannot leave the session disagreeing with the ledger.
+    pub version: u64,
+    /// The cart's deadline after this change.
+    pub expires_at: Timestamp,
+}
+
+/// Stock given back by releasing expired carts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Released {
+    /// Carts whose ledger entries were removed.
+    pub carts: u64,
+    /// Units that went back to `available`.
+    pub units: u64,
+}
+
+/// Sessions: the carts as shoppers see them, kept for a limited time.
+pub trait SessionStore: Send + Sync + 'static {
+    /// Opens an empty session `id` that ends at `expires_at` (`now` lets stores
+    /// that expire by themselves reclaim ended sessions).
+    ///
+    /// # Errors
+    /// [`PortError`] when the store cannot be reached.
+    fn create(
+        &self,
+        id: CartId,
+        expires_at: Timestamp,
+        now: Timestamp,
+    ) -> impl Future<Output = Result<(), PortError>> + Send;
+
+    /// The cart, or `None` when the session is unknown or has ended by `now`.
+    ///
+    /// # Errors
+    /// [`PortError`] when the store cannot be reached.
+    fn load(&self, id: CartId, now: Timestamp) -> impl Future<Output = Result<Option<Cart>, PortError>> + Send;
+
+    /// In one atomic step: if the session exists, apply `change` unless the line
+    /// already carries a version newer than `receipt.version`, set the session's
+    /// deadline to `receipt.expires_at`, and return the cart. `None` when the
+    /// session does not exist (nothing is changed then).
+    ///
+    /// # Errors
+    /// [`PortError`] when the store cannot be reached.
+    fn apply(
+        &self,
+        id: CartId,
+        change: &LineChange,
+        receipt: HoldReceipt,
+        now: Timestamp,
+    ) -> impl Future<Output = Result<Option<Cart>, PortError>> + Send;
+
+    /// Ends the session and removes everything kept for it. Returns whether it
+    /// was live at `now`.
+    ///
+    /// # Errors
+    /// [`PortError`] when the store cannot be reached.
+    fn close(&self, id: CartId, now: Timestamp) -> impl Future<Output = Result<bool, PortError>> + Send;
+}
+
+/// Stock, the ledger of holds per cart, and orders.
+pub trait Inventory: Send + Sync + 'static {
+    /// Records cart `id` in the ledger with its deadline, so holds can be taken
+    /// for it. Doing it again for the same id changes nothing.
+    ///
+    /// # Errors
+    /// [`PortError`] when the store cannot be reached.
+    fn open_cart(&self, id: CartId, deadline: Timestamp) -> impl Future<Output = Result<(), PortError>> + Send;
+
+    /// Sets the hold of `cart` for `change.product_id` to the given line in one
+    /// atomic step: only the difference moves between `available` and
+    /// `reserved`; a line moved to another item releases the old hold and takes
+    /// the new one; removing a line releases its hold. When `new_deadline` is
+    /// given the cart's deadline moves to it. Holds of carts already past their
+    /// deadline never block: they are released first when stock is short.
+    ///
+    /// # Errors
+    /// - [`CartError::SessionNotFound`]: the cart is not open in the ledger or
+    ///   its deadline has passed at `now`;
+    /// - [`CartError::UnknownItem`]: the item does not exist;
+    /// - [`CartError::InsufficientStock`]: not enough units free (nothing changed);
+    /// - [`CartError::TooManyLines`]: a new line beyond `max_lines`;
+    /// - [`CartError::Unavailable`]: the store cannot be reached.
+    fn set_hold(
+        &self,
+        cart: CartId,
+        change: &LineChange,
+        new_deadline: Option<Timestamp>,
+        max_lines: u16,
+        now: Timestamp,
+    ) -> impl Future<Output = Result<HoldReceipt, CartError>> + Send;
+
+    /// Removes the cart from the ledger and returns all its held units to
+    /// `available`, in one transaction. Idempotent: only the call that removed
+    /// the cart returns anything; later calls (and calls for unknown carts)
+    /// return 0.
+    ///
+    /// # Errors
+    /// [`PortError`] when the store cannot be reached.
+    fn release(&self, cart: CartId) -> impl Future<Output = Result<u64, PortError>> + Send;
+
+    /// Turns all holds of `cart` into sales and records the order, in one
+    /// transaction that races safely with [`Inventory::release`]. If the cart
+    /// was already checked out, returns that order and `false`.
+    ///
+    /// # Errors
+    /// - [`CartError::SessionNotFound`]: the cart is unknown, released, or past
+    ///   its deadline at `now` (it is released then);
+    /// - [`CartError::CartEmpty`]: the cart holds nothing;
+    /// - [`CartError::Unavailable`]: the store cannot be reached.
+    fn checkout(
+        &self,
+        cart: CartId,
+        order_id: OrderId,
+        now: Timestamp,
+    ) -> impl Future<Output = Result<(Order, bool), CartError>> + Send;
+
+    /// Releases up to `limit` carts whose deadline is at or before `now`. Safe to
+    /// run on many instances at once: each cart is released by exactly one call.
+    ///
+    /// # Errors
+    /// [`PortError`] when the store cannot be reached.
+    fn release_expired(&self, now: Timestamp, limit: u32) -> impl Future<Output = Result<Released, PortError>> + Send;
+
+    /// The counts of `item`, or `None` if it does not exist.
+    ///
+    /// # Errors
+    /// [`PortError`] when the store cannot be reached.
+    fn stock(&self, item: &InventoryId) -> impl Future<Output = Result<Option<StockLevel>, PortError>> + Send;
+
+    /// Creates `item` or sets its `available` count; `reserved` and `sold` are
+    /// left as they are.
+    ///
+    /// # Errors
+    /// [`PortError`] when the store cannot be reached.
+    fn set_available(
+        &self,
+        item: &InventoryId,
+        available: StockCount,
+    ) -> impl Future<Output = Result<StockLevel, PortError>> + Send;
+}
+
+impl fmt::Display for LineChange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.line {
+            Some((inv, q)) => write!(f, "{} := {} x {}", self.product_id, q, inv),
+            None => write!(f, "{} removed", self.product_id),
+        }
+    }
+}

@@ -1,0 +1,239 @@
+//! The use cases, written against the ports.
+//!
+//! Order of effects is what keeps the two stores in agreement: a hold is taken
+//! in the [`Inventory`] ledger before the [`SessionStore`] shows the line, and a
+//! session is closed before its holds are released. Whatever a failure leaves
+//! behind is therefore a hold without a visible line, which the ledger's
+//! deadline (and the sweeper) gives back; never a visible line without a hold.
+
+use crate::cart::{Cart, Order, StockLevel};
+use crate::error::CartError;
+use crate::ids::{CartId, InventoryId, OrderId, ProductId};
+use crate::policy::{ExpiryPolicy, Limits};
+use crate::ports::{Clock, Inventory, LineChange, Released, SessionStore};
+use crate::quantity::{Quantity, QuantityError, StockCount};
+
+/// Which session a change applies to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Target {
+    /// A new session.
+    New,
+    /// This session; [`CartError::SessionNotFound`] if it does not exist.
+    Existing(CartId),
+    /// This session, or a new one if it does not exist (the tutorial's routes).
+    ExistingOrNew(CartId),
+}
+
+/// The outcome of setting a line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SetLineResult {
+    /// The cart after the change.
+    pub cart: Cart,
+    /// Whether a new session was created for it.
+    pub created: bool,
+}
+
+/// The outcome of a checkout.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CheckoutResult {
+    /// The order.
+    pub order: Order,
+    /// `false` when this is a retry that found the order made earlier.
+    pub created: bool,
+}
+
+/// The cart use cases over a session store `S`, an inventory `I` and a clock `C`.
+pub struct CartService<S, I, C> {
+    sessions: S,
+    inventory: I,
+    clock: C,
+    policy: ExpiryPolicy,
+    limits: Limits,
+}
+
+impl<S: SessionStore, I: Inventory, C: Clock> CartService<S, I, C> {
+    /// Assembles the service.
+    pub fn new(sessions: S, inventory: I, clock: C, policy: ExpiryPolicy, limits: Limits) -> Self {
+        Self { sessions, inventory, clock, policy, limits }
+    }
+
+    /// The session store.
+    pub fn sessions(&self) -> &S {
+        &self.sessions
+    }
+
+    /// The inventory.
+    pub fn inventory(&self) -> &I {
+        &self.inventory
+    }
+
+    /// The clock.
+    pub fn clock(&self) -> &C {
+        &self.clock
+    }
+
+    /// The expiry policy.
+    pub fn policy(&self) -> ExpiryPolicy {
+        self.policy
+    }
+
+    /// The size limits.
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    /// Opens a new, empty cart.
+    ///
+    /// # Errors
+    /// [`CartError::Unavailable`].
+    pub async fn create_cart(&self) -> Result<Cart, CartError> {
+        let id = CartId::random();
+        let now = self.clock.now();
+        let expires_at = self.policy.initial_deadline(now);
+        // Ledger first: a ledger entry without a session is empty and expires;
+        // a session without a ledger entry could not take holds.
+        self.inventory.open_cart(id, expires_at).await?;
+        self.sessions.create(id, expires_at, now).await?;
+        Ok(Cart { id, expires_at, lines: Vec::new() })
+    }
+
+    /// The cart `id`.
+    ///
+    /// # Errors
+    /// [`CartError::SessionNotFound`], [`CartError::Unavailable`].
+    pub async fn get_cart(&self, id: CartId) -> Result<Cart, CartError> {
+        self.sessions.load(id, self.clock.now()).await?.ok_or(CartError::SessionNotFound)
+    }
+
+    /// Sets the line for `product` to `quantity` units of `item` (0 removes it),
+    /// holding or releasing the difference.
+    ///
+    /// # Errors
+    /// [`CartError::QuantityOverLimit`], [`CartError::SessionNotFound`] (only for
+    /// [`Target::Existing`]), [`CartError::InsufficientStock`],
+    /// [`CartError::UnknownItem`], [`CartError::TooManyLines`],
+    /// [`CartError::Unavailable`].
+    pub async fn set_line(
+        &self,
+        target: Target,
+        product: ProductId,
+        item: InventoryId,
+        quantity: u32,
+    ) -> Result<SetLineResult, CartError> {
+        let line = match Quantity::new(quantity) {
+            Ok(q) if q.get() > self.limits.max_quantity() => {
+                return Err(CartError::QuantityOverLimit { max: self.limits.max_quantity() });
+            }
+            Ok(q) => Some((item, q)),
+            Err(QuantityError::Zero) => None,
+            Err(QuantityError::TooLarge { .. }) => {
+                return Err(CartError::QuantityOverLimit { max: self.limits.max_quantity() });
+            }
+        };
+        self.change(target, LineChange { product_id: product, line }).await
+    }
+
+    /// Removes the line for `product`, releasing its hold.
+    ///
+    /// # Errors
+    /// [`CartError::SessionNotFound`], [`CartError::Unavailable`].
+    pub async fn remove_line(&self, id: CartId, product: ProductId) -> Result<Cart, CartError> {
+        let change = LineChange { product_id: product, line: None };
+        Ok(self.change(Target::Existing(id), change).await?.cart)
+    }
+
+    async fn change(&self, target: Target, change: LineChange) -> Result<SetLineResult, CartError> {
+        match target {
+            Target::Existing(id) => {
+                self.change_existing(id, &change).await.map(|cart| SetLineResult { cart, created: false })
+            }
+            Target::ExistingOrNew(id) => match self.change_existing(id, &change).await {
+                Err(CartError::SessionNotFound) => self.change_new(&change).await,
+                other => other.map(|cart| SetLineResult { cart, created: false }),
+            },
+            Target::New => self.change_new(&change).await,
+        }
+    }
+
+    async fn change_new(&self, change: &LineChange) -> Result<SetLineResult, CartError> {
+        let cart = self.create_cart().await?;
+        let cart = self.change_existing(cart.id, change).await?;
+        Ok(SetLineResult { cart, created: true })
+    }
+
+    async fn change_existing(&self, id: CartId, change: &LineChange) -> Result<Cart, CartError> {
+        let now = self.clock.now();
+        let deadline = self.policy.deadline_on_change(now);
+        let receipt = self.inventory.set_hold(id, change, deadline, self.limits.max_lines(), now).await?;
+        match self.sessions.apply(id, change, receipt, now).await? {
+            Some(cart) => Ok(cart),
+            None => {
+                // The ledger knew the cart but the session is gone (expired at
+                // the same moment, or the session store lost it): its holds
+                // must not outlive it.
+                self.inventory.release(id).await?;
+                Err(CartError::SessionNotFound)
+            }
+        }
+    }
+
+    /// Closes the cart and releases all its holds.
+    ///
+    /// # Errors
+    /// [`CartError::SessionNotFound`] when no such open cart existed,
+    /// [`CartError::Unavailable`].
+    pub async fn abandon(&self, id: CartId) -> Result<u64, CartError> {
+        let existed = self.sessions.close(id, self.clock.now()).await?;
+        // Released even when the session was already gone: a retry after a
+        // failure between the two steps must still give the stock back.
+        let units = self.inventory.release(id).await?;
+        if existed { Ok(units) } else { Err(CartError::SessionNotFound) }
+    }
+
+    /// Releases the holds of a cart whose session has ended (expiry event).
+    ///
+    /// # Errors
+    /// [`CartError::Unavailable`].
+    pub async fn release_cart(&self, id: CartId) -> Result<u64, CartError> {
+        Ok(self.inventory.release(id).await?)
+    }
+
+    /// Turns the cart's holds into an order and closes the session. A retry
+    /// returns the same order with `created: false`.
+    ///
+    /// # Errors
+    /// [`CartError::SessionNotFound`], [`CartError::CartEmpty`],
+    /// [`CartError::Unavailable`].
+    pub async fn checkout(&self, id: CartId) -> Result<CheckoutResult, CartError> {
+        let now = self.clock.now();
+        let (order, created) = self.inventory.checkout(id, OrderId::random(), now).await?;
+        // Closing twice is harmless, and a failure here leaves a session whose
+        // checkout retry answers with the same order.
+        self.sessions.close(id, now).await?;
+        Ok(CheckoutResult { order, created })
+    }
+
+    /// The counts of `item`.
+    ///
+    /// # Errors
+    /// [`CartError::UnknownItem`], [`CartError::Unavailable`].
+    pub async fn stock(&self, item: &InventoryId) -> Result<StockLevel, CartError> {
+        self.inventory.stock(item).await?.ok_or(CartError::UnknownItem)
+    }
+
+    /// Creates `item` or sets its available count.
+    ///
+    /// # Errors
+    /// [`CartError::Unavailable`].
+    pub async fn set_stock(&self, item: &InventoryId, available: StockCount) -> Result<StockLevel, CartError> {
+        Ok(self.inventory.set_available(item, available).await?)
+    }
+
+    /// Releases up to `limit` carts past their deadline (one sweep batch).
+    ///
+    /// # Errors
+    /// [`CartError::Unavailable`].
+    pub async fn release_expired(&self, limit: u32) -> Result<Released, CartError> {
+        Ok(self.inventory.release_expired(self.clock.now(), limit).await?)
+    }
+}
