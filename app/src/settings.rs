@@ -263,7 +263,6 @@ impl Settings {
     }
 
     /// The `CART__SECTION__KEY` environment source.
-    #[must_use]
     pub fn environment() -> Environment {
         Environment::with_prefix("CART")
             .prefix_separator("__")
@@ -365,23 +364,15 @@ mod tests {
     use super::*;
     use config::Map;
 
-    /// A map source standing in for the environment.
-    #[derive(Clone, Debug)]
-    struct Vars(Vec<(&'static str, &'static str)>);
-
-    impl Source for Vars {
-        fn clone_into_box(&self) -> Box<dyn Source + Send + Sync> {
-            Box::new(self.clone())
-        }
-        fn collect(&self) -> Result<Map<String, config::Value>, config::ConfigError> {
-            let env = Settings::environment()
-                .source(Some(self.0.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect::<Map<_, _>>()));
-            env.collect()
-        }
+    /// The environment source, fed from a map instead of the process
+    /// environment.
+    fn vars(vars: Vec<(&'static str, &'static str)>) -> Environment {
+        Settings::environment()
+            .source(Some(vars.into_iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect::<Map<_, _>>()))
     }
 
-    fn load(vars: Vec<(&'static str, &'static str)>) -> Result<Settings, SettingsError> {
-        Settings::from_sources(None, Vars(vars))
+    fn load(v: Vec<(&'static str, &'static str)>) -> Result<Settings, SettingsError> {
+        Settings::from_sources(None, vars(v))
     }
 
     #[test]
@@ -440,7 +431,7 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("cartd.toml");
         std::fs::write(&path, "[session]\nttl_secs = 60\n[limits]\nmax_lines = 7\n").unwrap();
-        let s = Settings::from_sources(Some(&path), Vars(vec![("CART__LIMITS__MAX_LINES", "9")])).unwrap();
+        let s = Settings::from_sources(Some(&path), vars(vec![("CART__LIMITS__MAX_LINES", "9")])).unwrap();
         assert_eq!(s.expiry.ttl.get(), Duration::from_secs(60));
         assert_eq!(s.limits.max_lines(), 9);
         std::fs::remove_dir_all(&dir).unwrap();

@@ -205,7 +205,8 @@ mod tests {
 
         #[test]
         fn valid_text_ids_round_trip(s in "[A-Za-z0-9._:-]{1,64}") {
-            prop_assert_eq!(ProductId::parse(&s).unwrap().as_str(), s.as_str());
+            let id = ProductId::parse(&s).unwrap();
+            prop_assert_eq!(id.as_str(), s.as_str());
         }
 
         #[test]

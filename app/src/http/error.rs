@@ -121,3 +121,37 @@ pub fn error_chain(err: &dyn std::error::Error) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use domain::ports::PortError;
+
+    #[test]
+    fn an_unavailable_store_is_503_with_retry_after_and_an_opaque_body() {
+        let cause = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "connection refused to 10.1.2.3");
+        let err = ApiError::Cart(CartError::Unavailable(PortError::new("redis", cause)));
+        let body = err.body();
+        assert_eq!(body.error, "unavailable");
+        assert!(!body.message.contains("10.1.2.3"), "5xx bodies must not leak the cause");
+        let res = err.into_response();
+        assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(res.headers()[header::RETRY_AFTER], "1");
+    }
+
+    #[test]
+    fn every_domain_error_is_a_4xx_or_a_503() {
+        let all = [
+            CartError::SessionNotFound,
+            CartError::InsufficientStock { available: 1 },
+            CartError::UnknownItem,
+            CartError::QuantityOverLimit { max: 100 },
+            CartError::TooManyLines { max: 50 },
+            CartError::CartEmpty,
+        ];
+        for e in all {
+            let (status, _) = ApiError::Cart(e).status_and_code();
+            assert!(status.is_client_error(), "{status}");
+        }
+    }
+}

@@ -1,0 +1,163 @@
+//! Black-box test support: `spawn_app()` starts the real server on port 0 with
+//! the in-memory backend and hands back a typed client.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+
+use axum::body::Bytes;
+use cartd::{Application, Settings};
+use http::{HeaderMap, Method, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use serde_json::Value;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
+
+/// A running server and a client for it.
+pub struct TestApp {
+    pub addr: SocketAddr,
+    client: Client<HttpConnector, Full<Bytes>>,
+    stop: Option<oneshot::Sender<()>>,
+    handle: Option<JoinHandle<()>>,
+}
+
+/// A response, fully read.
+#[derive(Debug)]
+pub struct TestResponse {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl TestResponse {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("body is not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    pub fn session(&self) -> String {
+        self.header("cart-session-id").expect("response carries cart-session-id").to_owned()
+    }
+
+    /// Asserts the status and the API error code.
+    pub fn assert_error(&self, status: u16, code: &str) {
+        assert_eq!(self.status.as_u16(), status, "body: {}", String::from_utf8_lossy(&self.body));
+        let body = self.json();
+        assert_eq!(body["error"], code, "body: {body}");
+        assert!(body["message"].as_str().is_some_and(|m| !m.is_empty()), "message missing: {body}");
+    }
+}
+
+/// Starts the server with the test defaults plus `vars` (as `CART__...`).
+pub async fn spawn_app_with(vars: &[(&str, &str)]) -> TestApp {
+    let mut map = config::Map::new();
+    for (k, v) in [
+        ("CART__HTTP__ADDR", "127.0.0.1:0"),
+        ("CART__ADMIN__TOKEN", ADMIN_TOKEN),
+        ("CART__DEMO__SEED", "false"),
+        ("CART__SWEEPER__INTERVAL_MS", "100"),
+    ]
+    .iter()
+    .chain(vars)
+    {
+        map.insert((*k).to_owned(), (*v).to_owned());
+    }
+    let settings = Settings::from_sources(None, Settings::environment().source(Some(map))).expect("test settings");
+    let app = Application::build(settings).await.expect("application builds");
+    let addr = app.local_addr();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let handle = tokio::spawn(app.run_until(async move {
+        let _ = stopped.await;
+    }));
+    let client = Client::builder(TokioExecutor::new()).build_http();
+    TestApp { addr, client, stop: Some(stop), handle: Some(handle) }
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(&[]).await
+}
+
+impl TestApp {
+    pub async fn request(
+        &self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<&str>,
+    ) -> TestResponse {
+        let mut req = Request::builder().method(method).uri(format!("http://{}{}", self.addr, path));
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let req = req.body(Full::new(Bytes::from(body.unwrap_or("").to_owned()))).expect("valid request");
+        let res = self.client.request(req).await.expect("server answers");
+        let (parts, body) = res.into_parts();
+        let body = body.collect().await.expect("body reads").to_bytes();
+        TestResponse { status: parts.status, headers: parts.headers, body }
+    }
+
+    pub async fn get(&self, path: &str, headers: &[(&str, &str)]) -> TestResponse {
+        self.request(Method::GET, path, headers, None).await
+    }
+
+    pub async fn json(&self, method: Method, path: &str, headers: &[(&str, &str)], body: &Value) -> TestResponse {
+        let mut h = vec![("content-type", "application/json")];
+        h.extend_from_slice(headers);
+        self.request(method, path, &h, Some(&body.to_string())).await
+    }
+
+    pub async fn create_cart(&self) -> String {
+        let res = self.request(Method::POST, "/v1/carts", &[], None).await;
+        assert_eq!(res.status, StatusCode::CREATED);
+        res.session()
+    }
+
+    pub async fn set_line(&self, session: &str, product: &str, item: &str, quantity: i64) -> TestResponse {
+        let body = serde_json::json!({"inventory_id": item, "quantity": quantity});
+        self.json(Method::PUT, &format!("/v1/cart/items/{product}"), &[("cart-session-id", session)], &body).await
+    }
+
+    pub async fn cart(&self, session: &str) -> TestResponse {
+        self.get("/v1/cart", &[("cart-session-id", session)]).await
+    }
+
+    pub async fn set_stock(&self, item: &str, available: i64) -> Value {
+        let auth = format!("Bearer {ADMIN_TOKEN}");
+        let res = self
+            .json(
+                Method::PUT,
+                &format!("/v1/inventory/{item}"),
+                &[("authorization", &auth)],
+                &serde_json::json!({ "available": available }),
+            )
+            .await;
+        assert_eq!(res.status, StatusCode::OK, "{}", String::from_utf8_lossy(&res.body));
+        res.json()
+    }
+
+    /// `(available, reserved, sold)` of `item`.
+    pub async fn stock(&self, item: &str) -> (i64, i64, i64) {
+        let res = self.get(&format!("/v1/inventory/{item}"), &[]).await;
+        assert_eq!(res.status, StatusCode::OK, "{}", String::from_utf8_lossy(&res.body));
+        let v = res.json();
+        (v["available"].as_i64().unwrap(), v["reserved"].as_i64().unwrap(), v["sold"].as_i64().unwrap())
+    }
+
+    /// Fires shutdown and waits for the server and its tasks to stop.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(handle) = self.handle.take() {
+            handle.await.expect("server task ends cleanly");
+        }
+    }
+}

@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# Makes sure Redis and PostgreSQL are installed, running on loopback, and that
+# PostgreSQL has the `cartd` role and database the tests use. Idempotent: safe on
+# a fresh Debian machine and on one that has run it before. Needs root (or sudo)
+# for apt-get and for starting the packaged PostgreSQL cluster.
+set -euo pipefail
+
+REDIS_PORT="${CARTD_REDIS_PORT:-6379}"
+PG_PORT="${CARTD_PG_PORT:-5432}"
+
+log() { printf 'services: %s\n' "$*" >&2; }
+
+as_root() {
+  if [ "$(id -u)" -eq 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else
+    log "need root to run: $*"; return 1; fi
+}
+
+missing=()
+command -v redis-server >/dev/null || missing+=(redis-server)
+command -v redis-cli >/dev/null || missing+=(redis-tools)
+ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || missing+=(postgresql)
+command -v psql >/dev/null || missing+=(postgresql-client)
+if [ "${#missing[@]}" -gt 0 ]; then
+  log "installing ${missing[*]}"
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+# Redis: no persistence (tests flush and restart it), keyspace events on.
+if ! redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping >/dev/null 2>&1; then
+  log "starting redis on 127.0.0.1:$REDIS_PORT"
+  redis-server --daemonize yes --bind 127.0.0.1 --port "$REDIS_PORT" --save "" --appendonly no \
+    --notify-keyspace-events Ex --logfile /var/tmp/cartd-redis.log
+  for _ in $(seq 50); do redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping >/dev/null 2>&1 && break; sleep 0.1; done
+fi
+redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping >/dev/null
+
+# PostgreSQL: the packaged cluster (initdb refuses to run as root).
+pg_ready() { pg_isready -h 127.0.0.1 -p "$PG_PORT" -q 2>/dev/null; }
+if ! pg_ready; then
+  version=$(ls /etc/postgresql 2>/dev/null | sort -V | tail -n 1)
+  if [ -z "$version" ]; then
+    version=$(ls /usr/lib/postgresql | sort -V | tail -n 1)
+    log "creating PostgreSQL $version cluster"
+    as_root pg_createcluster "$version" main >/dev/null
+  fi
+  log "starting PostgreSQL $version"
+  as_root pg_ctlcluster "$version" main start
+  for _ in $(seq 100); do pg_ready && break; sleep 0.1; done
+fi
+pg_ready || { log "PostgreSQL did not come up on 127.0.0.1:$PG_PORT"; exit 1; }
+
+psql_admin() { as_root su postgres -c "psql -p $PG_PORT -qtAX -v ON_ERROR_STOP=1 -c \"$1\""; }
+if [ "$(psql_admin "select 1 from pg_roles where rolname = 'cartd'")" != "1" ]; then
+  log "creating role cartd"
+  psql_admin "create role cartd login createdb password 'cartd'"
+fi
+if [ "$(psql_admin "select 1 from pg_database where datname = 'cartd'")" != "1" ]; then
+  log "creating database cartd"
+  psql_admin "create database cartd owner cartd"
+fi
+log "redis on 127.0.0.1:$REDIS_PORT and PostgreSQL on 127.0.0.1:$PG_PORT are ready"

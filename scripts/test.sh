@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# The test command: sets up what the tests need (Redis, PostgreSQL), then runs
+# the formatting and lint checks and every test of the workspace.
+# Works on a fresh Debian machine with Rust installed; run as root or with sudo.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! command -v cargo >/dev/null && [ -f "$HOME/.cargo/env" ]; then
+  # shellcheck disable=SC1091
+  . "$HOME/.cargo/env"
+fi
+# A build cache outside the clone survives fresh clones on the same machine.
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/cartd-target}"
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+
+scripts/services.sh
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy -D warnings"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "== cargo test"
+cargo test --workspace --locked
