@@ -9,6 +9,8 @@
 
 pub mod clock;
 pub mod memory;
+pub mod postgres_store;
+pub mod redis_store;
 
 pub use clock::{ManualClock, SystemClock};
 pub use memory::{MemoryInventory, MemorySessions};

@@ -164,7 +164,24 @@ struct RawAdmin {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawCors {
-    allowed_origins: Vec<String>,
+    allowed_origins: Origins,
+}
+
+/// A list in a file, or one comma-separated string in the environment.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum Origins {
+    List(Vec<String>),
+    Text(String),
+}
+
+impl Origins {
+    fn into_vec(self) -> Vec<String> {
+        match self {
+            Origins::List(v) => v,
+            Origins::Text(s) => s.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect(),
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -264,12 +281,9 @@ impl Settings {
 
     /// The `CART__SECTION__KEY` environment source.
     pub fn environment() -> Environment {
-        Environment::with_prefix("CART")
-            .prefix_separator("__")
-            .separator("__")
-            .list_separator(",")
-            .with_list_parse_key("cors.allowed_origins")
-            .try_parsing(true)
+        // No `try_parsing`: it would turn a token made of digits into a number
+        // (losing leading zeros). Typed fields parse their strings themselves.
+        Environment::with_prefix("CART").prefix_separator("__").separator("__")
     }
 
     /// Loads settings from the defaults, the optional file and `overrides` (the
@@ -312,7 +326,8 @@ impl Settings {
         if raw.http.header_read_timeout_ms == 0 {
             return Err(invalid("http.header_read_timeout_ms", "must be at least 1"));
         }
-        for origin in &raw.cors.allowed_origins {
+        let cors_allowed_origins = raw.cors.allowed_origins.into_vec();
+        for origin in &cors_allowed_origins {
             let ok = origin == "*"
                 || ((origin.starts_with("http://") || origin.starts_with("https://"))
                     && http::HeaderValue::from_str(origin).is_ok());
@@ -351,7 +366,7 @@ impl Settings {
             sweeper_batch: raw.sweeper.batch,
             limits,
             admin_token,
-            cors_allowed_origins: raw.cors.allowed_origins,
+            cors_allowed_origins,
             log_format: raw.log.format,
             log_filter: raw.log.filter,
             demo: raw.demo,
@@ -435,6 +450,12 @@ mod tests {
         assert_eq!(s.expiry.ttl.get(), Duration::from_secs(60));
         assert_eq!(s.limits.max_lines(), 9);
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_token_of_digits_is_kept_as_written() {
+        let s = load(vec![("CART__ADMIN__TOKEN", "0000000000000000001")]).unwrap();
+        assert_eq!(s.admin_token.unwrap().expose(), "0000000000000000001");
     }
 
     #[test]

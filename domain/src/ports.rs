@@ -101,9 +101,11 @@ pub trait SessionStore: Send + Sync + 'static {
     fn load(&self, id: CartId, now: Timestamp) -> impl Future<Output = Result<Option<Cart>, PortError>> + Send;
 
     /// In one atomic step: if the session exists, apply `change` unless the line
-    /// already carries a version newer than `receipt.version`, set the session's
-    /// deadline to `receipt.expires_at`, and return the cart. `None` when the
-    /// session does not exist (nothing is changed then).
+    /// already carries a version at least `receipt.version`, move the session's
+    /// deadline to `receipt.expires_at` if that is later (deadlines never move
+    /// back, so changes applied out of order cannot shorten a session), and
+    /// return the cart. `None` when the session does not exist (nothing is
+    /// changed then).
     ///
     /// # Errors
     /// [`PortError`] when the store cannot be reached.
@@ -136,7 +138,7 @@ pub trait Inventory: Send + Sync + 'static {
     /// atomic step: only the difference moves between `available` and
     /// `reserved`; a line moved to another item releases the old hold and takes
     /// the new one; removing a line releases its hold. When `new_deadline` is
-    /// given the cart's deadline moves to it. Holds of carts already past their
+    /// given and later than the cart's deadline, the deadline moves to it. Holds of carts already past their
     /// deadline never block: they are released first when stock is short.
     ///
     /// # Errors
@@ -203,6 +205,16 @@ pub trait Inventory: Send + Sync + 'static {
         item: &InventoryId,
         available: StockCount,
     ) -> impl Future<Output = Result<StockLevel, PortError>> + Send;
+}
+
+/// Notices that sessions have ended (Redis keyspace `expired` events in
+/// production). Notices may be late, duplicated or lost altogether: they are
+/// the fast path only, and the ledger's deadline with the sweeper is the
+/// guarantee. Implementations reconnect by themselves.
+pub trait ExpiryEvents: Send + 'static {
+    /// Waits for the next ended session. Cancel-safe: dropping the future loses
+    /// no notice that was already received.
+    fn next_expired(&mut self) -> impl Future<Output = CartId> + Send;
 }
 
 impl fmt::Display for LineChange {

@@ -2,9 +2,12 @@
 //!
 //! Order of effects is what keeps the two stores in agreement: a hold is taken
 //! in the [`Inventory`] ledger before the [`SessionStore`] shows the line, and a
-//! session is closed before its holds are released. Whatever a failure leaves
-//! behind is therefore a hold without a visible line, which the ledger's
-//! deadline (and the sweeper) gives back; never a visible line without a hold.
+//! session is closed before its holds are released. When a step fails, what is
+//! left is a hold the session does not show (given back by the ledger's
+//! deadline and the sweeper) or, when a line was lowered or removed, a session
+//! line larger than its hold until the line is set again; checkout sells what
+//! the ledger holds, never what the session shows. Nothing is oversold and
+//! nothing stays held past the cart's deadline.
 
 use crate::cart::{Cart, Order, StockLevel};
 use crate::error::CartError;
@@ -156,9 +159,17 @@ impl<S: SessionStore, I: Inventory, C: Clock> CartService<S, I, C> {
     }
 
     async fn change_new(&self, change: &LineChange) -> Result<SetLineResult, CartError> {
-        let cart = self.create_cart().await?;
-        let cart = self.change_existing(cart.id, change).await?;
-        Ok(SetLineResult { cart, created: true })
+        let id = self.create_cart().await?.id;
+        match self.change_existing(id, change).await {
+            Ok(cart) => Ok(SetLineResult { cart, created: true }),
+            Err(e) => {
+                // The client never learns this cart's id: do not leave it behind.
+                // Best effort; its deadline removes it otherwise.
+                let _ = self.sessions.close(id, self.clock.now()).await;
+                let _ = self.inventory.release(id).await;
+                Err(e)
+            }
+        }
     }
 
     async fn change_existing(&self, id: CartId, change: &LineChange) -> Result<Cart, CartError> {

@@ -112,13 +112,12 @@ impl Inner {
             None => cart.lines.remove(&change.product_id),
         };
         cart.version += 1;
-        let receipt = HoldReceipt { version: cart.version, expires_at: new_deadline.unwrap_or(cart.deadline) };
-        if let Some(deadline) = new_deadline {
+        if let Some(deadline) = new_deadline.filter(|d| *d > cart.deadline) {
             let old_deadline = std::mem::replace(&mut cart.deadline, deadline);
             self.by_deadline.remove(&(old_deadline, id));
             self.by_deadline.insert((deadline, id));
         }
-        Ok(receipt)
+        Ok(HoldReceipt { version: cart.version, expires_at: cart.deadline })
     }
 
     fn checkout(&mut self, id: CartId, order_id: OrderId, now: Timestamp) -> Result<(Order, bool), CartError> {

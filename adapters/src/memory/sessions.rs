@@ -125,11 +125,12 @@ impl SessionStore for MemorySessions {
                 .insert(change.product_id.clone(), Slot { version: receipt.version, line: change.line.clone() });
         }
         let old_deadline = session.expires_at;
-        session.expires_at = receipt.expires_at;
+        session.expires_at = old_deadline.max(receipt.expires_at);
+        let new_deadline = session.expires_at;
         let cart = session.to_cart(id);
-        if old_deadline != receipt.expires_at {
+        if old_deadline != new_deadline {
             inner.by_deadline.remove(&(old_deadline, id));
-            inner.by_deadline.insert((receipt.expires_at, id));
+            inner.by_deadline.insert((new_deadline, id));
         }
         Ok(Some(cart))
     }

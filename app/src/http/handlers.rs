@@ -122,7 +122,8 @@ pub async fn create_cart<B: Backend>(State(app): AppS<B>) -> Result<Response, Ap
     get, path = "/v1/cart", tag = "carts",
     params(("cart-session-id" = String, Header, description = "The cart session")),
     responses(
-        (status = 200, description = "The cart", body = CartBody),
+        (status = 200, description = "The cart", body = CartBody,
+            headers(("cart-session-id" = String, description = "The cart session id"))),
         (status = 400, body = ErrorBody), (status = 404, description = "`session_not_found`", body = ErrorBody),
         (status = 503, body = ErrorBody),
     )
@@ -174,7 +175,8 @@ pub async fn set_line<B: Backend>(
         ("cart-session-id" = String, Header, description = "The cart session"),
     ),
     responses(
-        (status = 200, description = "The cart after the change", body = CartBody),
+        (status = 200, description = "The cart after the change", body = CartBody,
+            headers(("cart-session-id" = String, description = "The cart session id"))),
         (status = 400, body = ErrorBody), (status = 404, description = "`session_not_found`", body = ErrorBody),
         (status = 503, body = ErrorBody),
     )

@@ -1,0 +1,365 @@
+//! PostgreSQL inventory: stock, the hold ledger (one deadline per cart) and
+//! orders, implementing [`Inventory`].
+//!
+//! Each port method is one round trip: a call of one of the SQL functions in
+//! `migrations/`, which runs as one transaction and takes its locks in a fixed
+//! order (cart row, then item rows by id). Exactly-once release follows from
+//! the ledger: only the transaction that deletes a cart row returns its stock.
+//! Deadlocks and serialization failures, which the lock order makes rare, are
+//! retried a few times; driver errors and timeouts become [`PortError`]s.
+
+use std::time::Duration;
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use domain::ports::{HoldReceipt, Inventory, LineChange, PortError, Released};
+use domain::{
+    CartError, CartId, InventoryId, Line, Order, OrderId, ProductId, Quantity, StockCount, StockLevel, Timestamp,
+};
+use tokio_postgres::error::SqlState;
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{NoTls, Row};
+
+mod embedded {
+    refinery::embed_migrations!("migrations");
+}
+
+/// Connection settings of the PostgreSQL adapter.
+#[derive(Clone, Debug)]
+pub struct PgSettings {
+    /// `postgres://user:password@host:port/database`.
+    pub url: String,
+    /// A schema to create (if needed) and use instead of `public`; tests use a
+    /// fresh one each.
+    pub schema: Option<String>,
+    /// Connections in the pool.
+    pub pool_size: usize,
+    /// Longest time one operation (including waiting for a connection) may take.
+    pub op_timeout: Duration,
+    /// Longest time to open a connection.
+    pub connect_timeout: Duration,
+}
+
+impl PgSettings {
+    /// Settings with defaults for everything but the URL.
+    #[must_use]
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            schema: None,
+            pool_size: 16,
+            op_timeout: Duration::from_secs(2),
+            connect_timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+/// What can go wrong inside the adapter; all of it surfaces as [`PortError`].
+#[derive(Debug, thiserror::Error)]
+enum PgError {
+    #[error("invalid postgres url")]
+    Url(#[source] tokio_postgres::Error),
+    #[error("invalid schema name {0:?}")]
+    Schema(String),
+    #[error("postgres pool")]
+    Pool(#[from] deadpool_postgres::PoolError),
+    #[error("postgres pool setup")]
+    Build(#[from] deadpool_postgres::BuildError),
+    #[error("postgres query")]
+    Query(#[from] tokio_postgres::Error),
+    #[error("migrations")]
+    Migrate(#[from] refinery::Error),
+    #[error("postgres operation timed out after {0:?}")]
+    Timeout(Duration),
+    #[error("unexpected answer from postgres: {0}")]
+    Protocol(String),
+}
+
+impl From<PgError> for PortError {
+    fn from(e: PgError) -> Self {
+        PortError::new("postgres", e)
+    }
+}
+
+impl From<PgError> for CartError {
+    fn from(e: PgError) -> Self {
+        CartError::Unavailable(e.into())
+    }
+}
+
+/// How often a transaction that lost a deadlock or serialization race is retried.
+const RETRIES: usize = 3;
+
+/// The PostgreSQL [`Inventory`].
+#[derive(Clone)]
+pub struct PgInventory {
+    pool: Pool,
+    op_timeout: Duration,
+}
+
+impl std::fmt::Debug for PgInventory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgInventory").field("pool", &self.pool.status()).finish_non_exhaustive()
+    }
+}
+
+impl PgInventory {
+    /// Builds the pool. No connection is opened until first use.
+    ///
+    /// # Errors
+    /// [`PortError`] for an invalid URL or schema name.
+    pub fn connect(settings: &PgSettings) -> Result<Self, PortError> {
+        let mut config: tokio_postgres::Config = settings.url.parse().map_err(PgError::Url)?;
+        config.connect_timeout(settings.connect_timeout);
+        config.application_name("cartd");
+        if let Some(schema) = &settings.schema {
+            if !is_identifier(schema) {
+                return Err(PgError::Schema(schema.clone()).into());
+            }
+            config.options(format!("-c search_path={schema}"));
+        }
+        let manager = Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+        let pool = Pool::builder(manager)
+            .max_size(settings.pool_size)
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(settings.op_timeout))
+            .create_timeout(Some(settings.connect_timeout))
+            .recycle_timeout(Some(settings.op_timeout))
+            .build()
+            .map_err(PgError::from)?;
+        Ok(Self { pool, op_timeout: settings.op_timeout })
+    }
+
+    /// Creates the schema (when one is configured) and applies pending
+    /// migrations, under an advisory lock so instances starting together do
+    /// not race. Returns the names of the migrations applied.
+    ///
+    /// # Errors
+    /// [`PortError`] when PostgreSQL cannot be reached or a migration fails.
+    pub async fn migrate(&self, schema: Option<&str>) -> Result<Vec<String>, PortError> {
+        let mut client = self.pool.get().await.map_err(PgError::from)?;
+        let client: &mut tokio_postgres::Client = &mut client;
+        // An arbitrary, fixed key for cartd's migration lock.
+        client.execute("select pg_advisory_lock(7262633841)", &[]).await.map_err(PgError::from)?;
+        let result = async {
+            if let Some(schema) = schema {
+                if !is_identifier(schema) {
+                    return Err(PgError::Schema(schema.to_owned()));
+                }
+                client.batch_execute(&format!("create schema if not exists {schema}")).await?;
+            }
+            let report = embedded::migrations::runner().run_async(client).await?;
+            Ok(report.applied_migrations().iter().map(|m| m.to_string()).collect())
+        }
+        .await;
+        let unlocked = client.execute("select pg_advisory_unlock(7262633841)", &[]).await;
+        let applied = result?;
+        unlocked.map_err(PgError::from)?;
+        Ok(applied)
+    }
+
+    /// Whether PostgreSQL answers and the schema is in place.
+    pub async fn ready(&self) -> bool {
+        self.query_one("select count(*) from carts where false", &[]).await.is_ok()
+    }
+
+    async fn query_one(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Row, PgError> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let run = async {
+                let client = self.pool.get().await?;
+                let statement = client.prepare_cached(sql).await?;
+                Ok::<_, PgError>(client.query_one(&statement, params).await?)
+            };
+            let result = match tokio::time::timeout(self.op_timeout, run).await {
+                Ok(result) => result,
+                Err(_) => Err(PgError::Timeout(self.op_timeout)),
+            };
+            match result {
+                Err(PgError::Query(e)) if attempt < RETRIES && is_retryable(&e) => {
+                    tracing::debug!(error = %e, attempt, "retrying postgres transaction");
+                }
+                other => return other,
+            }
+        }
+    }
+}
+
+fn is_retryable(e: &tokio_postgres::Error) -> bool {
+    matches!(e.code(), Some(c) if *c == SqlState::T_R_DEADLOCK_DETECTED || *c == SqlState::T_R_SERIALIZATION_FAILURE)
+}
+
+fn is_identifier(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        && !s.as_bytes()[0].is_ascii_digit()
+}
+
+fn ms(t: Timestamp) -> i64 {
+    t.as_millis()
+}
+
+fn u64_of(n: i64) -> u64 {
+    u64::try_from(n).unwrap_or(0)
+}
+
+fn lines_of(products: Vec<String>, items: Vec<String>, quantities: Vec<i32>) -> Result<Vec<Line>, PgError> {
+    products
+        .into_iter()
+        .zip(items)
+        .zip(quantities)
+        .map(|((p, i), q)| {
+            let bad = |what: &str| PgError::Protocol(format!("stored order line has an invalid {what}"));
+            Ok(Line {
+                product_id: ProductId::parse(&p).map_err(|_| bad("product id"))?,
+                inventory_id: InventoryId::parse(&i).map_err(|_| bad("inventory id"))?,
+                quantity: u32::try_from(q).ok().and_then(|q| Quantity::new(q).ok()).ok_or_else(|| bad("quantity"))?,
+            })
+        })
+        .collect()
+}
+
+impl Inventory for PgInventory {
+    async fn open_cart(&self, id: CartId, deadline: Timestamp) -> Result<(), PortError> {
+        self.query_one(
+            "with i as (insert into carts (cart_id, deadline_ms) values ($1, $2) on conflict do nothing returning 1) \
+             select count(*) from i",
+            &[&id.as_uuid(), &ms(deadline)],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn set_hold(
+        &self,
+        cart: CartId,
+        change: &LineChange,
+        new_deadline: Option<Timestamp>,
+        max_lines: u16,
+        now: Timestamp,
+    ) -> Result<HoldReceipt, CartError> {
+        let (item, quantity) = match &change.line {
+            Some((item, q)) => (Some(item.as_str()), Some(i32::try_from(q.get()).unwrap_or(i32::MAX))),
+            None => (None, None),
+        };
+        let row = self
+            .query_one(
+                "select o_status, o_version, o_deadline_ms, o_available \
+                 from cartd_set_hold($1, $2, $3, $4, $5, $6, $7)",
+                &[
+                    &cart.as_uuid(),
+                    &change.product_id.as_str(),
+                    &item,
+                    &quantity,
+                    &new_deadline.map(ms),
+                    &i32::from(max_lines),
+                    &ms(now),
+                ],
+            )
+            .await?;
+        let status: &str = row.try_get(0).map_err(PgError::from)?;
+        match status {
+            "ok" => Ok(HoldReceipt {
+                version: u64_of(row.try_get(1).map_err(PgError::from)?),
+                expires_at: Timestamp::from_millis(row.try_get(2).map_err(PgError::from)?),
+            }),
+            "session_not_found" => Err(CartError::SessionNotFound),
+            "unknown_item" => Err(CartError::UnknownItem),
+            "too_many_lines" => Err(CartError::TooManyLines { max: max_lines }),
+            "insufficient_stock" => {
+                Err(CartError::InsufficientStock { available: row.try_get(3).map_err(PgError::from)? })
+            }
+            other => Err(PgError::Protocol(format!("cartd_set_hold status {other:?}")).into()),
+        }
+    }
+
+    async fn release(&self, cart: CartId) -> Result<u64, PortError> {
+        let row = self.query_one("select cartd_release($1)", &[&cart.as_uuid()]).await?;
+        Ok(u64_of(row.try_get(0).map_err(PgError::from)?))
+    }
+
+    async fn checkout(&self, cart: CartId, order_id: OrderId, now: Timestamp) -> Result<(Order, bool), CartError> {
+        let row = self
+            .query_one(
+                "select o_status, o_order, o_created, o_products, o_items, o_quantities \
+                 from cartd_checkout($1, $2, $3)",
+                &[&cart.as_uuid(), &order_id.as_uuid(), &ms(now)],
+            )
+            .await?;
+        let status: &str = row.try_get(0).map_err(PgError::from)?;
+        match status {
+            "ok" => {
+                let id: uuid::Uuid = row.try_get(1).map_err(PgError::from)?;
+                let created: bool = row.try_get(2).map_err(PgError::from)?;
+                let products: Option<Vec<String>> = row.try_get(3).map_err(PgError::from)?;
+                let items: Option<Vec<String>> = row.try_get(4).map_err(PgError::from)?;
+                let quantities: Option<Vec<i32>> = row.try_get(5).map_err(PgError::from)?;
+                let lines =
+                    lines_of(products.unwrap_or_default(), items.unwrap_or_default(), quantities.unwrap_or_default())?;
+                Ok((Order { id: OrderId::from_uuid(id), cart_id: cart, lines }, created))
+            }
+            "session_not_found" => Err(CartError::SessionNotFound),
+            "cart_empty" => Err(CartError::CartEmpty),
+            other => Err(PgError::Protocol(format!("cartd_checkout status {other:?}")).into()),
+        }
+    }
+
+    async fn release_expired(&self, now: Timestamp, limit: u32) -> Result<Released, PortError> {
+        let limit = i32::try_from(limit).unwrap_or(i32::MAX);
+        let row =
+            self.query_one("select o_carts, o_units from cartd_release_expired($1, $2)", &[&ms(now), &limit]).await?;
+        Ok(Released {
+            carts: u64_of(row.try_get(0).map_err(PgError::from)?),
+            units: u64_of(row.try_get(1).map_err(PgError::from)?),
+        })
+    }
+
+    async fn stock(&self, item: &InventoryId) -> Result<Option<StockLevel>, PortError> {
+        // An aggregate always returns one row, so a missing item is a NULL.
+        let row = self
+            .query_one(
+                "select max(available), max(reserved), max(sold) from items where inventory_id = $1",
+                &[&item.as_str()],
+            )
+            .await?;
+        let available: Option<i64> = row.try_get(0).map_err(PgError::from)?;
+        Ok(match available {
+            None => None,
+            Some(available) => Some(StockLevel {
+                available,
+                reserved: row.try_get::<_, Option<i64>>(1).map_err(PgError::from)?.unwrap_or(0),
+                sold: row.try_get::<_, Option<i64>>(2).map_err(PgError::from)?.unwrap_or(0),
+            }),
+        })
+    }
+
+    async fn set_available(&self, item: &InventoryId, available: StockCount) -> Result<StockLevel, PortError> {
+        let row = self
+            .query_one(
+                "insert into items (inventory_id, available) values ($1, $2) \
+                 on conflict (inventory_id) do update set available = excluded.available \
+                 returning available, reserved, sold",
+                &[&item.as_str(), &i64::from(available.get())],
+            )
+            .await?;
+        Ok(StockLevel {
+            available: row.try_get(0).map_err(PgError::from)?,
+            reserved: row.try_get(1).map_err(PgError::from)?,
+            sold: row.try_get(2).map_err(PgError::from)?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schema_names_are_plain_identifiers() {
+        assert!(is_identifier("cartd_test_1"));
+        for bad in ["", "1abc", "a-b", "A", "a;drop", &"a".repeat(64)] {
+            assert!(!is_identifier(bad), "{bad:?}");
+        }
+    }
+}

@@ -1,0 +1,1 @@
+//! Redis session store and keyspace-expiry listener (being written).

@@ -1,0 +1,185 @@
+//! The contract every adapter of a port must keep, written once against the port
+//! traits and run against every implementation (in memory now; Redis and
+//! PostgreSQL later).
+//!
+//! # Shape
+//!
+//! Each behaviour is one generic `pub async fn name(store, clock)` in
+//! [`sessions`] or [`inventory`]. It receives an **already constructed, empty**
+//! store, so an adapter that needs async construction (a connection pool, a fresh
+//! key prefix, a fresh database or schema) does that work in its fixture, not in
+//! the contract. The clock gives the test its `now`; every timestamp the test
+//! passes to the port is relative to it, so the same functions run unchanged
+//! under the in-memory adapters' manual clock and under a real clock.
+//!
+//! # Running the suite for an adapter
+//!
+//! In a test crate (a file under `adapters/tests/`) that declares `mod contract;`
+//! at its root, write an `async fn` returning `(store, clock)` and hand its path to
+//! the suite's macro; each behaviour becomes its own `#[tokio::test]` named after
+//! it:
+//!
+//! ```ignore
+//! mod contract;
+//!
+//! async fn redis_sessions() -> (RedisSessions, SystemClock) {
+//!     let prefix = format!("test-{}", CartId::random());
+//!     (RedisSessions::connect(&url(), &prefix).await.unwrap(), SystemClock)
+//! }
+//!
+//! mod session_store {
+//!     crate::contract::session_store_contract!(super::redis_sessions);
+//! }
+//! ```
+//!
+//! The list of behaviours lives in the macros below, next to the functions, so a
+//! new adapter cannot forget one. A test crate that runs only one of the two
+//! suites must put `#[allow(dead_code)]` on its `mod contract;`. Conversely,
+//! `memory_contract.rs` runs both without that allowance, so a contract function
+//! missing from its macro's list fails `clippy -D warnings` as dead code.
+//!
+//! # Isolation
+//!
+//! The fixture must hand out a store nobody else uses: some behaviours count
+//! what `release_expired` returns over the whole store.
+//!
+//! # Time
+//!
+//! No contract function waits. Both ports take `now` as an argument, and the
+//! PostgreSQL ledger will compare deadlines with that argument, so the
+//! [`inventory`] suite needs no real waiting. A Redis session store that relied
+//! on key TTLs alone (rather than also comparing the stored deadline with the
+//! `now` it is given, inside its script) would see sessions expire only when real
+//! time passes; the session tests marked `REDIS: needs real sleeping` would then
+//! need the fixture's clock to be the real one and the test to sleep until the
+//! deadlines it uses (at most a few seconds after the test's `now`).
+
+pub mod inventory;
+pub mod sessions;
+
+use std::time::Duration;
+
+use domain::ports::LineChange;
+use domain::{InventoryId, Line, ProductId, Quantity, Timestamp};
+
+/// A product id from a literal known to be valid.
+pub fn product(s: &str) -> ProductId {
+    ProductId::parse(s).expect("valid product id")
+}
+
+/// An inventory id from a literal known to be valid.
+pub fn item(s: &str) -> InventoryId {
+    InventoryId::parse(s).expect("valid inventory id")
+}
+
+/// A quantity known to be valid.
+pub fn qty(n: u32) -> Quantity {
+    Quantity::new(n).expect("valid quantity")
+}
+
+/// Change: set `p`'s line to `n` units of `i`.
+pub fn set(p: &str, i: &str, n: u32) -> LineChange {
+    LineChange { product_id: product(p), line: Some((item(i), qty(n))) }
+}
+
+/// Change: remove `p`'s line.
+pub fn remove(p: &str) -> LineChange {
+    LineChange { product_id: product(p), line: None }
+}
+
+/// The cart line `n` x `i` for product `p`.
+pub fn line(p: &str, i: &str, n: u32) -> Line {
+    Line { product_id: product(p), inventory_id: item(i), quantity: qty(n) }
+}
+
+/// `t0` plus `s` seconds.
+pub fn secs(t0: Timestamp, s: u64) -> Timestamp {
+    t0.plus(Duration::from_secs(s))
+}
+
+/// `t0` plus `ms` milliseconds.
+pub fn millis(t0: Timestamp, ms: u64) -> Timestamp {
+    t0.plus(Duration::from_millis(ms))
+}
+
+/// Expands to one `#[tokio::test]` per name: each gets a fresh `(store, clock)`
+/// from `$fixture().await` and runs `crate::contract::$suite::$name` with it.
+macro_rules! contract_tests {
+    ($suite:ident, $fixture:path, [$($name:ident),+ $(,)?]) => {
+        $(
+            #[tokio::test]
+            async fn $name() {
+                let (store, clock) = $fixture().await;
+                $crate::contract::$suite::$name(store, clock).await;
+            }
+        )+
+    };
+}
+pub(crate) use contract_tests;
+
+/// The [`domain::ports::SessionStore`] contract, one test per behaviour.
+/// `$fixture`: path of an `async fn() -> (impl SessionStore, impl Clock)`.
+macro_rules! session_store_contract {
+    ($fixture:path) => {
+        $crate::contract::contract_tests!(
+            sessions,
+            $fixture,
+            [
+                load_of_unknown_session_is_none,
+                created_session_is_empty_and_carries_its_deadline,
+                session_is_invisible_after_its_deadline,
+                apply_sets_a_line_and_returns_the_cart,
+                apply_replaces_a_line_rather_than_adding_to_it,
+                lines_are_one_per_product_in_product_order,
+                apply_ignores_older_versions_of_a_line,
+                removed_line_is_not_resurrected_by_an_older_change,
+                apply_on_missing_session_changes_nothing,
+                apply_does_not_revive_an_ended_session,
+                close_reports_whether_session_was_live,
+                closed_session_keeps_nothing,
+                sliding_deadline_moves_with_apply,
+                deadline_never_moves_back_when_changes_arrive_out_of_order,
+                sessions_are_independent,
+            ]
+        );
+    };
+}
+pub(crate) use session_store_contract;
+
+/// The [`domain::ports::Inventory`] contract, one test per behaviour.
+/// `$fixture`: path of an `async fn() -> (impl Inventory, impl Clock)`.
+macro_rules! inventory_contract {
+    ($fixture:path) => {
+        $crate::contract::contract_tests!(
+            inventory,
+            $fixture,
+            [
+                stock_of_unknown_item_is_none,
+                set_available_creates_an_item,
+                set_available_keeps_reserved_and_sold,
+                open_cart_is_idempotent,
+                set_hold_on_unknown_cart_is_session_not_found,
+                set_hold_moves_only_the_difference,
+                receipt_versions_increase_with_every_change,
+                new_deadline_moves_the_carts_deadline,
+                an_earlier_new_deadline_does_not_shorten_the_cart,
+                moving_a_line_to_another_item_moves_its_hold,
+                insufficient_stock_changes_nothing_and_reports_available,
+                unknown_item_is_refused_and_changes_nothing,
+                too_many_lines_is_refused_but_existing_lines_may_change,
+                release_returns_units_exactly_once,
+                checkout_turns_reserved_into_sold,
+                checkout_retry_returns_the_same_order,
+                checkout_of_an_empty_cart_is_cart_empty,
+                checkout_of_an_expired_cart_is_session_not_found_and_releases_its_holds,
+                checkout_of_an_unknown_or_released_cart_is_session_not_found,
+                checked_out_cart_cannot_be_changed_or_released,
+                release_expired_releases_only_carts_at_or_past_their_deadline,
+                release_expired_respects_its_limit,
+                expired_holds_never_block,
+                set_hold_on_an_expired_cart_is_session_not_found,
+            ]
+        );
+    };
+}
+pub(crate) use inventory_contract;

@@ -1,0 +1,119 @@
+//! The port contracts (see `contract/mod.rs`) run against the in-memory
+//! adapters, plus the few behaviours that only the in-memory ones have.
+
+mod contract;
+
+use std::time::Duration;
+
+use cartd_adapters::{ManualClock, MemoryInventory, MemorySessions};
+use domain::ports::{Clock, HoldReceipt, Inventory, SessionStore};
+use domain::{CartId, StockCount, Timestamp};
+
+/// 2023-11-14T22:13:20Z: any instant works, the contract only uses offsets.
+const START: Timestamp = Timestamp::from_millis(1_700_000_000_000);
+
+async fn memory_sessions() -> (MemorySessions, ManualClock) {
+    (MemorySessions::new(), ManualClock::new(START))
+}
+
+async fn memory_inventory() -> (MemoryInventory, ManualClock) {
+    (MemoryInventory::new(), ManualClock::new(START))
+}
+
+mod session_store {
+    crate::contract::session_store_contract!(super::memory_sessions);
+}
+
+mod inventory {
+    crate::contract::inventory_contract!(super::memory_inventory);
+}
+
+/// Behaviours of the in-memory adapters beyond the port contracts.
+mod memory_only {
+    use super::*;
+
+    #[tokio::test]
+    async fn ended_sessions_are_reclaimed_by_later_calls() {
+        let store = MemorySessions::new();
+        let t0 = START;
+        for _ in 0..3 {
+            store.create(CartId::random(), t0.plus(Duration::from_secs(1)), t0).await.unwrap();
+        }
+        let keeper = CartId::random();
+        store.create(keeper, t0.plus(Duration::from_secs(60)), t0).await.unwrap();
+        assert_eq!(store.len(), 4);
+        store.load(CartId::random(), t0.plus(Duration::from_secs(2))).await.unwrap();
+        assert_eq!(store.len(), 1, "a later call drops the ended sessions");
+        assert!(store.load(keeper, t0.plus(Duration::from_secs(2))).await.unwrap().is_some());
+        assert!(store.close(keeper, t0.plus(Duration::from_secs(2))).await.unwrap());
+        assert!(store.is_empty());
+    }
+
+    #[tokio::test]
+    async fn an_ended_session_left_by_a_bounded_purge_is_still_invisible() {
+        // Each call reclaims a bounded batch of ended sessions; those left for
+        // later must still read as ended, to `load`, `apply` and `close` alike.
+        let store = MemorySessions::new();
+        let t0 = START;
+        // Enough ended sessions that none of the four calls below reaches `last`.
+        for _ in 0..1_100 {
+            store.create(CartId::random(), t0.plus(Duration::from_secs(1)), t0).await.unwrap();
+        }
+        let last = CartId::random();
+        let deadline = t0.plus(Duration::from_secs(2));
+        store.create(last, deadline, t0).await.unwrap();
+        let receipt = HoldReceipt { version: 1, expires_at: t0.plus(Duration::from_secs(60)) };
+        assert_eq!(store.load(last, deadline).await.unwrap(), None, "ended at its deadline");
+        assert_eq!(store.apply(last, &contract::set("p1", "sku-a", 1), receipt, deadline).await.unwrap(), None);
+        assert_eq!(store.load(last, deadline).await.unwrap(), None, "apply did not revive it");
+        assert!(!store.close(last, deadline).await.unwrap(), "it was not live when closed");
+        assert!(store.len() > 1, "the purge is bounded, so ended sessions were left for later calls");
+    }
+
+    #[tokio::test]
+    async fn a_moved_deadline_is_honoured_when_reclaiming() {
+        // The purge index must follow the deadline `apply` moved, or the
+        // session would be dropped at its first deadline.
+        let store = MemorySessions::new();
+        let t0 = START;
+        let id = CartId::random();
+        store.create(id, t0.plus(Duration::from_secs(1)), t0).await.unwrap();
+        let receipt = HoldReceipt { version: 1, expires_at: t0.plus(Duration::from_secs(60)) };
+        store.apply(id, &contract::set("p1", "sku-a", 1), receipt, t0).await.unwrap();
+        store.load(CartId::random(), t0.plus(Duration::from_secs(2))).await.unwrap();
+        assert_eq!(store.len(), 1);
+        assert!(store.load(id, t0.plus(Duration::from_secs(2))).await.unwrap().is_some());
+        store.load(CartId::random(), t0.plus(Duration::from_secs(60))).await.unwrap();
+        assert!(store.is_empty());
+    }
+
+    #[tokio::test]
+    async fn holds_snapshot_and_open_carts_report_the_ledger() {
+        let inv = MemoryInventory::new();
+        let t0 = START;
+        inv.set_available(&contract::item("sku-b"), StockCount::new(4).unwrap()).await.unwrap();
+        inv.set_available(&contract::item("sku-a"), StockCount::new(5).unwrap()).await.unwrap();
+        let id = CartId::random();
+        inv.open_cart(id, t0.plus(Duration::from_secs(60))).await.unwrap();
+        assert_eq!(inv.open_carts(), 1);
+        assert_eq!(inv.holds(id), vec![]);
+        inv.set_hold(id, &contract::set("p2", "sku-a", 2), None, 10, t0).await.unwrap();
+        inv.set_hold(id, &contract::set("p1", "sku-b", 1), None, 10, t0).await.unwrap();
+        assert_eq!(inv.holds(id), vec![contract::line("p1", "sku-b", 1), contract::line("p2", "sku-a", 2)]);
+        let snap: Vec<_> = inv.snapshot().into_iter().map(|(i, l)| (i.to_string(), l.available, l.reserved)).collect();
+        assert_eq!(snap, vec![("sku-a".to_owned(), 3, 2), ("sku-b".to_owned(), 3, 1)]);
+        assert_eq!(inv.release(id).await.unwrap(), 3);
+        assert_eq!(inv.holds(id), vec![]);
+        assert_eq!(inv.open_carts(), 0);
+    }
+
+    #[test]
+    fn manual_clock_moves_only_when_told_and_clones_share_it() {
+        let clock = ManualClock::new(START);
+        let other = clock.clone();
+        assert_eq!(clock.now(), START);
+        other.advance(Duration::from_millis(1_500));
+        assert_eq!(clock.now(), Timestamp::from_millis(START.as_millis() + 1_500));
+        assert_eq!(other.now(), clock.now());
+    }
+}

@@ -1,0 +1,200 @@
+//! Example-based tests of the use cases ([`CartService`]) over the in-memory
+//! adapters, for behaviours the property tests do not pin down by name.
+
+use std::time::Duration;
+
+use cartd_adapters::{ManualClock, MemoryInventory, MemorySessions};
+use domain::ports::{Clock, SessionStore};
+use domain::{
+    CartError, CartId, CartService, ExpiryMode, ExpiryPolicy, InventoryId, Limits, Line, ProductId, Quantity,
+    SessionTtl, StockCount, StockLevel, Target, Timestamp,
+};
+
+type Service = CartService<MemorySessions, MemoryInventory, ManualClock>;
+
+const START: Timestamp = Timestamp::from_millis(1_700_000_000_000);
+const TTL: Duration = Duration::from_secs(900);
+
+fn service(mode: ExpiryMode) -> Service {
+    let policy = ExpiryPolicy { ttl: SessionTtl::new(TTL).unwrap(), mode };
+    let limits = Limits::new(10, 5).unwrap();
+    CartService::new(MemorySessions::new(), MemoryInventory::new(), ManualClock::new(START), policy, limits)
+}
+
+fn product(s: &str) -> ProductId {
+    ProductId::parse(s).unwrap()
+}
+
+fn item(s: &str) -> InventoryId {
+    InventoryId::parse(s).unwrap()
+}
+
+fn line(p: &str, i: &str, n: u32) -> Line {
+    Line { product_id: product(p), inventory_id: item(i), quantity: Quantity::new(n).unwrap() }
+}
+
+async fn stocked(svc: &Service, name: &str, n: u32) {
+    svc.set_stock(&item(name), StockCount::new(n).unwrap()).await.unwrap();
+}
+
+fn level(available: i64, reserved: i64, sold: i64) -> StockLevel {
+    StockLevel { available, reserved, sold }
+}
+
+#[tokio::test]
+async fn existing_or_new_makes_a_new_session_for_an_unknown_id() {
+    let svc = service(ExpiryMode::Fixed);
+    stocked(&svc, "sku-a", 5).await;
+    let unknown = CartId::random();
+    let res = svc.set_line(Target::ExistingOrNew(unknown), product("p1"), item("sku-a"), 2).await.unwrap();
+    assert!(res.created);
+    assert_ne!(res.cart.id, unknown, "the new session gets a fresh random id, not the client's");
+    assert_eq!(res.cart.lines, vec![line("p1", "sku-a", 2)]);
+    assert_eq!(res.cart.expires_at, START.plus(TTL));
+    assert_eq!(svc.get_cart(res.cart.id).await.unwrap(), res.cart);
+    assert!(matches!(svc.get_cart(unknown).await, Err(CartError::SessionNotFound)));
+    assert_eq!(svc.stock(&item("sku-a")).await.unwrap(), level(3, 2, 0));
+    // A second call with the new id changes that cart instead of making another.
+    let again = svc.set_line(Target::ExistingOrNew(res.cart.id), product("p1"), item("sku-a"), 3).await.unwrap();
+    assert!(!again.created);
+    assert_eq!(again.cart.id, res.cart.id);
+    assert_eq!(svc.stock(&item("sku-a")).await.unwrap(), level(2, 3, 0));
+}
+
+#[tokio::test]
+async fn existing_or_new_replaces_an_expired_cart_and_frees_its_holds() {
+    let svc = service(ExpiryMode::Fixed);
+    stocked(&svc, "sku-a", 2).await;
+    let old = svc.set_line(Target::New, product("p1"), item("sku-a"), 2).await.unwrap().cart;
+    svc.clock().advance(TTL);
+    // The old cart's two units are the only ones; its deadline has passed.
+    let res = svc.set_line(Target::ExistingOrNew(old.id), product("p1"), item("sku-a"), 2).await.unwrap();
+    assert!(res.created);
+    assert_ne!(res.cart.id, old.id);
+    assert_eq!(svc.stock(&item("sku-a")).await.unwrap(), level(0, 2, 0));
+    assert_eq!(svc.inventory().holds(old.id), vec![]);
+    assert_eq!(svc.release_cart(old.id).await.unwrap(), 0, "the old hold went back once");
+}
+
+#[tokio::test]
+async fn existing_target_of_an_unknown_id_is_session_not_found() {
+    let svc = service(ExpiryMode::Fixed);
+    stocked(&svc, "sku-a", 5).await;
+    let r = svc.set_line(Target::Existing(CartId::random()), product("p1"), item("sku-a"), 2).await;
+    assert!(matches!(r, Err(CartError::SessionNotFound)), "{r:?}");
+    assert_eq!(svc.stock(&item("sku-a")).await.unwrap(), level(5, 0, 0));
+    assert!(svc.sessions().is_empty(), "no session was made");
+    assert_eq!(svc.inventory().open_carts(), 0, "no ledger entry was made");
+}
+
+#[tokio::test]
+async fn quantity_over_the_limit_is_refused_and_changes_nothing() {
+    let svc = service(ExpiryMode::Sliding);
+    stocked(&svc, "sku-a", 50).await;
+    let cart = svc.set_line(Target::New, product("p1"), item("sku-a"), 3).await.unwrap().cart;
+    svc.clock().advance(Duration::from_secs(10));
+    for n in [11, Quantity::MAX + 1, u32::MAX] {
+        let r = svc.set_line(Target::Existing(cart.id), product("p1"), item("sku-a"), n).await;
+        assert!(matches!(r, Err(CartError::QuantityOverLimit { max: 10 })), "{n}: {r:?}");
+    }
+    let r = svc.set_line(Target::New, product("p2"), item("sku-a"), 11).await;
+    assert!(matches!(r, Err(CartError::QuantityOverLimit { max: 10 })), "{r:?}");
+    assert_eq!(svc.get_cart(cart.id).await.unwrap(), cart, "lines and (sliding) deadline unchanged");
+    assert_eq!(svc.stock(&item("sku-a")).await.unwrap(), level(47, 3, 0));
+    assert_eq!(svc.sessions().len(), 1, "a refused Target::New makes no session");
+    // The limit itself is accepted.
+    let ok = svc.set_line(Target::Existing(cart.id), product("p1"), item("sku-a"), 10).await.unwrap();
+    assert_eq!(ok.cart.lines, vec![line("p1", "sku-a", 10)]);
+}
+
+#[tokio::test]
+async fn quantity_zero_removes_the_line_and_releases_its_hold() {
+    let svc = service(ExpiryMode::Fixed);
+    stocked(&svc, "sku-a", 5).await;
+    let cart = svc.set_line(Target::New, product("p1"), item("sku-a"), 3).await.unwrap().cart;
+    let res = svc.set_line(Target::Existing(cart.id), product("p1"), item("sku-a"), 0).await.unwrap();
+    assert_eq!(res.cart.lines, vec![]);
+    assert_eq!(svc.stock(&item("sku-a")).await.unwrap(), level(5, 0, 0));
+}
+
+#[tokio::test]
+async fn fixed_mode_keeps_the_deadline_and_sliding_mode_moves_it() {
+    for mode in [ExpiryMode::Fixed, ExpiryMode::Sliding] {
+        let sliding = mode == ExpiryMode::Sliding;
+        let svc = service(mode);
+        stocked(&svc, "sku-a", 5).await;
+        let cart = svc.set_line(Target::New, product("p1"), item("sku-a"), 1).await.unwrap().cart;
+        assert_eq!(cart.expires_at, START.plus(TTL));
+        svc.clock().advance(TTL - Duration::from_secs(1));
+        let now = svc.clock().now();
+        let cart = svc.set_line(Target::Existing(cart.id), product("p1"), item("sku-a"), 2).await.unwrap().cart;
+        let expected = if sliding { now.plus(TTL) } else { START.plus(TTL) };
+        assert_eq!(cart.expires_at, expected, "{mode:?}");
+        // At the original deadline the cart survives only in sliding mode.
+        svc.clock().advance(Duration::from_secs(1));
+        assert_eq!(svc.get_cart(cart.id).await.is_ok(), sliding, "{mode:?}");
+        let swept = svc.release_expired(100).await.unwrap();
+        assert_eq!(swept.units, if sliding { 0 } else { 2 }, "{mode:?}");
+    }
+}
+
+#[tokio::test]
+async fn abandon_releases_once_and_then_reports_not_found() {
+    let svc = service(ExpiryMode::Fixed);
+    stocked(&svc, "sku-a", 5).await;
+    stocked(&svc, "sku-b", 5).await;
+    let cart = svc.set_line(Target::New, product("p1"), item("sku-a"), 2).await.unwrap().cart;
+    svc.set_line(Target::Existing(cart.id), product("p2"), item("sku-b"), 1).await.unwrap();
+    assert_eq!(svc.abandon(cart.id).await.unwrap(), 3);
+    assert!(matches!(svc.get_cart(cart.id).await, Err(CartError::SessionNotFound)));
+    assert!(matches!(svc.abandon(cart.id).await, Err(CartError::SessionNotFound)));
+    assert_eq!(svc.stock(&item("sku-a")).await.unwrap(), level(5, 0, 0));
+    assert_eq!(svc.stock(&item("sku-b")).await.unwrap(), level(5, 0, 0));
+}
+
+#[tokio::test]
+async fn checkout_closes_the_session_and_a_retry_returns_the_same_order() {
+    let svc = service(ExpiryMode::Fixed);
+    stocked(&svc, "sku-a", 5).await;
+    let cart = svc.set_line(Target::New, product("p1"), item("sku-a"), 2).await.unwrap().cart;
+    let first = svc.checkout(cart.id).await.unwrap();
+    assert!(first.created);
+    assert_eq!(first.order.lines, cart.lines);
+    assert!(matches!(svc.get_cart(cart.id).await, Err(CartError::SessionNotFound)));
+    let retry = svc.checkout(cart.id).await.unwrap();
+    assert!(!retry.created);
+    assert_eq!(retry.order, first.order);
+    assert_eq!(svc.stock(&item("sku-a")).await.unwrap(), level(3, 0, 2));
+    // A checked-out cart cannot be changed; ExistingOrNew makes a new one.
+    let r = svc.set_line(Target::Existing(cart.id), product("p1"), item("sku-a"), 1).await;
+    assert!(matches!(r, Err(CartError::SessionNotFound)), "{r:?}");
+    let res = svc.set_line(Target::ExistingOrNew(cart.id), product("p1"), item("sku-a"), 1).await.unwrap();
+    assert!(res.created);
+    assert_eq!(svc.stock(&item("sku-a")).await.unwrap(), level(2, 1, 2));
+}
+
+#[tokio::test]
+async fn a_change_to_a_cart_whose_session_was_lost_releases_its_holds() {
+    // The session store lost the session (e.g. Redis restarted without
+    // persistence) while the ledger still holds the cart's units.
+    let svc = service(ExpiryMode::Fixed);
+    stocked(&svc, "sku-a", 5).await;
+    let cart = svc.set_line(Target::New, product("p1"), item("sku-a"), 2).await.unwrap().cart;
+    assert!(svc.sessions().close(cart.id, svc.clock().now()).await.unwrap());
+    let r = svc.set_line(Target::Existing(cart.id), product("p1"), item("sku-a"), 3).await;
+    assert!(matches!(r, Err(CartError::SessionNotFound)), "{r:?}");
+    assert_eq!(svc.inventory().holds(cart.id), vec![], "the ledger does not outlive the session");
+    assert_eq!(svc.stock(&item("sku-a")).await.unwrap(), level(5, 0, 0));
+}
+
+#[tokio::test]
+async fn create_cart_opens_an_empty_session_and_ledger_entry() {
+    let svc = service(ExpiryMode::Fixed);
+    let cart = svc.create_cart().await.unwrap();
+    assert_eq!(cart.lines, vec![]);
+    assert_eq!(cart.expires_at, START.plus(TTL));
+    assert_eq!(svc.get_cart(cart.id).await.unwrap(), cart);
+    assert_eq!(svc.inventory().open_carts(), 1);
+    assert!(matches!(svc.checkout(cart.id).await, Err(CartError::CartEmpty)));
+    assert!(matches!(svc.stock(&item("nope")).await, Err(CartError::UnknownItem)));
+}
