@@ -1,0 +1,27 @@
+//! A fresh PostgreSQL schema per test, migrated, on the server the test command
+//! starts (`CARTD_TEST_POSTGRES_URL`, default the local `cartd` database).
+#![allow(dead_code)]
+
+use cartd_adapters::postgres_store::{PgInventory, PgSettings};
+use domain::CartId;
+
+pub fn url() -> String {
+    std::env::var("CARTD_TEST_POSTGRES_URL").unwrap_or_else(|_| "postgres://cartd:cartd@127.0.0.1:5432/cartd".into())
+}
+
+/// A migrated inventory in a schema of its own.
+pub async fn fresh_inventory() -> PgInventory {
+    let schema = format!("test_{}", CartId::random().as_uuid().simple());
+    let mut settings = PgSettings::new(url());
+    settings.schema = Some(schema.clone());
+    settings.pool_size = 8;
+    let inv = PgInventory::connect(&settings).expect("valid settings");
+    if let Err(e) = inv.migrate(Some(&schema)).await {
+        panic!(
+            "PostgreSQL at {} is not usable ({}); run scripts/services.sh first",
+            url(),
+            std::error::Error::source(&e).map_or_else(|| e.to_string(), |s| s.to_string())
+        );
+    }
+    inv
+}
