@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Makes sure Redis and PostgreSQL are installed, running on loopback, and that
+# Makes sure Redis and PostgreSQL (and docker-compose, to validate the compose
+# file) are installed, Redis and PostgreSQL running on loopback, and that
 # PostgreSQL has the `cartd` role and database the tests use. Idempotent: safe on
 # a fresh Debian machine and on one that has run it before. Needs root (or sudo)
 # for apt-get and for starting the packaged PostgreSQL cluster.
@@ -20,6 +21,8 @@ command -v redis-server >/dev/null || missing+=(redis-server)
 command -v redis-cli >/dev/null || missing+=(redis-tools)
 ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || missing+=(postgresql)
 command -v psql >/dev/null || missing+=(postgresql-client)
+# Only to validate docker-compose.yml (`docker-compose config`); no engine needed.
+command -v docker-compose >/dev/null || missing+=(docker-compose)
 if [ "${#missing[@]}" -gt 0 ]; then
   log "installing ${missing[*]}"
   as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq

@@ -15,6 +15,13 @@ export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 
 scripts/services.sh
 
+# Tests work in Redis key prefixes `test-*` and PostgreSQL schemas `test_*` of
+# their own; clear what earlier runs left behind.
+redis-cli -h 127.0.0.1 --scan --pattern 'test-*' | xargs -r -n 500 redis-cli -h 127.0.0.1 del >/dev/null
+PGPASSWORD=cartd psql -h 127.0.0.1 -U cartd -d cartd -qtAX -c \
+  "select 'drop schema ' || nspname || ' cascade;' from pg_namespace where nspname like 'test\_%'" |
+  PGPASSWORD=cartd psql -h 127.0.0.1 -U cartd -d cartd -q >/dev/null
+
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy -D warnings"

@@ -1,7 +1,7 @@
 //! The inventory contract (see `contract/mod.rs`) against real PostgreSQL, a
 //! fresh schema per test.
 
-#[allow(dead_code)]
+#[allow(dead_code, unused_macros, unused_imports)]
 mod contract;
 mod pg_support;
 

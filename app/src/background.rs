@@ -1,11 +1,14 @@
 //! Background work: the sweeper that gives back the stock of carts past their
-//! deadline, whether or not any expiry event was seen. Every loop here watches
-//! the shutdown signal and logs when it stops.
+//! deadline, whether or not any expiry event was seen, and the expiry listener
+//! that does it sooner when the session store announces an ended session.
+//! Every loop here watches the shutdown signal and logs when it stops.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::watch;
+use domain::ports::ExpiryEvents;
+use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinSet;
 
 use crate::http::error::error_chain;
 use crate::http::{AppState, Backend};
@@ -72,4 +75,42 @@ pub async fn sweeper<B: Backend>(state: Arc<AppState<B>>, interval: Duration, ba
         }
     }
     tracing::info!("sweeper stopped");
+}
+
+/// Releases in flight at once from expiry events: enough to keep up with a
+/// burst of expiries without taking every database connection.
+const LISTENER_CONCURRENCY: usize = 16;
+
+/// Releases the holds of each cart `events` announces as ended. A release that
+/// fails is left to the sweeper, which finds the cart by its deadline.
+pub async fn expiry_listener<B: Backend, E: ExpiryEvents>(
+    state: Arc<AppState<B>>,
+    mut events: E,
+    mut shutdown: Shutdown,
+) {
+    tracing::info!("expiry listener started");
+    let slots = Arc::new(Semaphore::new(LISTENER_CONCURRENCY));
+    let mut releases = JoinSet::new();
+    loop {
+        let id = tokio::select! {
+            id = events.next_expired() => id,
+            () = shutdown.wait() => break,
+        };
+        while releases.try_join_next().is_some() {}
+        let permit = tokio::select! {
+            permit = slots.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
+            () = shutdown.wait() => break,
+        };
+        let state = state.clone();
+        releases.spawn(async move {
+            match state.service.release_cart(id).await {
+                Ok(units) => tracing::debug!(cart = %id, units, "released an expired cart on its expiry event"),
+                Err(e) => tracing::warn!(cart = %id, error = %error_chain(&e), "release on expiry event failed; the sweeper will release it"),
+            }
+            drop(permit);
+        });
+    }
+    // Let releases already started finish: each is one short transaction.
+    while releases.join_next().await.is_some() {}
+    tracing::info!("expiry listener stopped");
 }

@@ -4,8 +4,10 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use adapters::postgres_store::PgInventory;
+use cartd::startup::pg_settings;
 use cartd::{Application, Settings, telemetry};
-use clap::Parser;
+use clap::{Parser, Subcommand};
 
 /// Shopping carts as short-lived sessions, with the stock in them held exactly once.
 #[derive(Debug, Parser)]
@@ -13,8 +15,19 @@ use clap::Parser;
 struct Cli {
     /// A TOML configuration file, applied over the defaults and under `CART__*`
     /// environment variables.
-    #[arg(long, value_name = "PATH")]
+    #[arg(long, value_name = "PATH", global = true)]
     config: Option<PathBuf>,
+
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the service (the default).
+    Serve,
+    /// Apply pending PostgreSQL migrations and exit.
+    Migrate,
 }
 
 fn main() -> ExitCode {
@@ -34,7 +47,38 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    runtime.block_on(async move {
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => runtime.block_on(serve(settings)),
+        Command::Migrate => runtime.block_on(migrate(&settings)),
+    }
+}
+
+async fn migrate(settings: &Settings) -> ExitCode {
+    let inventory = match PgInventory::connect(&pg_settings(settings)) {
+        Ok(i) => i,
+        Err(e) => {
+            eprintln!("cartd: {}", cartd::http::error::error_chain(&e));
+            return ExitCode::FAILURE;
+        }
+    };
+    match inventory.migrate(settings.postgres.schema.as_deref()).await {
+        Ok(applied) if applied.is_empty() => {
+            eprintln!("cartd: the database schema is up to date");
+            ExitCode::SUCCESS
+        }
+        Ok(applied) => {
+            eprintln!("cartd: applied {}", applied.join(", "));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("cartd: migrations failed: {}", cartd::http::error::error_chain(&e));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(settings: Settings) -> ExitCode {
+    {
         let app = match Application::build(settings).await {
             Ok(app) => app,
             Err(e) => {
@@ -47,7 +91,7 @@ fn main() -> ExitCode {
         }
         app.run_until(shutdown_signal()).await;
         ExitCode::SUCCESS
-    })
+    }
 }
 
 /// Completes on SIGINT or SIGTERM.

@@ -25,9 +25,20 @@ shutdown_grace_ms = 10000
 
 [redis]
 url = "redis://127.0.0.1:6379"
+key_prefix = "cartd:"
+pool_size = 8
+timeout_ms = 500
+configure_notifications = true
 
 [postgres]
 url = "postgres://cartd:cartd@127.0.0.1:5432/cartd"
+schema = ""
+pool_size = 16
+timeout_ms = 2000
+migrate_on_start = true
+
+[listener]
+enabled = true
 
 [session]
 ttl_secs = 900
@@ -107,8 +118,9 @@ impl std::fmt::Debug for Secret {
 struct Raw {
     backend: Backend,
     http: RawHttp,
-    redis: RawUrl,
-    postgres: RawUrl,
+    redis: RawRedis,
+    postgres: RawPostgres,
+    listener: RawListener,
     session: RawSession,
     sweeper: RawSweeper,
     limits: RawLimits,
@@ -130,8 +142,28 @@ struct RawHttp {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawUrl {
+struct RawRedis {
     url: Secret,
+    key_prefix: String,
+    pool_size: u32,
+    timeout_ms: u64,
+    configure_notifications: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPostgres {
+    url: Secret,
+    schema: String,
+    pool_size: usize,
+    timeout_ms: u64,
+    migrate_on_start: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawListener {
+    enabled: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -218,6 +250,37 @@ pub struct HttpSettings {
     pub shutdown_grace: Duration,
 }
 
+/// Redis settings (the `redis` backend).
+#[derive(Clone, Debug)]
+pub struct RedisSettings {
+    /// `redis://[:password@]host:port[/db]`.
+    pub url: Secret,
+    /// Prefix of every key cartd writes, so several deployments (or tests) can
+    /// share one server.
+    pub key_prefix: String,
+    /// Connections in the pool (each is multiplexed).
+    pub pool_size: u32,
+    /// Longest time one Redis operation may take before the request gets 503.
+    pub timeout: Duration,
+    /// Whether cartd may `CONFIG SET notify-keyspace-events` to get expiry events.
+    pub configure_notifications: bool,
+}
+
+/// PostgreSQL settings (the `redis` backend).
+#[derive(Clone, Debug)]
+pub struct PostgresSettings {
+    /// `postgres://user:password@host:port/database`.
+    pub url: Secret,
+    /// Schema to use instead of `public` (created when missing).
+    pub schema: Option<String>,
+    /// Connections in the pool.
+    pub pool_size: usize,
+    /// Longest time one operation may take before the request gets 503.
+    pub timeout: Duration,
+    /// Apply pending migrations at start.
+    pub migrate_on_start: bool,
+}
+
 /// Typed, validated settings.
 #[derive(Clone, Debug)]
 pub struct Settings {
@@ -225,10 +288,12 @@ pub struct Settings {
     pub backend: Backend,
     /// HTTP server settings.
     pub http: HttpSettings,
-    /// Redis URL (may carry a password).
-    pub redis_url: Secret,
-    /// PostgreSQL URL (may carry a password).
-    pub postgres_url: Secret,
+    /// Redis settings.
+    pub redis: RedisSettings,
+    /// PostgreSQL settings.
+    pub postgres: PostgresSettings,
+    /// Whether to run the keyspace-expiry listener (the sweeper always runs).
+    pub listener_enabled: bool,
     /// Session TTL and mode.
     pub expiry: ExpiryPolicy,
     /// How often the sweeper looks for holds past their deadline.
@@ -343,11 +408,35 @@ impl Settings {
         } else {
             Some(token)
         };
-        if raw.redis.url.expose().is_empty() {
-            return Err(invalid("redis.url", "must not be empty"));
+        if !raw.redis.url.expose().starts_with("redis://") {
+            return Err(invalid("redis.url", "must start with redis://"));
         }
-        if raw.postgres.url.expose().is_empty() {
-            return Err(invalid("postgres.url", "must not be empty"));
+        if raw.redis.pool_size == 0 {
+            return Err(invalid("redis.pool_size", "must be at least 1"));
+        }
+        if raw.redis.timeout_ms == 0 {
+            return Err(invalid("redis.timeout_ms", "must be at least 1"));
+        }
+        if raw.redis.key_prefix.contains(['{', '}', ' ']) {
+            return Err(invalid("redis.key_prefix", "must not contain braces or spaces"));
+        }
+        let pg_url = raw.postgres.url.expose();
+        if !(pg_url.starts_with("postgres://") || pg_url.starts_with("postgresql://")) {
+            return Err(invalid("postgres.url", "must start with postgres://"));
+        }
+        if raw.postgres.pool_size == 0 {
+            return Err(invalid("postgres.pool_size", "must be at least 1"));
+        }
+        if raw.postgres.timeout_ms == 0 {
+            return Err(invalid("postgres.timeout_ms", "must be at least 1"));
+        }
+        let schema = raw.postgres.schema;
+        let schema_ok = schema.is_empty()
+            || (schema.len() <= 63
+                && schema.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+                && !schema.as_bytes()[0].is_ascii_digit());
+        if !schema_ok {
+            return Err(invalid("postgres.schema", "must be a lowercase identifier"));
         }
         tracing_subscriber::EnvFilter::try_new(&raw.log.filter).map_err(|e| invalid("log.filter", e))?;
         Ok(Self {
@@ -359,8 +448,21 @@ impl Settings {
                 max_connections: raw.http.max_connections,
                 shutdown_grace: Duration::from_millis(raw.http.shutdown_grace_ms),
             },
-            redis_url: raw.redis.url,
-            postgres_url: raw.postgres.url,
+            redis: RedisSettings {
+                url: raw.redis.url,
+                key_prefix: raw.redis.key_prefix,
+                pool_size: raw.redis.pool_size,
+                timeout: Duration::from_millis(raw.redis.timeout_ms),
+                configure_notifications: raw.redis.configure_notifications,
+            },
+            postgres: PostgresSettings {
+                url: raw.postgres.url,
+                schema: if schema.is_empty() { None } else { Some(schema) },
+                pool_size: raw.postgres.pool_size,
+                timeout: Duration::from_millis(raw.postgres.timeout_ms),
+                migrate_on_start: raw.postgres.migrate_on_start,
+            },
+            listener_enabled: raw.listener.enabled,
             expiry: ExpiryPolicy { ttl, mode },
             sweeper_interval: Duration::from_millis(raw.sweeper.interval_ms),
             sweeper_batch: raw.sweeper.batch,
@@ -434,6 +536,9 @@ mod tests {
             (vec![("CART__ADMIN__TOKEN", "short")], "admin.token"),
             (vec![("CART__CORS__ALLOWED_ORIGINS", "not an origin")], "cors.allowed_origins"),
             (vec![("CART__SWEEPER__INTERVAL_MS", "0")], "sweeper.interval_ms"),
+            (vec![("CART__REDIS__URL", "http://x")], "redis.url"),
+            (vec![("CART__POSTGRES__URL", "mysql://x")], "postgres.url"),
+            (vec![("CART__POSTGRES__SCHEMA", "Bad-Name")], "postgres.schema"),
         ] {
             let err = load(vars.clone()).unwrap_err().to_string();
             assert!(err.contains(key), "{vars:?}: {err}");

@@ -6,6 +6,8 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use adapters::postgres_store::{PgInventory, PgSettings};
+use adapters::redis_store::{ListenerSettings, RedisExpiryListener, RedisSessions, RedisSettings as StoreSettings};
 use adapters::{MemoryInventory, MemorySessions};
 use anyhow::Context;
 use axum::Router;
@@ -13,7 +15,7 @@ use domain::{CartService, InventoryId, StockCount};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
-use crate::background::{Shutdown, shutdown_pair, sweeper};
+use crate::background::{Shutdown, expiry_listener, shutdown_pair, sweeper};
 use crate::clock::TokioClock;
 use crate::http::{AppState, Backend, RouterOptions, router};
 use crate::server::{ServeOptions, serve};
@@ -28,8 +30,23 @@ impl Backend for MemoryBackend {
     type Inventory = MemoryInventory;
     type Clock = TokioClock;
 
-    async fn ready(&self) -> bool {
+    async fn ready(&self, _service: &CartService<MemorySessions, MemoryInventory, TokioClock>) -> bool {
         true
+    }
+}
+
+/// Redis for sessions, PostgreSQL for stock, holds and orders.
+#[derive(Debug)]
+pub struct RedisBackend;
+
+impl Backend for RedisBackend {
+    type Sessions = RedisSessions;
+    type Inventory = PgInventory;
+    type Clock = TokioClock;
+
+    async fn ready(&self, service: &CartService<RedisSessions, PgInventory, TokioClock>) -> bool {
+        let (redis, postgres) = tokio::join!(service.sessions().ping(), service.inventory().ready());
+        redis && postgres
     }
 }
 
@@ -72,7 +89,36 @@ impl Application {
                 wire(state, &settings)
             }
             BackendKind::Redis => {
-                anyhow::bail!("backend `redis` is not available in this build yet; use CART__BACKEND=memory")
+                let inventory = PgInventory::connect(&pg_settings(&settings)).context("postgres settings")?;
+                let sessions = connect_redis(&redis_settings(&settings)).await;
+                let service =
+                    CartService::new(sessions, inventory.clone(), TokioClock::new(), settings.expiry, settings.limits);
+                let state = Arc::new(AppState { service, backend: RedisBackend, admin_token: admin_token.clone() });
+                let (router, spawn) = wire(state.clone(), &settings);
+                let listener_settings = settings.listener_enabled.then(|| ListenerSettings {
+                    configure_notifications: settings.redis.configure_notifications,
+                    ..ListenerSettings::for_store(&redis_settings(&settings))
+                });
+                let schema = settings.postgres.schema.clone();
+                let migrate = settings.postgres.migrate_on_start;
+                let spawn: Spawner = Box::new(move |shutdown: Shutdown| {
+                    let mut tasks = spawn(shutdown.clone());
+                    if migrate {
+                        tasks.push(tokio::spawn(migrate_until_done(inventory, schema, shutdown.clone())));
+                    }
+                    if let Some(listener_settings) = listener_settings {
+                        match RedisExpiryListener::spawn(&listener_settings) {
+                            Ok(events) => tasks.push(tokio::spawn(expiry_listener(state, events, shutdown))),
+                            Err(e) => {
+                                tracing::error!(error = %crate::http::error::error_chain(&e), "expiry listener not started; the sweeper releases expired carts")
+                            }
+                        }
+                    } else {
+                        tracing::info!("expiry listener disabled; the sweeper releases expired carts");
+                    }
+                    tasks
+                });
+                (router, spawn)
             }
         };
         let listener = TcpListener::bind(settings.http.addr)
@@ -142,4 +188,68 @@ async fn seed_demo<B: Backend>(state: &AppState<B>, settings: &Settings) -> anyh
     }
     tracing::info!(items = settings.demo.items, units = settings.demo.units, "seeded the demo catalogue");
     Ok(())
+}
+
+/// The PostgreSQL adapter's settings.
+#[must_use]
+pub fn pg_settings(settings: &Settings) -> PgSettings {
+    PgSettings {
+        url: settings.postgres.url.expose().to_owned(),
+        schema: settings.postgres.schema.clone(),
+        pool_size: settings.postgres.pool_size,
+        op_timeout: settings.postgres.timeout,
+        connect_timeout: settings.postgres.timeout,
+    }
+}
+
+fn redis_settings(settings: &Settings) -> StoreSettings {
+    StoreSettings {
+        url: settings.redis.url.expose().to_owned(),
+        key_prefix: settings.redis.key_prefix.clone(),
+        pool_size: settings.redis.pool_size,
+        op_timeout: settings.redis.timeout,
+        connect_timeout: settings.redis.timeout.max(std::time::Duration::from_secs(1)),
+    }
+}
+
+/// Connects to Redis, waiting (with back-off) while it does not answer, so a
+/// service started before its Redis comes up by itself.
+async fn connect_redis(settings: &StoreSettings) -> RedisSessions {
+    let mut pause = std::time::Duration::from_millis(100);
+    loop {
+        match RedisSessions::connect(settings).await {
+            Ok(sessions) => return sessions,
+            Err(e) => {
+                tracing::warn!(error = %crate::http::error::error_chain(&e), retry_in = ?pause, "redis not reachable yet");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(std::time::Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+/// Applies migrations, retrying while PostgreSQL is unreachable. Until it
+/// succeeds `/readyz` answers 503 and stock requests get 503.
+async fn migrate_until_done(inventory: PgInventory, schema: Option<String>, mut shutdown: Shutdown) {
+    let mut pause = std::time::Duration::from_millis(100);
+    loop {
+        match inventory.migrate(schema.as_deref()).await {
+            Ok(applied) => {
+                if applied.is_empty() {
+                    tracing::info!("database schema is up to date");
+                } else {
+                    tracing::info!(?applied, "applied database migrations");
+                }
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(error = %crate::http::error::error_chain(&e), retry_in = ?pause, "migrations not applied yet");
+            }
+        }
+        tokio::select! {
+            () = tokio::time::sleep(pause) => {}
+            () = shutdown.wait() => return,
+        }
+        pause = (pause * 2).min(std::time::Duration::from_secs(5));
+    }
 }

@@ -1,1 +1,162 @@
-//! Redis session store and keyspace-expiry listener (being written).
+//! Redis session store and keyspace-expiry listener: the production
+//! [`SessionStore`](domain::ports::SessionStore) and
+//! [`ExpiryEvents`](domain::ports::ExpiryEvents).
+//!
+//! Redis keeps each cart as one hash whose key expires with the session, so no
+//! cart data can outlive its session (the tutorial's cart hash had no TTL), and
+//! every mutation is one Lua script, so a session cannot expire between a check
+//! and a write. Every key of a session carries the session id as a Redis Cluster
+//! hash tag (`{<uuid>}`), so the layout already fits a cluster even though this
+//! adapter talks to a single server (bb8-redis has no cluster support).
+//!
+//! The listener turns keyspace `expired` events into cart ids. Those events are
+//! late, lost while disconnected and absent when the server has notifications
+//! off, so they are only the fast path: the ledger's deadline and the sweeper
+//! are what release stock.
+//!
+//! # Key layout
+//!
+//! One hash per session, `{prefix}cart:{<uuid>}`:
+//!
+//! | field | value |
+//! |---|---|
+//! | `@` | the deadline, milliseconds since the Unix epoch, in decimal |
+//! | a product id | `"<version> <quantity> <inventory_id>"`, or `"<version>"` for a removed line (a tombstone, so an older change arriving late cannot bring the line back) |
+//!
+//! A product id that is a UUID in its canonical form (lowercase, hyphenated) is
+//! stored as `#` followed by the UUID's 16 bytes rather than its 36 characters:
+//! product ids make up most of a cart's memory, and this is what brings a cart
+//! to less than half the memory of the tutorial's layout. `#` is outside the
+//! product-id alphabet, so the two forms cannot be confused. The key expires at
+//! the deadline (`PEXPIREAT`), and the stored deadline is also compared with the
+//! caller's `now`, so a session is over at its deadline even before Redis has
+//! deleted the key.
+
+mod layout;
+mod listener;
+mod scripts;
+mod sessions;
+
+use std::fmt;
+use std::time::Duration;
+
+use domain::ports::PortError;
+
+pub use listener::{ListenerSettings, ListenerStatus, Notifications, RedisExpiryListener};
+pub use sessions::RedisSessions;
+
+/// Where and how the session store reaches Redis.
+#[derive(Clone)]
+pub struct RedisSettings {
+    /// `redis://[user:password@]host:port[/db]`. May carry a password: it is
+    /// never logged (the `Debug` output hides it).
+    pub url: String,
+    /// Prepended to every key, so several deployments (or tests) can share one
+    /// server. Must not contain `{` or `}`: the braces after it are the
+    /// session's hash tag.
+    pub key_prefix: String,
+    /// Most pooled connections. Each is multiplexed, so a few serve many
+    /// concurrent requests.
+    pub pool_size: u32,
+    /// Longest wait for one command's reply. Note that bb8-redis opens its
+    /// connections with the `redis` crate's own 500 ms response timeout, so
+    /// values above that do not lengthen the wait.
+    pub op_timeout: Duration,
+    /// Longest wait for a connection (from the pool, or a new one).
+    pub connect_timeout: Duration,
+}
+
+impl RedisSettings {
+    /// Settings for `url` with the defaults: prefix `cartd:`, 8 connections,
+    /// 500 ms per command, 1 s to connect.
+    #[must_use]
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            key_prefix: "cartd:".to_owned(),
+            pool_size: 8,
+            op_timeout: Duration::from_millis(500),
+            connect_timeout: Duration::from_secs(1),
+        }
+    }
+}
+
+impl fmt::Debug for RedisSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisSettings")
+            .field("url", &redacted(&self.url))
+            .field("key_prefix", &self.key_prefix)
+            .field("pool_size", &self.pool_size)
+            .field("op_timeout", &self.op_timeout)
+            .field("connect_timeout", &self.connect_timeout)
+            .finish()
+    }
+}
+
+/// `url` with any user and password replaced by `***`, for logs.
+fn redacted(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => match rest.rsplit_once('@') {
+            Some((_, host)) => format!("{scheme}://***@{host}"),
+            None => url.to_owned(),
+        },
+        None => "<unparseable url>".to_owned(),
+    }
+}
+
+/// What went wrong talking to Redis. Private: callers see [`PortError`], which
+/// keeps this as its source so logs show the cause.
+#[derive(Debug, thiserror::Error)]
+enum Error {
+    #[error("invalid redis url {url}")]
+    Url {
+        url: String,
+        #[source]
+        source: redis::RedisError,
+    },
+    #[error("invalid settings: {0}")]
+    Settings(&'static str),
+    #[error("cannot connect")]
+    Connect(#[source] redis::RedisError),
+    #[error("no connection within {0:?}")]
+    ConnectTimeout(Duration),
+    #[error("{op} timed out after {after:?}")]
+    Timeout { op: &'static str, after: Duration },
+    #[error("{op} failed")]
+    Command {
+        op: &'static str,
+        #[source]
+        source: redis::RedisError,
+    },
+}
+
+impl From<Error> for PortError {
+    fn from(e: Error) -> Self {
+        PortError::new("redis", e)
+    }
+}
+
+/// Checks the parts of the settings the listener and the store share.
+fn check_prefix(prefix: &str) -> Result<(), Error> {
+    if prefix.contains(['{', '}']) {
+        return Err(Error::Settings("key_prefix must not contain `{` or `}`"));
+    }
+    Ok(())
+}
+
+/// Opens a client for `url` without connecting.
+fn client(url: &str) -> Result<redis::Client, Error> {
+    redis::Client::open(url).map_err(|source| Error::Url { url: redacted(url), source })
+}
+
+/// `e` and its causes on one line, for logs.
+fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut s = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cause = c.source();
+    }
+    s
+}

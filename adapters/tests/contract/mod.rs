@@ -34,7 +34,8 @@
 //!
 //! The list of behaviours lives in the macros below, next to the functions, so a
 //! new adapter cannot forget one. A test crate that runs only one of the two
-//! suites must put `#[allow(dead_code)]` on its `mod contract;`. Conversely,
+//! suites must put `#[allow(dead_code, unused_macros, unused_imports)]` on its
+//! `mod contract;`. Conversely,
 //! `memory_contract.rs` runs both without that allowance, so a contract function
 //! missing from its macro's list fails `clippy -D warnings` as dead code.
 //!

@@ -285,7 +285,7 @@ pub async fn healthz() -> Json<StatusBody> {
     responses((status = 200, body = StatusBody), (status = 503, body = StatusBody))
 )]
 pub async fn readyz<B: Backend>(State(app): AppS<B>) -> Response {
-    if app.backend.ready().await {
+    if app.backend.ready(&app.service).await {
         Json(StatusBody { status: "ready".to_owned() }).into_response()
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, Json(StatusBody { status: "unavailable".to_owned() })).into_response()

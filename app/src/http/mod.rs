@@ -35,8 +35,11 @@ pub trait Backend: Send + Sync + 'static {
     /// The clock.
     type Clock: Clock;
 
-    /// Whether every backing store answers right now.
-    fn ready(&self) -> impl Future<Output = bool> + Send;
+    /// Whether every backing store of `service` answers right now.
+    fn ready(
+        &self,
+        service: &CartService<Self::Sessions, Self::Inventory, Self::Clock>,
+    ) -> impl Future<Output = bool> + Send;
 }
 
 /// What every handler shares.

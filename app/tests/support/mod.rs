@@ -1,6 +1,9 @@
 //! Black-box test support: `spawn_app()` starts the real server on port 0 with
-//! the in-memory backend and hands back a typed client.
+//! the in-memory backend, `spawn_real_app()` with Redis + PostgreSQL in a key
+//! prefix and schema of its own, and both hand back a typed client.
 #![allow(dead_code)]
+
+pub mod proxy;
 
 use std::net::SocketAddr;
 
@@ -85,6 +88,75 @@ pub async fn spawn_app() -> TestApp {
     spawn_app_with(&[]).await
 }
 
+/// Where the real servers are (the test command starts them).
+pub fn redis_url() -> String {
+    std::env::var("CARTD_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+pub fn postgres_url() -> String {
+    std::env::var("CARTD_TEST_POSTGRES_URL").unwrap_or_else(|_| "postgres://cartd:cartd@127.0.0.1:5432/cartd".into())
+}
+
+/// An isolated place in the real servers: a Redis key prefix and a PostgreSQL
+/// schema nobody else uses. Instances started with the same `Isolation` share
+/// them, like several replicas of one deployment.
+#[derive(Clone, Debug)]
+pub struct Isolation {
+    pub prefix: String,
+    pub schema: String,
+}
+
+impl Isolation {
+    pub fn new() -> Self {
+        let tag = uuid::Uuid::new_v4().simple().to_string();
+        Self { prefix: format!("test-{tag}:"), schema: format!("test_{tag}") }
+    }
+
+    /// Deletes every key under the prefix: what a Redis restart without
+    /// persistence (or a FLUSHALL) does to this deployment's sessions.
+    pub async fn flush_redis(&self) -> usize {
+        let client = redis::Client::open(redis_url()).expect("redis url");
+        let mut con = client.get_multiplexed_async_connection().await.expect("redis reachable");
+        let keys: Vec<Vec<u8>> =
+            redis::cmd("KEYS").arg(format!("{}*", self.prefix)).query_async(&mut con).await.expect("KEYS");
+        if !keys.is_empty() {
+            let _: () = redis::cmd("DEL").arg(&keys).query_async(&mut con).await.expect("DEL");
+        }
+        keys.len()
+    }
+
+    /// Removes what the tests left: keys under the prefix and the schema.
+    pub async fn cleanup(&self) {
+        self.flush_redis().await;
+        let (client, connection) =
+            tokio_postgres::connect(&postgres_url(), tokio_postgres::NoTls).await.expect("postgres reachable");
+        tokio::spawn(connection);
+        client.batch_execute(&format!("drop schema if exists {} cascade", self.schema)).await.expect("drop schema");
+    }
+}
+
+/// Starts an instance on Redis + PostgreSQL in `iso`, with `vars` on top, and
+/// waits until it is ready (migrations applied, both servers answering).
+pub async fn spawn_real_app_in(iso: &Isolation, vars: &[(&str, &str)]) -> TestApp {
+    let (redis, postgres) = (redis_url(), postgres_url());
+    let mut all: Vec<(&str, &str)> = vec![
+        ("CART__BACKEND", "redis"),
+        ("CART__REDIS__URL", &redis),
+        ("CART__REDIS__KEY_PREFIX", &iso.prefix),
+        ("CART__POSTGRES__URL", &postgres),
+        ("CART__POSTGRES__SCHEMA", &iso.schema),
+        ("CART__POSTGRES__POOL_SIZE", "8"),
+    ];
+    all.extend_from_slice(vars);
+    let app = spawn_app_with(&all).await;
+    app.wait_ready().await;
+    app
+}
+
+pub async fn spawn_real_app(vars: &[(&str, &str)]) -> TestApp {
+    spawn_real_app_in(&Isolation::new(), vars).await
+}
+
 impl TestApp {
     pub async fn request(
         &self,
@@ -125,6 +197,12 @@ impl TestApp {
         self.json(Method::PUT, &format!("/v1/cart/items/{product}"), &[("cart-session-id", session)], &body).await
     }
 
+    /// Sets a line without a session header, so a new cart is made for it.
+    pub async fn set_line_new(&self, product: &str, item: &str, quantity: i64) -> TestResponse {
+        let body = serde_json::json!({"inventory_id": item, "quantity": quantity});
+        self.json(Method::PUT, &format!("/v1/cart/items/{product}"), &[], &body).await
+    }
+
     pub async fn cart(&self, session: &str) -> TestResponse {
         self.get("/v1/cart", &[("cart-session-id", session)]).await
     }
@@ -149,6 +227,23 @@ impl TestApp {
         assert_eq!(res.status, StatusCode::OK, "{}", String::from_utf8_lossy(&res.body));
         let v = res.json();
         (v["available"].as_i64().unwrap(), v["reserved"].as_i64().unwrap(), v["sold"].as_i64().unwrap())
+    }
+
+    /// Polls `/readyz` until it answers 200 (at most 20 s).
+    pub async fn wait_ready(&self) {
+        let started = std::time::Instant::now();
+        loop {
+            if self.get("/readyz", &[]).await.status == StatusCode::OK {
+                return;
+            }
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(20),
+                "not ready after 20 s: are Redis ({}) and PostgreSQL ({}) running? (scripts/services.sh)",
+                redis_url(),
+                postgres_url()
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
     }
 
     /// Fires shutdown and waits for the server and its tasks to stop.

@@ -1,0 +1,472 @@
+//! [`RedisExpiryListener`]: keyspace `expired` events as cart ids.
+//!
+//! A background task owns a dedicated pub/sub connection (a multiplexed or
+//! pooled connection cannot subscribe), subscribes to
+//! `__keyevent@<db>__:expired`, and forwards the ids of this store's session
+//! keys through a channel; [`ExpiryEvents::next_expired`] only receives from
+//! that channel, which is what makes it cancel-safe. When the connection drops
+//! the task reconnects with exponential back-off. Events raised while it is
+//! away are lost for good, which is acceptable only because the sweeper
+//! releases every cart past its deadline anyway.
+//!
+//! At every (re)connect the task makes sure the server raises expired events
+//! (`notify-keyspace-events` needs `E` and `x`, or `A`), switching them on when
+//! allowed. Managed Redis often refuses `CONFIG`; the task then says once per
+//! process that only the sweeper releases expired carts.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
+use std::time::Duration;
+
+use domain::CartId;
+use domain::ports::{ExpiryEvents, PortError};
+use futures_util::StreamExt;
+use redis::aio::PubSub;
+use redis::{AsyncConnectionConfig, Client, ErrorKind, RedisError};
+use tokio::sync::{mpsc, watch};
+use tokio::time::{Instant, sleep, sleep_until, timeout};
+
+use super::layout::session_of_key;
+use super::{Error, RedisSettings, chain, check_prefix, client, redacted};
+
+/// Notices waiting for [`ExpiryEvents::next_expired`]; when full the task
+/// stops reading until the consumer catches up.
+const QUEUE: usize = 1024;
+
+/// Whether the "notifications are off" warning was logged by this process.
+static WARNED_OFF: AtomicBool = AtomicBool::new(false);
+
+/// How the listener reaches Redis and how it behaves when the connection
+/// drops.
+#[derive(Clone)]
+pub struct ListenerSettings {
+    /// The same server (and database) the session store writes to. The
+    /// database number in the URL (default 0) picks the event channel.
+    pub url: String,
+    /// The session store's key prefix: only its keys produce notices.
+    pub key_prefix: String,
+    /// Whether to read `notify-keyspace-events` and switch expired events on
+    /// when they are off. `false` leaves `CONFIG` alone (for servers that
+    /// forbid it and are configured by their operator);
+    /// [`ListenerStatus::notifications`] then stays [`Notifications::Unknown`].
+    pub configure_notifications: bool,
+    /// Longest wait for a connection.
+    pub connect_timeout: Duration,
+    /// Longest wait for one command's reply (subscribe, `CONFIG`, `PING`).
+    pub op_timeout: Duration,
+    /// First pause after a failed connection attempt; it doubles with every
+    /// further failure up to `backoff_max`, and starts over after a success.
+    pub backoff_min: Duration,
+    /// Longest pause between connection attempts.
+    pub backoff_max: Duration,
+    /// How often an idle subscription is checked with a `PING`, so a
+    /// connection that died silently (no reset from the peer) is noticed.
+    pub health_check_interval: Duration,
+}
+
+impl ListenerSettings {
+    /// Settings for `url` and `key_prefix` with the defaults: configure
+    /// notifications, 1 s to connect, 500 ms per command, back-off from 100 ms
+    /// doubling to 5 s, a health check every 30 s.
+    #[must_use]
+    pub fn new(url: impl Into<String>, key_prefix: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            key_prefix: key_prefix.into(),
+            configure_notifications: true,
+            connect_timeout: Duration::from_secs(1),
+            op_timeout: Duration::from_millis(500),
+            backoff_min: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(5),
+            health_check_interval: Duration::from_secs(30),
+        }
+    }
+
+    /// Settings matching a session store's: same URL, prefix and timeouts.
+    #[must_use]
+    pub fn for_store(store: &RedisSettings) -> Self {
+        Self {
+            connect_timeout: store.connect_timeout,
+            op_timeout: store.op_timeout,
+            ..Self::new(store.url.clone(), store.key_prefix.clone())
+        }
+    }
+}
+
+impl std::fmt::Debug for ListenerSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ListenerSettings")
+            .field("url", &redacted(&self.url))
+            .field("key_prefix", &self.key_prefix)
+            .field("configure_notifications", &self.configure_notifications)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("op_timeout", &self.op_timeout)
+            .field("backoff_min", &self.backoff_min)
+            .field("backoff_max", &self.backoff_max)
+            .field("health_check_interval", &self.health_check_interval)
+            .finish()
+    }
+}
+
+/// Whether the server raises the expired events the listener needs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Notifications {
+    /// Not known: not connected yet, `CONFIG` is left alone by the settings,
+    /// or the check could not complete.
+    Unknown,
+    /// Expired events are on.
+    On,
+    /// Expired events are off and could not be switched on: only the sweeper
+    /// releases expired carts.
+    Off,
+}
+
+impl Notifications {
+    fn to_u8(self) -> u8 {
+        match self {
+            Self::Unknown => 0,
+            Self::On => 1,
+            Self::Off => 2,
+        }
+    }
+
+    fn from_u8(n: u8) -> Self {
+        match n {
+            1 => Self::On,
+            2 => Self::Off,
+            _ => Self::Unknown,
+        }
+    }
+}
+
+/// What a listener is doing, readable from any task (readiness, metrics).
+/// Clones share the same state.
+#[derive(Clone, Debug)]
+pub struct ListenerStatus {
+    connected: watch::Receiver<bool>,
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug, Default)]
+struct Shared {
+    notifications: AtomicU8,
+    notices: AtomicU64,
+    reconnects: AtomicU64,
+}
+
+impl ListenerStatus {
+    /// Whether the listener is subscribed right now.
+    #[must_use]
+    pub fn is_connected(&self) -> bool {
+        *self.connected.borrow()
+    }
+
+    /// Waits until the listener is subscribed. Returns `false` if it stopped
+    /// (its [`RedisExpiryListener`] was dropped) instead.
+    pub async fn wait_connected(&self) -> bool {
+        let mut rx = self.connected.clone();
+        rx.wait_for(|connected| *connected).await.is_ok()
+    }
+
+    /// What the last check of `notify-keyspace-events` found.
+    #[must_use]
+    pub fn notifications(&self) -> Notifications {
+        Notifications::from_u8(self.shared.notifications.load(Ordering::Relaxed))
+    }
+
+    /// Session-expired notices received so far.
+    #[must_use]
+    pub fn notices(&self) -> u64 {
+        self.shared.notices.load(Ordering::Relaxed)
+    }
+
+    /// Times the subscription was re-established after being lost.
+    #[must_use]
+    pub fn reconnects(&self) -> u64 {
+        self.shared.reconnects.load(Ordering::Relaxed)
+    }
+}
+
+/// The Redis [`ExpiryEvents`]. Dropping it stops its background task.
+#[derive(Debug)]
+pub struct RedisExpiryListener {
+    rx: mpsc::Receiver<CartId>,
+    status: ListenerStatus,
+}
+
+impl RedisExpiryListener {
+    /// Starts the background task, which connects, subscribes and reconnects
+    /// by itself: an unreachable server is not an error here, it shows in
+    /// [`ListenerStatus::is_connected`].
+    ///
+    /// # Errors
+    /// [`PortError`] when the URL is invalid or the prefix contains braces.
+    ///
+    /// # Panics
+    /// When called outside a Tokio runtime.
+    pub fn spawn(settings: &ListenerSettings) -> Result<Self, PortError> {
+        check_prefix(&settings.key_prefix)?;
+        let client = client(&settings.url)?;
+        let db = client.get_connection_info().redis_settings().db();
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let (connected_tx, connected) = watch::channel(false);
+        let shared = Arc::new(Shared::default());
+        let task = Task {
+            client,
+            channel: format!("__keyevent@{db}__:expired"),
+            settings: settings.clone(),
+            tx,
+            connected: connected_tx,
+            shared: Arc::clone(&shared),
+        };
+        tokio::spawn(task.run());
+        Ok(Self { rx, status: ListenerStatus { connected, shared } })
+    }
+
+    /// A handle on the listener's state, usable from other tasks.
+    #[must_use]
+    pub fn status(&self) -> ListenerStatus {
+        self.status.clone()
+    }
+}
+
+impl ExpiryEvents for RedisExpiryListener {
+    async fn next_expired(&mut self) -> CartId {
+        match self.rx.recv().await {
+            Some(id) => id,
+            None => {
+                // The task only ends when this receiver is dropped, or if it
+                // panicked; either way no notice will ever come again.
+                tracing::error!("expiry listener task ended; no more expiry notices");
+                std::future::pending().await
+            }
+        }
+    }
+}
+
+/// Why a subscription ended.
+enum End {
+    /// The listener was dropped.
+    Stopped,
+    /// The connection was lost; the text says how.
+    Lost(String),
+}
+
+struct Task {
+    client: Client,
+    channel: String,
+    settings: ListenerSettings,
+    tx: mpsc::Sender<CartId>,
+    connected: watch::Sender<bool>,
+    shared: Arc<Shared>,
+}
+
+impl Task {
+    async fn run(self) {
+        let mut backoff = self.settings.backoff_min;
+        // Whether a subscription ever succeeded, so later ones are logged
+        // and counted as reconnections.
+        let mut subscribed_before = false;
+        // Whether the current outage was logged already: one warning per
+        // outage (a lost subscription, or a first attempt that failed), the
+        // failed attempts after it only at debug level. Never reset: a
+        // subscription only ends in a new outage, and that one is logged as
+        // a disconnection.
+        let mut outage_logged = false;
+        loop {
+            let attempt = tokio::select! {
+                () = self.tx.closed() => break,
+                r = self.subscribe() => r,
+            };
+            let pubsub = match attempt {
+                Ok(pubsub) => pubsub,
+                Err(e) => {
+                    let error = chain(&e);
+                    if outage_logged {
+                        tracing::debug!(%error, retry_in = ?backoff, "expiry listener could not subscribe");
+                    } else {
+                        outage_logged = true;
+                        tracing::warn!(%error, channel = %self.channel, "expiry listener cannot subscribe; retrying with back-off");
+                    }
+                    tokio::select! {
+                        () = self.tx.closed() => break,
+                        () = sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(self.settings.backoff_max);
+                    continue;
+                }
+            };
+            backoff = self.settings.backoff_min;
+            if subscribed_before {
+                self.shared.reconnects.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(channel = %self.channel, "expiry listener reconnected");
+            } else {
+                tracing::info!(channel = %self.channel, "expiry listener subscribed");
+            }
+            subscribed_before = true;
+            self.connected.send_replace(true);
+            let end = self.forward(pubsub).await;
+            self.connected.send_replace(false);
+            match end {
+                End::Stopped => break,
+                End::Lost(why) => {
+                    outage_logged = true;
+                    tracing::warn!(reason = %why, "expiry listener disconnected; reconnecting");
+                }
+            }
+        }
+        self.connected.send_replace(false);
+        tracing::info!("expiry listener stopped");
+    }
+
+    /// A fresh pub/sub connection, subscribed to the expired-events channel.
+    async fn subscribe(&self) -> Result<PubSub, Error> {
+        let after = self.settings.connect_timeout;
+        let mut pubsub = timeout(after, self.client.get_async_pubsub())
+            .await
+            .map_err(|_| Error::ConnectTimeout(after))?
+            .map_err(Error::Connect)?;
+        let after = self.settings.op_timeout;
+        timeout(after, pubsub.subscribe(&self.channel))
+            .await
+            .map_err(|_| Error::Timeout { op: "subscribe", after })?
+            .map_err(|source| Error::Command { op: "subscribe", source })?;
+        Ok(pubsub)
+    }
+
+    /// Passes notices on until the connection is lost or the listener dropped.
+    /// Also checks the server's notification settings first thing, and again
+    /// (with back-off) while a check could not complete.
+    async fn forward(&self, pubsub: PubSub) -> End {
+        let (mut sink, mut stream) = pubsub.split();
+        let every = self.settings.health_check_interval;
+        let mut health = tokio::time::interval_at(Instant::now() + every, every);
+        health.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut check_at = self.settings.configure_notifications.then(Instant::now);
+        let mut check_delay = self.settings.backoff_min;
+        loop {
+            let check_due = async {
+                match check_at {
+                    Some(at) => sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                () = self.tx.closed() => return End::Stopped,
+                msg = stream.next() => {
+                    let Some(msg) = msg else { return End::Lost("connection closed".to_owned()) };
+                    let Some(id) = session_of_key(&self.settings.key_prefix, msg.get_payload_bytes()) else {
+                        continue;
+                    };
+                    self.shared.notices.fetch_add(1, Ordering::Relaxed);
+                    if self.tx.send(id).await.is_err() {
+                        return End::Stopped;
+                    }
+                }
+                () = check_due => {
+                    let state = tokio::select! {
+                        () = self.tx.closed() => return End::Stopped,
+                        state = self.ensure_notifications() => state,
+                    };
+                    self.shared.notifications.store(state.to_u8(), Ordering::Relaxed);
+                    check_at = if state == Notifications::Unknown {
+                        let at = Instant::now() + check_delay;
+                        check_delay = (check_delay * 2).min(self.settings.backoff_max);
+                        Some(at)
+                    } else {
+                        None
+                    };
+                }
+                _ = health.tick() => {
+                    let after = self.settings.op_timeout;
+                    match timeout(after, sink.ping::<redis::Value>()).await {
+                        Ok(Ok(_)) => {}
+                        Ok(Err(e)) => return End::Lost(format!("health-check ping failed: {e}")),
+                        Err(_) => return End::Lost(format!("health-check ping got no reply within {after:?}")),
+                    }
+                }
+            }
+        }
+    }
+
+    /// Makes sure the server raises expired events, switching them on if it
+    /// may; warns once per process when they stay off.
+    async fn ensure_notifications(&self) -> Notifications {
+        match self.try_enable_notifications().await {
+            Ok(true) => Notifications::On,
+            Ok(false) => {
+                warn_off("notify-keyspace-events does not include expired events after CONFIG SET");
+                Notifications::Off
+            }
+            Err(e) if is_refusal(&e) => {
+                warn_off(&format!("CONFIG refused: {e}"));
+                Notifications::Off
+            }
+            Err(e) => {
+                tracing::debug!(error = %chain(&e), "could not check keyspace notifications; will try again");
+                Notifications::Unknown
+            }
+        }
+    }
+
+    /// `Ok(true)` when expired events are on (already, or after switching
+    /// them on).
+    async fn try_enable_notifications(&self) -> Result<bool, RedisError> {
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(self.settings.connect_timeout))
+            .set_response_timeout(Some(self.settings.op_timeout));
+        let mut conn = self.client.get_multiplexed_async_connection_with_config(&config).await?;
+        let flags = notify_flags(&mut conn).await?;
+        if expired_events_on(&flags) {
+            return Ok(true);
+        }
+        let wanted = with_expired_events(&flags);
+        redis::cmd("CONFIG").arg("SET").arg("notify-keyspace-events").arg(&wanted).query_async::<()>(&mut conn).await?;
+        let now = notify_flags(&mut conn).await?;
+        let on = expired_events_on(&now);
+        if on {
+            tracing::info!(before = %flags, after = %now, "switched on keyspace expired events");
+        }
+        Ok(on)
+    }
+}
+
+/// The server's `notify-keyspace-events` flags.
+async fn notify_flags(conn: &mut redis::aio::MultiplexedConnection) -> Result<String, RedisError> {
+    let reply: std::collections::HashMap<String, String> =
+        redis::cmd("CONFIG").arg("GET").arg("notify-keyspace-events").query_async(conn).await?;
+    reply
+        .get("notify-keyspace-events")
+        .cloned()
+        .ok_or_else(|| RedisError::from((ErrorKind::Extension, "CONFIG GET returned no notify-keyspace-events")))
+}
+
+/// Whether `flags` make Redis publish `__keyevent@<db>__:expired`.
+fn expired_events_on(flags: &str) -> bool {
+    flags.contains('E') && (flags.contains('x') || flags.contains('A'))
+}
+
+/// `flags` plus what expired key events need, keeping every flag already set.
+fn with_expired_events(flags: &str) -> String {
+    let mut wanted = flags.to_owned();
+    if !wanted.contains('E') {
+        wanted.push('E');
+    }
+    if !(wanted.contains('x') || wanted.contains('A')) {
+        wanted.push('x');
+    }
+    wanted
+}
+
+/// Whether `e` is the server saying no (unknown or forbidden command), as
+/// opposed to the connection failing.
+fn is_refusal(e: &RedisError) -> bool {
+    matches!(e.kind(), ErrorKind::Server(_) | ErrorKind::Extension)
+}
+
+/// Logs, once per process, that only the sweeper releases expired carts.
+fn warn_off(reason: &str) {
+    if !WARNED_OFF.swap(true, Ordering::Relaxed) {
+        tracing::warn!(reason, "keyspace notifications are off; expired carts are released by the sweeper only");
+    }
+}

@@ -1,0 +1,210 @@
+//! [`RedisSessions`]: the session store over a bb8 pool of multiplexed
+//! connections. Each port call is one round trip: a script for the mutations,
+//! `HGETALL` for `load`.
+
+use std::time::Duration;
+
+use bb8::{ManageConnection, Pool, RunError};
+use bb8_redis::RedisConnectionManager;
+use domain::ports::{HoldReceipt, LineChange, PortError, SessionStore};
+use domain::{Cart, CartId, Timestamp};
+use redis::aio::MultiplexedConnection;
+use redis::{Cmd, FromRedisValue, RedisError, ScriptInvocation};
+
+use super::layout::{cart_from_hash, line_value, product_field, session_key};
+use super::{Error, RedisSettings, chain, check_prefix, redacted, scripts};
+
+/// The Redis [`SessionStore`]. Cheap to share behind an `Arc`; all methods
+/// take `&self`.
+#[derive(Clone)]
+pub struct RedisSessions {
+    pool: Pool<Manager>,
+    prefix: String,
+    op_timeout: Duration,
+    connect_timeout: Duration,
+}
+
+impl std::fmt::Debug for RedisSessions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisSessions")
+            .field("prefix", &self.prefix)
+            .field("pool", &self.pool.state())
+            .field("op_timeout", &self.op_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisSessions {
+    /// Builds the pool and checks that Redis answers, so a wrong URL or an
+    /// unreachable server is reported at start rather than on the first
+    /// request.
+    ///
+    /// # Errors
+    /// [`PortError`] when the URL or the settings are invalid (empty pool,
+    /// braces in the prefix), or Redis does not answer a `PING` within
+    /// `connect_timeout + op_timeout`.
+    pub async fn connect(settings: &RedisSettings) -> Result<Self, PortError> {
+        check_prefix(&settings.key_prefix)?;
+        if settings.pool_size == 0 {
+            return Err(Error::Settings("pool_size must be at least 1").into());
+        }
+        let manager = RedisConnectionManager::new(settings.url.as_str())
+            .map_err(|source| Error::Url { url: redacted(&settings.url), source })?;
+        let pool = Pool::builder()
+            .max_size(settings.pool_size)
+            // A PING before every checkout would double the round trips; a
+            // connection that fails is marked broken instead (see `Tracked`).
+            .test_on_check_out(false)
+            // Fail a request at once when Redis refuses connections, with the
+            // real cause, instead of retrying until the timeout.
+            .retry_connection(false)
+            .connection_timeout(settings.connect_timeout)
+            .build_unchecked(Manager(manager));
+        let store = Self {
+            pool,
+            prefix: settings.key_prefix.clone(),
+            op_timeout: settings.op_timeout,
+            connect_timeout: settings.connect_timeout,
+        };
+        store.exec::<String>("ping", Request::Cmd(&redis::cmd("PING"))).await?;
+        Ok(store)
+    }
+
+    /// Whether Redis answers a `PING` within the timeouts, for readiness
+    /// probes.
+    pub async fn ping(&self) -> bool {
+        match self.exec::<String>("ping", Request::Cmd(&redis::cmd("PING"))).await {
+            Ok(_) => true,
+            Err(e) => {
+                tracing::debug!(error = %chain(&e), "redis ping failed");
+                false
+            }
+        }
+    }
+
+    /// The key prefix this store writes under.
+    #[must_use]
+    pub fn key_prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// The Redis key of session `id` (for tests and operators).
+    #[must_use]
+    pub fn key_of(&self, id: CartId) -> String {
+        session_key(&self.prefix, id)
+    }
+
+    /// Runs one request on a pooled connection, bounded by the timeouts.
+    async fn exec<T: FromRedisValue>(&self, op: &'static str, req: Request<'_, '_>) -> Result<T, Error> {
+        let mut pooled = self.pool.get().await.map_err(|e| match e {
+            RunError::User(e) => Error::Connect(e),
+            RunError::TimedOut => Error::ConnectTimeout(self.connect_timeout),
+        })?;
+        let tracked = &mut *pooled;
+        let conn = &mut tracked.conn;
+        let outcome = tokio::time::timeout(self.op_timeout, async move {
+            match req {
+                Request::Cmd(cmd) => cmd.query_async(conn).await,
+                Request::Script(inv) => inv.invoke_async(conn).await,
+            }
+        })
+        .await;
+        match outcome {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(source)) => {
+                if source.is_unrecoverable_error() || source.is_io_error() || source.is_connection_dropped() {
+                    tracked.broken = true;
+                }
+                Err(Error::Command { op, source })
+            }
+            Err(_) => {
+                // The reply may still come, or the socket may be dead without
+                // anyone having noticed: replace the connection either way.
+                tracked.broken = true;
+                Err(Error::Timeout { op, after: self.op_timeout })
+            }
+        }
+    }
+}
+
+/// A request [`RedisSessions::exec`] can send.
+enum Request<'a, 'b> {
+    Cmd(&'a Cmd),
+    Script(&'a ScriptInvocation<'b>),
+}
+
+impl SessionStore for RedisSessions {
+    async fn create(&self, id: CartId, expires_at: Timestamp, _now: Timestamp) -> Result<(), PortError> {
+        let mut inv = scripts::CREATE.prepare_invoke();
+        inv.key(session_key(&self.prefix, id)).arg(expires_at.as_millis());
+        self.exec::<i64>("create", Request::Script(&inv)).await?;
+        Ok(())
+    }
+
+    async fn load(&self, id: CartId, now: Timestamp) -> Result<Option<Cart>, PortError> {
+        let mut cmd = redis::cmd("HGETALL");
+        cmd.arg(session_key(&self.prefix, id));
+        let fields: Vec<Vec<u8>> = self.exec("load", Request::Cmd(&cmd)).await?;
+        Ok(cart_from_hash(id, &fields, Some(now)))
+    }
+
+    async fn apply(
+        &self,
+        id: CartId,
+        change: &LineChange,
+        receipt: HoldReceipt,
+        now: Timestamp,
+    ) -> Result<Option<Cart>, PortError> {
+        let mut inv = scripts::APPLY.prepare_invoke();
+        inv.key(session_key(&self.prefix, id))
+            .arg(now.as_millis())
+            .arg(receipt.version)
+            .arg(receipt.expires_at.as_millis())
+            .arg(product_field(&change.product_id))
+            .arg(line_value(receipt.version, change.line.as_ref()));
+        let fields: Option<Vec<Vec<u8>>> = self.exec("apply", Request::Script(&inv)).await?;
+        // The script found the session live at `now` and never moves its
+        // deadline back, so the cart it returns needs no second check.
+        Ok(fields.and_then(|fields| cart_from_hash(id, &fields, None)))
+    }
+
+    async fn close(&self, id: CartId, now: Timestamp) -> Result<bool, PortError> {
+        let mut inv = scripts::CLOSE.prepare_invoke();
+        inv.key(session_key(&self.prefix, id)).arg(now.as_millis());
+        let live: i64 = self.exec("close", Request::Script(&inv)).await?;
+        Ok(live == 1)
+    }
+}
+
+/// A pooled connection and whether a request on it failed in a way that
+/// leaves it unusable.
+///
+/// bb8-redis never reports its multiplexed connections as broken, and with
+/// `test_on_check_out` off nothing else would notice a dead one: after a Redis
+/// restart every pooled connection would keep failing until its lifetime ran
+/// out. Marking a connection broken when a request on it fails with an I/O
+/// error or a timeout makes bb8 drop it and open a fresh one.
+struct Tracked {
+    conn: MultiplexedConnection,
+    broken: bool,
+}
+
+/// bb8-redis's manager, with broken connections reported (see [`Tracked`]).
+struct Manager(RedisConnectionManager);
+
+impl ManageConnection for Manager {
+    type Connection = Tracked;
+    type Error = RedisError;
+
+    async fn connect(&self) -> Result<Tracked, RedisError> {
+        self.0.connect().await.map(|conn| Tracked { conn, broken: false })
+    }
+
+    async fn is_valid(&self, conn: &mut Tracked) -> Result<(), RedisError> {
+        self.0.is_valid(&mut conn.conn).await
+    }
+
+    fn has_broken(&self, conn: &mut Tracked) -> bool {
+        conn.broken
+    }
+}
