@@ -62,7 +62,7 @@ mod memory_only {
         let last = CartId::random();
         let deadline = t0.plus(Duration::from_secs(2));
         store.create(last, deadline, t0).await.unwrap();
-        let receipt = HoldReceipt { version: 1, expires_at: t0.plus(Duration::from_secs(60)) };
+        let receipt = HoldReceipt { version: 1, expires_at: t0.plus(Duration::from_secs(60)), taken: 0, released: 0 };
         assert_eq!(store.load(last, deadline).await.unwrap(), None, "ended at its deadline");
         assert_eq!(store.apply(last, &contract::set("p1", "sku-a", 1), receipt, deadline).await.unwrap(), None);
         assert_eq!(store.load(last, deadline).await.unwrap(), None, "apply did not revive it");
@@ -78,7 +78,7 @@ mod memory_only {
         let t0 = START;
         let id = CartId::random();
         store.create(id, t0.plus(Duration::from_secs(1)), t0).await.unwrap();
-        let receipt = HoldReceipt { version: 1, expires_at: t0.plus(Duration::from_secs(60)) };
+        let receipt = HoldReceipt { version: 1, expires_at: t0.plus(Duration::from_secs(60)), taken: 0, released: 0 };
         store.apply(id, &contract::set("p1", "sku-a", 1), receipt, t0).await.unwrap();
         store.load(CartId::random(), t0.plus(Duration::from_secs(2))).await.unwrap();
         assert_eq!(store.len(), 1);
@@ -102,7 +102,7 @@ mod memory_only {
         assert_eq!(inv.holds(id), vec![contract::line("p1", "sku-b", 1), contract::line("p2", "sku-a", 2)]);
         let snap: Vec<_> = inv.snapshot().into_iter().map(|(i, l)| (i.to_string(), l.available, l.reserved)).collect();
         assert_eq!(snap, vec![("sku-a".to_owned(), 3, 2), ("sku-b".to_owned(), 3, 1)]);
-        assert_eq!(inv.release(id).await.unwrap(), 3);
+        assert_eq!(inv.release(id).await.unwrap().units, 3);
         assert_eq!(inv.holds(id), vec![]);
         assert_eq!(inv.open_carts(), 0);
     }

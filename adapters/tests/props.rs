@@ -362,7 +362,7 @@ impl Harness {
         let before = self.live(id).await?;
         let result = self.svc.abandon(id).await;
         match (&before, result) {
-            (Some(b), Ok(released)) => prop_assert_eq!(released, units(&b.lines), "all held units go back"),
+            (Some(b), Ok(released)) => prop_assert_eq!(released.units, units(&b.lines), "all held units go back"),
             (None, Err(CartError::SessionNotFound)) => {}
             (b, r) => return Err(TestCaseError::fail(format!("abandon of {b:?} gave {r:?}"))),
         }

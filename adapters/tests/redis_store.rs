@@ -92,7 +92,7 @@ fn line(p: &str, i: &str, n: u32) -> Line {
 }
 
 fn receipt(version: u64, expires_at: Timestamp) -> HoldReceipt {
-    HoldReceipt { version, expires_at }
+    HoldReceipt { version, expires_at, taken: 0, released: 0 }
 }
 
 /// Every key under `prefix`.

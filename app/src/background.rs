@@ -104,7 +104,7 @@ pub async fn expiry_listener<B: Backend, E: ExpiryEvents>(
         let state = state.clone();
         releases.spawn(async move {
             match state.service.release_cart(id).await {
-                Ok(units) => tracing::debug!(cart = %id, units, "released an expired cart on its expiry event"),
+                Ok(released) => tracing::debug!(cart = %id, units = released.units, "released an expired cart on its expiry event"),
                 Err(e) => tracing::warn!(cart = %id, error = %error_chain(&e), "release on expiry event failed; the sweeper will release it"),
             }
             drop(permit);

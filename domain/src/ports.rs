@@ -69,15 +69,22 @@ pub struct HoldReceipt {
     pub version: u64,
     /// The cart's deadline after this change.
     pub expires_at: Timestamp,
+    /// Units this change moved from `available` to `reserved`.
+    pub taken: u32,
+    /// Units this change moved from `reserved` back to `available`.
+    pub released: u32,
 }
 
-/// Stock given back by releasing expired carts.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+/// Stock given back by releasing carts.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct Released {
     /// Carts whose ledger entries were removed.
     pub carts: u64,
     /// Units that went back to `available`.
     pub units: u64,
+    /// The deadline each released cart had, so callers can tell how late the
+    /// release came.
+    pub deadlines: Vec<Timestamp>,
 }
 
 /// Sessions: the carts as shoppers see them, kept for a limited time.
@@ -160,11 +167,11 @@ pub trait Inventory: Send + Sync + 'static {
     /// Removes the cart from the ledger and returns all its held units to
     /// `available`, in one transaction. Idempotent: only the call that removed
     /// the cart returns anything; later calls (and calls for unknown carts)
-    /// return 0.
+    /// return [`Released::default`].
     ///
     /// # Errors
     /// [`PortError`] when the store cannot be reached.
-    fn release(&self, cart: CartId) -> impl Future<Output = Result<u64, PortError>> + Send;
+    fn release(&self, cart: CartId) -> impl Future<Output = Result<Released, PortError>> + Send;
 
     /// Turns all holds of `cart` into sales and records the order, in one
     /// transaction that races safely with [`Inventory::release`]. If the cart
@@ -195,6 +202,12 @@ pub trait Inventory: Send + Sync + 'static {
     /// [`PortError`] when the store cannot be reached.
     fn stock(&self, item: &InventoryId) -> impl Future<Output = Result<Option<StockLevel>, PortError>> + Send;
 
+    /// Units held by all open carts together (the sum of `reserved`).
+    ///
+    /// # Errors
+    /// [`PortError`] when the store cannot be reached.
+    fn reserved_total(&self) -> impl Future<Output = Result<i64, PortError>> + Send;
+
     /// Creates `item` or sets its `available` count; `reserved` and `sold` are
     /// left as they are.
     ///
@@ -206,6 +219,50 @@ pub trait Inventory: Send + Sync + 'static {
         available: StockCount,
     ) -> impl Future<Output = Result<StockLevel, PortError>> + Send;
 }
+
+/// Why held units went back to `available`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ReleaseCause {
+    /// The shopper closed the cart.
+    Abandon,
+    /// An expiry notice from the session store.
+    ExpiryEvent,
+    /// The sweeper found the cart past its deadline.
+    Sweeper,
+    /// The session store no longer had the session the ledger still held for.
+    SessionLost,
+}
+
+impl ReleaseCause {
+    /// A short, stable name (for metric labels and logs).
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReleaseCause::Abandon => "abandon",
+            ReleaseCause::ExpiryEvent => "expiry_event",
+            ReleaseCause::Sweeper => "sweeper",
+            ReleaseCause::SessionLost => "session_lost",
+        }
+    }
+}
+
+/// Where the use cases report what they did to stock, for metrics. Methods
+/// are called after the change is committed; they must be cheap and cannot
+/// fail. Every method does nothing by default.
+pub trait StockEvents: Send + Sync + 'static {
+    /// A line change took and released units.
+    fn line_changed(&self, _taken: u32, _released: u32) {}
+    /// Carts were released at `now` for `cause`.
+    fn released(&self, _cause: ReleaseCause, _released: &Released, _now: Timestamp) {}
+    /// A checkout sold `units`.
+    fn sold(&self, _units: u64) {}
+}
+
+/// A [`StockEvents`] that ignores everything.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NoEvents;
+
+impl StockEvents for NoEvents {}
 
 /// Notices that sessions have ended (Redis keyspace `expired` events in
 /// production). Notices may be late, duplicated or lost altogether: they are

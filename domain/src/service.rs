@@ -13,7 +13,9 @@ use crate::cart::{Cart, Order, StockLevel};
 use crate::error::CartError;
 use crate::ids::{CartId, InventoryId, OrderId, ProductId};
 use crate::policy::{ExpiryPolicy, Limits};
-use crate::ports::{Clock, Inventory, LineChange, Released, SessionStore};
+use std::sync::Arc;
+
+use crate::ports::{Clock, Inventory, LineChange, NoEvents, ReleaseCause, Released, SessionStore, StockEvents};
 use crate::quantity::{Quantity, QuantityError, StockCount};
 
 /// Which session a change applies to.
@@ -52,12 +54,20 @@ pub struct CartService<S, I, C> {
     clock: C,
     policy: ExpiryPolicy,
     limits: Limits,
+    events: Arc<dyn StockEvents>,
 }
 
 impl<S: SessionStore, I: Inventory, C: Clock> CartService<S, I, C> {
     /// Assembles the service.
     pub fn new(sessions: S, inventory: I, clock: C, policy: ExpiryPolicy, limits: Limits) -> Self {
-        Self { sessions, inventory, clock, policy, limits }
+        Self { sessions, inventory, clock, policy, limits, events: Arc::new(NoEvents) }
+    }
+
+    /// Reports what happens to stock to `events` (metrics).
+    #[must_use]
+    pub fn with_events(mut self, events: Arc<dyn StockEvents>) -> Self {
+        self.events = events;
+        self
     }
 
     /// The session store.
@@ -164,7 +174,8 @@ impl<S: SessionStore, I: Inventory, C: Clock> CartService<S, I, C> {
             Ok(cart) => Ok(SetLineResult { cart, created: true }),
             Err(e) => {
                 // The client never learns this cart's id: do not leave it behind.
-                // Best effort; its deadline removes it otherwise.
+                // Best effort; its deadline removes it otherwise. It holds
+                // nothing, since its first change failed.
                 let _ = self.sessions.close(id, self.clock.now()).await;
                 let _ = self.inventory.release(id).await;
                 Err(e)
@@ -176,13 +187,15 @@ impl<S: SessionStore, I: Inventory, C: Clock> CartService<S, I, C> {
         let now = self.clock.now();
         let deadline = self.policy.deadline_on_change(now);
         let receipt = self.inventory.set_hold(id, change, deadline, self.limits.max_lines(), now).await?;
+        self.events.line_changed(receipt.taken, receipt.released);
         match self.sessions.apply(id, change, receipt, now).await? {
             Some(cart) => Ok(cart),
             None => {
                 // The ledger knew the cart but the session is gone (expired at
                 // the same moment, or the session store lost it): its holds
                 // must not outlive it.
-                self.inventory.release(id).await?;
+                let released = self.inventory.release(id).await?;
+                self.events.released(ReleaseCause::SessionLost, &released, now);
                 Err(CartError::SessionNotFound)
             }
         }
@@ -193,20 +206,24 @@ impl<S: SessionStore, I: Inventory, C: Clock> CartService<S, I, C> {
     /// # Errors
     /// [`CartError::SessionNotFound`] when no such open cart existed,
     /// [`CartError::Unavailable`].
-    pub async fn abandon(&self, id: CartId) -> Result<u64, CartError> {
-        let existed = self.sessions.close(id, self.clock.now()).await?;
+    pub async fn abandon(&self, id: CartId) -> Result<Released, CartError> {
+        let now = self.clock.now();
+        let existed = self.sessions.close(id, now).await?;
         // Released even when the session was already gone: a retry after a
         // failure between the two steps must still give the stock back.
-        let units = self.inventory.release(id).await?;
-        if existed { Ok(units) } else { Err(CartError::SessionNotFound) }
+        let released = self.inventory.release(id).await?;
+        self.events.released(ReleaseCause::Abandon, &released, now);
+        if existed { Ok(released) } else { Err(CartError::SessionNotFound) }
     }
 
     /// Releases the holds of a cart whose session has ended (expiry event).
     ///
     /// # Errors
     /// [`CartError::Unavailable`].
-    pub async fn release_cart(&self, id: CartId) -> Result<u64, CartError> {
-        Ok(self.inventory.release(id).await?)
+    pub async fn release_cart(&self, id: CartId) -> Result<Released, CartError> {
+        let released = self.inventory.release(id).await?;
+        self.events.released(ReleaseCause::ExpiryEvent, &released, self.clock.now());
+        Ok(released)
     }
 
     /// Turns the cart's holds into an order and closes the session. A retry
@@ -218,6 +235,9 @@ impl<S: SessionStore, I: Inventory, C: Clock> CartService<S, I, C> {
     pub async fn checkout(&self, id: CartId) -> Result<CheckoutResult, CartError> {
         let now = self.clock.now();
         let (order, created) = self.inventory.checkout(id, OrderId::random(), now).await?;
+        if created {
+            self.events.sold(order.lines.iter().map(|l| u64::from(l.quantity.get())).sum());
+        }
         // Closing twice is harmless, and a failure here leaves a session whose
         // checkout retry answers with the same order.
         self.sessions.close(id, now).await?;
@@ -245,6 +265,17 @@ impl<S: SessionStore, I: Inventory, C: Clock> CartService<S, I, C> {
     /// # Errors
     /// [`CartError::Unavailable`].
     pub async fn release_expired(&self, limit: u32) -> Result<Released, CartError> {
-        Ok(self.inventory.release_expired(self.clock.now(), limit).await?)
+        let now = self.clock.now();
+        let released = self.inventory.release_expired(now, limit).await?;
+        self.events.released(ReleaseCause::Sweeper, &released, now);
+        Ok(released)
+    }
+
+    /// Units held by all open carts together.
+    ///
+    /// # Errors
+    /// [`CartError::Unavailable`].
+    pub async fn reserved_total(&self) -> Result<i64, CartError> {
+        Ok(self.inventory.reserved_total().await?)
     }
 }

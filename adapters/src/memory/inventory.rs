@@ -29,15 +29,15 @@ struct Inner {
 
 impl Inner {
     /// Removes `id` from the ledger and returns its units to `available`.
-    fn release(&mut self, id: CartId) -> u64 {
-        let Some(cart) = self.carts.remove(&id) else { return 0 };
+    fn release(&mut self, id: CartId) -> Released {
+        let Some(cart) = self.carts.remove(&id) else { return Released::default() };
         self.by_deadline.remove(&(cart.deadline, id));
         let mut units = 0;
         for (inv, q) in cart.lines.values() {
             self.unhold(inv, q.get());
             units += u64::from(q.get());
         }
-        units
+        Released { carts: 1, units, deadlines: vec![cart.deadline] }
     }
 
     fn unhold(&mut self, inv: &InventoryId, q: u32) {
@@ -106,6 +106,7 @@ impl Inner {
             level.available -= i64::from(q.get());
             level.reserved += i64::from(q.get());
         }
+        let (taken, released) = moved(old.as_ref(), change.line.as_ref());
         let cart = self.carts.get_mut(&id).expect("checked above that the cart is open");
         match &change.line {
             Some(line) => cart.lines.insert(change.product_id.clone(), line.clone()),
@@ -117,7 +118,7 @@ impl Inner {
             self.by_deadline.remove(&(old_deadline, id));
             self.by_deadline.insert((deadline, id));
         }
-        Ok(HoldReceipt { version: cart.version, expires_at: cart.deadline })
+        Ok(HoldReceipt { version: cart.version, expires_at: cart.deadline, taken, released })
     }
 
     fn checkout(&mut self, id: CartId, order_id: OrderId, now: Timestamp) -> Result<(Order, bool), CartError> {
@@ -144,6 +145,17 @@ impl Inner {
         let order = Order { id: order_id, cart_id: id, lines };
         self.orders.insert(id, order.clone());
         Ok((order, true))
+    }
+}
+
+/// Units taken and released when a line goes from `old` to `new`: only the
+/// difference when the item stays the same, the whole of both otherwise.
+fn moved(old: Option<&(InventoryId, Quantity)>, new: Option<&(InventoryId, Quantity)>) -> (u32, u32) {
+    match (old, new) {
+        (Some((oi, oq)), Some((ni, nq))) if oi == ni => {
+            (nq.get().saturating_sub(oq.get()), oq.get().saturating_sub(nq.get()))
+        }
+        (old, new) => (new.map_or(0, |(_, q)| q.get()), old.map_or(0, |(_, q)| q.get())),
     }
 }
 
@@ -207,7 +219,7 @@ impl Inventory for MemoryInventory {
         lock(&self.inner).set_hold(cart, change, new_deadline, max_lines, now)
     }
 
-    async fn release(&self, cart: CartId) -> Result<u64, PortError> {
+    async fn release(&self, cart: CartId) -> Result<Released, PortError> {
         Ok(lock(&self.inner).release(cart))
     }
 
@@ -221,13 +233,19 @@ impl Inventory for MemoryInventory {
         for _ in 0..limit {
             match inner.by_deadline.first() {
                 Some(&(deadline, id)) if deadline <= now => {
-                    out.units += inner.release(id);
-                    out.carts += 1;
+                    let r = inner.release(id);
+                    out.units += r.units;
+                    out.carts += r.carts;
+                    out.deadlines.extend(r.deadlines);
                 }
                 _ => break,
             }
         }
         Ok(out)
+    }
+
+    async fn reserved_total(&self) -> Result<i64, PortError> {
+        Ok(lock(&self.inner).items.values().map(|l| l.reserved).sum())
     }
 
     async fn stock(&self, item: &InventoryId) -> Result<Option<StockLevel>, PortError> {

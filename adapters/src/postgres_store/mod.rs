@@ -204,6 +204,10 @@ fn u64_of(n: i64) -> u64 {
     u64::try_from(n).unwrap_or(0)
 }
 
+fn u32_of(n: i32) -> u32 {
+    u32::try_from(n).unwrap_or(0)
+}
+
 fn lines_of(products: Vec<String>, items: Vec<String>, quantities: Vec<i32>) -> Result<Vec<Line>, PgError> {
     products
         .into_iter()
@@ -245,7 +249,7 @@ impl Inventory for PgInventory {
         };
         let row = self
             .query_one(
-                "select o_status, o_version, o_deadline_ms, o_available \
+                "select o_status, o_version, o_deadline_ms, o_available, o_taken, o_released \
                  from cartd_set_hold($1, $2, $3, $4, $5, $6, $7)",
                 &[
                     &cart.as_uuid(),
@@ -263,6 +267,8 @@ impl Inventory for PgInventory {
             "ok" => Ok(HoldReceipt {
                 version: u64_of(row.try_get(1).map_err(PgError::from)?),
                 expires_at: Timestamp::from_millis(row.try_get(2).map_err(PgError::from)?),
+                taken: u32_of(row.try_get(4).map_err(PgError::from)?),
+                released: u32_of(row.try_get(5).map_err(PgError::from)?),
             }),
             "session_not_found" => Err(CartError::SessionNotFound),
             "unknown_item" => Err(CartError::UnknownItem),
@@ -274,9 +280,17 @@ impl Inventory for PgInventory {
         }
     }
 
-    async fn release(&self, cart: CartId) -> Result<u64, PortError> {
-        let row = self.query_one("select cartd_release($1)", &[&cart.as_uuid()]).await?;
-        Ok(u64_of(row.try_get(0).map_err(PgError::from)?))
+    async fn release(&self, cart: CartId) -> Result<Released, PortError> {
+        let row = self.query_one("select o_units, o_deadline_ms from cartd_release($1)", &[&cart.as_uuid()]).await?;
+        let deadline: Option<i64> = row.try_get(1).map_err(PgError::from)?;
+        Ok(match deadline {
+            None => Released::default(),
+            Some(d) => Released {
+                carts: 1,
+                units: u64_of(row.try_get(0).map_err(PgError::from)?),
+                deadlines: vec![Timestamp::from_millis(d)],
+            },
+        })
     }
 
     async fn checkout(&self, cart: CartId, order_id: OrderId, now: Timestamp) -> Result<(Order, bool), CartError> {
@@ -307,12 +321,20 @@ impl Inventory for PgInventory {
 
     async fn release_expired(&self, now: Timestamp, limit: u32) -> Result<Released, PortError> {
         let limit = i32::try_from(limit).unwrap_or(i32::MAX);
-        let row =
-            self.query_one("select o_carts, o_units from cartd_release_expired($1, $2)", &[&ms(now), &limit]).await?;
+        let row = self
+            .query_one("select o_carts, o_units, o_deadlines from cartd_release_expired($1, $2)", &[&ms(now), &limit])
+            .await?;
+        let deadlines: Option<Vec<i64>> = row.try_get(2).map_err(PgError::from)?;
         Ok(Released {
             carts: u64_of(row.try_get(0).map_err(PgError::from)?),
             units: u64_of(row.try_get(1).map_err(PgError::from)?),
+            deadlines: deadlines.unwrap_or_default().into_iter().map(Timestamp::from_millis).collect(),
         })
+    }
+
+    async fn reserved_total(&self) -> Result<i64, PortError> {
+        let row = self.query_one("select coalesce(sum(reserved), 0)::bigint from items", &[]).await?;
+        Ok(row.try_get(0).map_err(PgError::from)?)
     }
 
     async fn stock(&self, item: &InventoryId) -> Result<Option<StockLevel>, PortError> {

@@ -68,7 +68,7 @@ pub async fn set_available_keeps_reserved_and_sold(inv: impl Inventory, clock: i
     let l = inv.set_available(&item("sku-a"), StockCount::new(0).unwrap()).await.unwrap();
     assert_eq!(l, level(0, 3, 2));
     // The hold survives the restock and still goes back when released.
-    assert_eq!(inv.release(held).await.unwrap(), 3);
+    assert_eq!(inv.release(held).await.unwrap().units, 3);
     assert_eq!(stock(&inv, "sku-a").await, level(3, 0, 2));
 }
 
@@ -82,7 +82,7 @@ pub async fn open_cart_is_idempotent(inv: impl Inventory, clock: impl Clock) {
     let r = hold(&inv, id, &set("p2", "sku-a", 1), t0).await;
     assert_eq!(r.expires_at, secs(t0, 10), "the second open_cart must not move the deadline");
     assert_eq!(stock(&inv, "sku-a").await, level(2, 3, 0));
-    assert_eq!(inv.release(id).await.unwrap(), 3, "the first hold was kept");
+    assert_eq!(inv.release(id).await.unwrap().units, 3, "the first hold was kept");
 }
 
 pub async fn set_hold_on_unknown_cart_is_session_not_found(inv: impl Inventory, clock: impl Clock) {
@@ -109,7 +109,7 @@ pub async fn set_hold_moves_only_the_difference(inv: impl Inventory, clock: impl
     assert_eq!(stock(&inv, "sku-a").await, level(10, 0, 0));
     hold(&inv, id, &remove("p1"), t0).await;
     assert_eq!(stock(&inv, "sku-a").await, level(10, 0, 0), "removing an absent line moves nothing");
-    assert_eq!(inv.release(id).await.unwrap(), 0);
+    assert_eq!(inv.release(id).await.unwrap().units, 0);
 }
 
 pub async fn receipt_versions_increase_with_every_change(inv: impl Inventory, clock: impl Clock) {
@@ -139,7 +139,8 @@ pub async fn new_deadline_moves_the_carts_deadline(inv: impl Inventory, clock: i
     let r = hold(&inv, id, &set("p1", "sku-a", 3), secs(t0, 20)).await;
     assert_eq!(r.expires_at, secs(t0, 30), "the moved deadline is kept");
     assert_eq!(inv.release_expired(secs(t0, 29), 100).await.unwrap(), Released::default());
-    assert_eq!(inv.release_expired(secs(t0, 30), 100).await.unwrap(), Released { carts: 1, units: 3 });
+    let r = inv.release_expired(secs(t0, 30), 100).await.unwrap();
+    assert_eq!((r.carts, r.units, r.deadlines), (1, 3, vec![secs(t0, 30)]));
     assert_eq!(stock(&inv, "sku-a").await, level(10, 0, 0));
 }
 
@@ -153,7 +154,7 @@ pub async fn moving_a_line_to_another_item_moves_its_hold(inv: impl Inventory, c
     assert_eq!(stock(&inv, "sku-a").await, level(10, 0, 0), "the old hold is released");
     assert_eq!(stock(&inv, "sku-b").await, level(6, 4, 0), "the whole new quantity is held");
     hold(&inv, id, &set("p2", "sku-a", 1), t0).await;
-    assert_eq!(inv.release(id).await.unwrap(), 5);
+    assert_eq!(inv.release(id).await.unwrap().units, 5);
     assert_eq!(stock(&inv, "sku-a").await, level(10, 0, 0));
     assert_eq!(stock(&inv, "sku-b").await, level(10, 0, 0));
 }
@@ -183,7 +184,7 @@ pub async fn insufficient_stock_changes_nothing_and_reports_available(inv: impl 
     let r = inv.set_hold(second, &remove("p1"), None, LINES, secs(t0, 10)).await;
     assert!(matches!(r, Err(CartError::SessionNotFound)), "the deadline stayed at t0+10s: {r:?}");
 
-    assert_eq!(inv.release(first).await.unwrap(), 2, "the refused changes left the first hold as it was");
+    assert_eq!(inv.release(first).await.unwrap().units, 2, "the refused changes left the first hold as it was");
     assert_eq!(stock(&inv, "sku-a").await, level(3, 0, 0));
 }
 
@@ -198,7 +199,7 @@ pub async fn unknown_item_is_refused_and_changes_nothing(inv: impl Inventory, cl
     assert!(matches!(r, Err(CartError::UnknownItem)), "moving a line to an unknown item: {r:?}");
     assert_eq!(inv.stock(&item("nope")).await.unwrap(), None, "the unknown item is not created");
     assert_eq!(stock(&inv, "sku-a").await, level(4, 1, 0));
-    assert_eq!(inv.release(id).await.unwrap(), 1);
+    assert_eq!(inv.release(id).await.unwrap().units, 1);
 }
 
 pub async fn too_many_lines_is_refused_but_existing_lines_may_change(inv: impl Inventory, clock: impl Clock) {
@@ -220,7 +221,7 @@ pub async fn too_many_lines_is_refused_but_existing_lines_may_change(inv: impl I
     // A removed line frees its place.
     inv.set_hold(id, &remove("p1"), None, 2, t0).await.unwrap();
     inv.set_hold(id, &set("p3", "sku-a", 1), None, 2, t0).await.unwrap();
-    assert_eq!(inv.release(id).await.unwrap(), 4);
+    assert_eq!(inv.release(id).await.unwrap().units, 4);
 }
 
 pub async fn release_returns_units_exactly_once(inv: impl Inventory, clock: impl Clock) {
@@ -230,12 +231,12 @@ pub async fn release_returns_units_exactly_once(inv: impl Inventory, clock: impl
     let id = opened(&inv, secs(t0, 60)).await;
     hold(&inv, id, &set("p1", "sku-a", 2), t0).await;
     hold(&inv, id, &set("p2", "sku-b", 3), t0).await;
-    assert_eq!(inv.release(id).await.unwrap(), 5);
+    assert_eq!(inv.release(id).await.unwrap().units, 5);
     assert_eq!(stock(&inv, "sku-a").await, level(5, 0, 0));
     assert_eq!(stock(&inv, "sku-b").await, level(5, 0, 0));
-    assert_eq!(inv.release(id).await.unwrap(), 0, "a second release returns nothing");
+    assert_eq!(inv.release(id).await.unwrap().units, 0, "a second release returns nothing");
     assert_eq!(stock(&inv, "sku-a").await, level(5, 0, 0));
-    assert_eq!(inv.release(CartId::random()).await.unwrap(), 0, "unknown cart");
+    assert_eq!(inv.release(CartId::random()).await.unwrap(), Released::default(), "unknown cart");
     let r = inv.set_hold(id, &set("p1", "sku-a", 1), None, LINES, t0).await;
     assert!(matches!(r, Err(CartError::SessionNotFound)), "a released cart takes no holds: {r:?}");
     assert_eq!(inv.release_expired(secs(t0, 60), 100).await.unwrap(), Released::default());
@@ -301,7 +302,7 @@ pub async fn checkout_of_an_expired_cart_is_session_not_found_and_releases_its_h
     let r = inv.checkout(id, OrderId::random(), secs(t0, 60)).await;
     assert!(matches!(r, Err(CartError::SessionNotFound)), "checkout at the deadline: {r:?}");
     assert_eq!(stock(&inv, "sku-a").await, level(3, 0, 0), "released at once, before any sweep");
-    assert_eq!(inv.release(id).await.unwrap(), 0, "and only once");
+    assert_eq!(inv.release(id).await.unwrap().units, 0, "and only once");
     assert_eq!(inv.release_expired(secs(t0, 60), 100).await.unwrap(), Released::default());
     let r = inv.checkout(id, OrderId::random(), secs(t0, 60)).await;
     assert!(matches!(r, Err(CartError::SessionNotFound)), "{r:?}");
@@ -315,7 +316,7 @@ pub async fn checkout_of_an_unknown_or_released_cart_is_session_not_found(inv: i
     assert!(matches!(r, Err(CartError::SessionNotFound)), "{r:?}");
     let id = opened(&inv, secs(t0, 60)).await;
     hold(&inv, id, &set("p1", "sku-a", 2), t0).await;
-    assert_eq!(inv.release(id).await.unwrap(), 2);
+    assert_eq!(inv.release(id).await.unwrap().units, 2);
     let r = inv.checkout(id, OrderId::random(), t0).await;
     assert!(matches!(r, Err(CartError::SessionNotFound)), "{r:?}");
     assert_eq!(stock(&inv, "sku-a").await, level(3, 0, 0), "nothing sold");
@@ -329,7 +330,7 @@ pub async fn checked_out_cart_cannot_be_changed_or_released(inv: impl Inventory,
     inv.checkout(id, OrderId::random(), t0).await.unwrap();
     let r = inv.set_hold(id, &set("p1", "sku-a", 1), None, LINES, t0).await;
     assert!(matches!(r, Err(CartError::SessionNotFound)), "{r:?}");
-    assert_eq!(inv.release(id).await.unwrap(), 0, "sold units never go back");
+    assert_eq!(inv.release(id).await.unwrap().units, 0, "sold units never go back");
     assert_eq!(inv.release_expired(secs(t0, 60), 100).await.unwrap(), Released::default());
     assert_eq!(stock(&inv, "sku-a").await, level(3, 0, 2));
 }
@@ -347,14 +348,14 @@ pub async fn release_expired_releases_only_carts_at_or_past_their_deadline(inv: 
 
     assert_eq!(inv.release_expired(secs(t0, 5), 100).await.unwrap(), Released::default());
     let r = inv.release_expired(secs(t0, 20), 100).await.unwrap();
-    assert_eq!(r, Released { carts: 3, units: 3 }, "c1, the empty cart and c2 (at its deadline)");
+    assert_eq!((r.carts, r.units), (3, 3), "c1, the empty cart and c2 (at its deadline)");
     assert_eq!(stock(&inv, "sku-a").await, level(7, 3, 0));
     assert_eq!(inv.release_expired(secs(t0, 20), 100).await.unwrap(), Released::default(), "each cart once");
-    assert_eq!(inv.release(c1).await.unwrap(), 0);
-    assert_eq!(inv.release(c2).await.unwrap(), 0);
+    assert_eq!(inv.release(c1).await.unwrap().units, 0);
+    assert_eq!(inv.release(c2).await.unwrap().units, 0);
     // c3 is untouched and still open.
     hold(&inv, c3, &set("p1", "sku-a", 4), secs(t0, 20)).await;
-    assert_eq!(inv.release(c3).await.unwrap(), 4);
+    assert_eq!(inv.release(c3).await.unwrap().units, 4);
     assert_eq!(stock(&inv, "sku-a").await, level(10, 0, 0));
 }
 
@@ -388,10 +389,10 @@ pub async fn expired_holds_never_block(inv: impl Inventory, clock: impl Clock) {
     hold(&inv, fresh, &set("p1", "sku-a", 1), secs(t0, 10)).await;
     assert_eq!(stock(&inv, "sku-a").await, level(0, 1, 0));
     // The stale hold went back exactly once.
-    assert_eq!(inv.release(stale).await.unwrap(), 0);
+    assert_eq!(inv.release(stale).await.unwrap().units, 0);
     inv.release_expired(secs(t0, 10), 100).await.unwrap();
     assert_eq!(stock(&inv, "sku-a").await, level(0, 1, 0), "the fresh hold survives the sweep");
-    assert_eq!(inv.release(fresh).await.unwrap(), 1);
+    assert_eq!(inv.release(fresh).await.unwrap().units, 1);
     assert_eq!(stock(&inv, "sku-a").await, level(1, 0, 0));
 }
 
@@ -408,7 +409,7 @@ pub async fn set_hold_on_an_expired_cart_is_session_not_found(inv: impl Inventor
     // hold was taken and the deadline did not move.
     inv.release_expired(secs(t0, 10), 100).await.unwrap();
     assert_eq!(stock(&inv, "sku-a").await, level(5, 0, 0));
-    assert_eq!(inv.release(id).await.unwrap(), 0);
+    assert_eq!(inv.release(id).await.unwrap().units, 0);
 }
 
 pub async fn an_earlier_new_deadline_does_not_shorten_the_cart(inv: impl Inventory, clock: impl Clock) {
@@ -421,4 +422,46 @@ pub async fn an_earlier_new_deadline_does_not_shorten_the_cart(inv: impl Invento
     let r = inv.set_hold(id, &set("p2", "sku-a", 1), Some(secs(t0, 30)), LINES, t0).await.unwrap();
     assert_eq!(r.expires_at, secs(t0, 40));
     assert_eq!(inv.release_expired(secs(t0, 35), 100).await.unwrap(), Released::default());
+}
+
+pub async fn set_hold_reports_the_units_it_moved(inv: impl Inventory, clock: impl Clock) {
+    let t0 = clock.now();
+    stocked(&inv, "sku-a", 10).await;
+    stocked(&inv, "sku-b", 10).await;
+    let id = opened(&inv, secs(t0, 60)).await;
+    let r = hold(&inv, id, &set("p1", "sku-a", 3), t0).await;
+    assert_eq!((r.taken, r.released), (3, 0));
+    let r = hold(&inv, id, &set("p1", "sku-a", 5), t0).await;
+    assert_eq!((r.taken, r.released), (2, 0), "only the difference");
+    let r = hold(&inv, id, &set("p1", "sku-a", 1), t0).await;
+    assert_eq!((r.taken, r.released), (0, 4));
+    let r = hold(&inv, id, &set("p1", "sku-b", 2), t0).await;
+    assert_eq!((r.taken, r.released), (2, 1), "moving to another item takes the new and releases the old");
+    let r = hold(&inv, id, &remove("p1"), t0).await;
+    assert_eq!((r.taken, r.released), (0, 2));
+    let r = hold(&inv, id, &remove("p1"), t0).await;
+    assert_eq!((r.taken, r.released), (0, 0), "removing a missing line moves nothing");
+}
+
+pub async fn releases_report_the_deadlines_of_the_carts_they_released(inv: impl Inventory, clock: impl Clock) {
+    let t0 = clock.now();
+    stocked(&inv, "sku-a", 10).await;
+    let id = opened(&inv, secs(t0, 60)).await;
+    hold(&inv, id, &set("p1", "sku-a", 2), t0).await;
+    let r = inv.release(id).await.unwrap();
+    assert_eq!(r, Released { carts: 1, units: 2, deadlines: vec![secs(t0, 60)] });
+    assert_eq!(inv.release(id).await.unwrap(), Released::default(), "nothing the second time");
+}
+
+pub async fn reserved_total_sums_every_items_holds(inv: impl Inventory, clock: impl Clock) {
+    let t0 = clock.now();
+    stocked(&inv, "sku-a", 10).await;
+    stocked(&inv, "sku-b", 10).await;
+    assert_eq!(inv.reserved_total().await.unwrap(), 0);
+    let id = opened(&inv, secs(t0, 60)).await;
+    hold(&inv, id, &set("p1", "sku-a", 2), t0).await;
+    hold(&inv, id, &set("p2", "sku-b", 3), t0).await;
+    assert_eq!(inv.reserved_total().await.unwrap(), 5);
+    inv.release(id).await.unwrap();
+    assert_eq!(inv.reserved_total().await.unwrap(), 0);
 }

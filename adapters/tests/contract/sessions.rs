@@ -7,7 +7,7 @@ use super::{line, millis, remove, secs, set};
 
 /// A receipt as the ledger would hand it out.
 fn receipt(version: u64, expires_at: Timestamp) -> HoldReceipt {
-    HoldReceipt { version, expires_at }
+    HoldReceipt { version, expires_at, taken: 0, released: 0 }
 }
 
 /// Creates a fresh session at `t0` that ends `ttl_secs` later.
