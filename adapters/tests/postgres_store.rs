@@ -164,7 +164,7 @@ async fn migrations_apply_once() {
     settings.schema = Some(schema.clone());
     let inv = PgInventory::connect(&settings).unwrap();
     let first = inv.migrate(Some(&schema)).await.unwrap();
-    assert_eq!(first.len(), 2, "{first:?}");
+    assert_eq!(first.len(), 3, "{first:?}");
     assert!(inv.migrate(Some(&schema)).await.unwrap().is_empty());
     assert!(inv.ready().await);
 }
@@ -180,4 +180,64 @@ async fn an_unreachable_server_fails_fast_with_a_port_error() {
     assert_eq!(err.store(), "postgres");
     assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
     assert!(!inv.ready().await);
+}
+
+/// Runs `sql` in `schema` on a connection of its own (to corrupt counts the
+/// way a bug or a hand edit would).
+async fn exec_in(schema: &str, sql: &str) {
+    let (client, connection) = tokio_postgres::connect(&pg_support::url(), tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(connection);
+    client.batch_execute(&format!("set search_path = {schema}; {sql}")).await.unwrap();
+}
+
+#[tokio::test]
+async fn reconcile_reports_reserved_counts_that_disagree_with_the_ledger_and_fixes_them() {
+    use cartd_adapters::postgres_store::Drift;
+    let schema = format!("test_{}", CartId::random().as_uuid().simple());
+    let mut settings = PgSettings::new(pg_support::url());
+    settings.schema = Some(schema.clone());
+    let inv = PgInventory::connect(&settings).unwrap();
+    inv.migrate(Some(&schema)).await.unwrap();
+    for (name, n) in [("a", 10), ("b", 10), ("c", 5), ("d", 1)] {
+        inv.set_available(&item(name), StockCount::new(n).unwrap()).await.unwrap();
+    }
+    let t0 = now();
+    let cart = CartId::random();
+    inv.open_cart(cart, t0.plus(Duration::from_secs(600))).await.unwrap();
+    for (product, name, n) in [("p1", "a", 3), ("p2", "b", 2), ("p3", "d", 1)] {
+        inv.set_hold(cart, &set(product, name, n), None, 50, t0).await.unwrap();
+    }
+    assert!(inv.reconcile(false).await.unwrap().is_empty(), "a consistent ledger reports nothing");
+
+    // a: 4 too many reserved; b: 2 too few; d: 1 too few and nothing available
+    // to cover it; c is untouched.
+    exec_in(
+        &schema,
+        "update items set reserved = reserved + 4 where inventory_id = 'a'; \
+         update items set reserved = 0 where inventory_id in ('b', 'd');",
+    )
+    .await;
+    let expected = vec![
+        Drift { inventory_id: "a".into(), available: 7, reserved: 7, ledger: 3 },
+        Drift { inventory_id: "b".into(), available: 8, reserved: 0, ledger: 2 },
+        Drift { inventory_id: "d".into(), available: 0, reserved: 0, ledger: 1 },
+    ];
+    assert_eq!(inv.reconcile(false).await.unwrap(), expected);
+    assert_eq!(stock(&inv, "a").await, StockLevel { available: 7, reserved: 7, sold: 0 }, "a report changes nothing");
+    assert_eq!(expected.iter().map(Drift::difference).collect::<Vec<_>>(), [-4, 2, 1]);
+    assert_eq!(expected.iter().map(Drift::shortfall).collect::<Vec<_>>(), [0, 0, 1]);
+
+    assert_eq!(inv.reconcile(true).await.unwrap(), expected, "the fix reports what it repaired");
+    // available + reserved + sold is what it was (14 and 8), except where
+    // available could not cover the ledger (d).
+    assert_eq!(stock(&inv, "a").await, StockLevel { available: 11, reserved: 3, sold: 0 });
+    assert_eq!(stock(&inv, "b").await, StockLevel { available: 6, reserved: 2, sold: 0 });
+    assert_eq!(stock(&inv, "c").await, StockLevel { available: 5, reserved: 0, sold: 0 });
+    assert_eq!(stock(&inv, "d").await, StockLevel { available: 0, reserved: 1, sold: 0 });
+    assert!(inv.reconcile(false).await.unwrap().is_empty());
+    // Releasing the cart now works and returns every unit: before the fix,
+    // b's and d's reserved would have gone below zero.
+    assert_eq!(inv.release(cart).await.unwrap().units, 6);
+    assert_eq!(stock(&inv, "b").await, StockLevel { available: 8, reserved: 0, sold: 0 });
+    assert!(inv.reconcile(false).await.unwrap().is_empty());
 }

@@ -199,6 +199,7 @@ pub fn pg_settings(settings: &Settings) -> PgSettings {
         pool_size: settings.postgres.pool_size,
         op_timeout: settings.postgres.timeout,
         connect_timeout: settings.postgres.timeout,
+        ..PgSettings::new(settings.postgres.url.expose())
     }
 }
 

@@ -8,8 +8,12 @@
 //! Deadlocks and serialization failures, which the lock order makes rare, are
 //! retried a few times; driver errors and timeouts become [`PortError`]s.
 
+mod batch;
+
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use batch::{Batcher, HoldCall};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use domain::ports::{HoldReceipt, Inventory, LineChange, PortError, Released};
 use domain::{
@@ -37,6 +41,12 @@ pub struct PgSettings {
     pub op_timeout: Duration,
     /// Longest time to open a connection.
     pub connect_timeout: Duration,
+    /// Most holds grouped into one transaction.
+    pub hold_batch_max: usize,
+    /// Batches of holds running at once. More than one uses more of the
+    /// server's cores, at the risk of batches deadlocking on shared items
+    /// (they are then retried).
+    pub hold_batches_in_flight: usize,
 }
 
 impl PgSettings {
@@ -49,6 +59,8 @@ impl PgSettings {
             pool_size: 16,
             op_timeout: Duration::from_secs(2),
             connect_timeout: Duration::from_secs(2),
+            hold_batch_max: 256,
+            hold_batches_in_flight: 1,
         }
     }
 }
@@ -94,6 +106,10 @@ const RETRIES: usize = 3;
 pub struct PgInventory {
     pool: Pool,
     op_timeout: Duration,
+    batch_max: usize,
+    batches_in_flight: usize,
+    /// Started on first use, so constructing the adapter needs no runtime.
+    batcher: Arc<OnceLock<Batcher>>,
 }
 
 impl std::fmt::Debug for PgInventory {
@@ -126,7 +142,13 @@ impl PgInventory {
             .recycle_timeout(Some(settings.op_timeout))
             .build()
             .map_err(PgError::from)?;
-        Ok(Self { pool, op_timeout: settings.op_timeout })
+        Ok(Self {
+            pool,
+            op_timeout: settings.op_timeout,
+            batch_max: settings.hold_batch_max,
+            batches_in_flight: settings.hold_batches_in_flight,
+            batcher: Arc::new(OnceLock::new()),
+        })
     }
 
     /// Creates the schema (when one is configured) and applies pending
@@ -182,6 +204,103 @@ impl PgInventory {
                 other => return other,
             }
         }
+    }
+
+    /// The pool's connections: `(open, idle, max)`; open but not idle ones
+    /// are in use. For metrics.
+    #[must_use]
+    pub fn pool_connections(&self) -> (usize, usize, usize) {
+        let status = self.pool.status();
+        (status.size, status.available, status.max_size)
+    }
+
+    /// Compares each item's `reserved` with the sum of its holds in the
+    /// ledger and returns every item where they differ, by `inventory_id`.
+    /// With `fix`, also sets `reserved` to the ledger's sum and moves the
+    /// difference to or from `available`, so `available + reserved + sold` is
+    /// unchanged; only when `available` cannot give up enough units does it
+    /// stop at 0 (see [`Drift::shortfall`]).
+    ///
+    /// One transaction, which first locks every item row (in the usual lock
+    /// order), so no hold can change while the ledger is summed.
+    ///
+    /// # Errors
+    /// [`PortError`] when PostgreSQL cannot be reached or the transaction
+    /// fails (nothing is changed then).
+    pub async fn reconcile(&self, fix: bool) -> Result<Vec<Drift>, PortError> {
+        let mut client = self.pool.get().await.map_err(PgError::from)?;
+        let tx = client.transaction().await.map_err(PgError::from)?;
+        tx.execute("select 1 from items order by inventory_id for update", &[]).await.map_err(PgError::from)?;
+        let rows = tx
+            .query(
+                "select i.inventory_id, i.available, i.reserved, coalesce(h.held, 0)::bigint \
+                 from items i \
+                 left join (select inventory_id, sum(quantity) as held from holds group by inventory_id) h \
+                   using (inventory_id) \
+                 where i.reserved <> coalesce(h.held, 0) \
+                 order by i.inventory_id",
+                &[],
+            )
+            .await
+            .map_err(PgError::from)?;
+        let drifts = rows
+            .iter()
+            .map(|row| {
+                Ok(Drift {
+                    inventory_id: row.try_get(0)?,
+                    available: row.try_get(1)?,
+                    reserved: row.try_get(2)?,
+                    ledger: row.try_get(3)?,
+                })
+            })
+            .collect::<Result<Vec<_>, tokio_postgres::Error>>()
+            .map_err(PgError::from)?;
+        if fix && !drifts.is_empty() {
+            tx.execute(
+                "update items i \
+                    set reserved = h.held, available = greatest(i.available + i.reserved - h.held, 0) \
+                   from (select it.inventory_id, coalesce(sum(ho.quantity), 0)::bigint as held \
+                           from items it left join holds ho using (inventory_id) \
+                          group by it.inventory_id) h \
+                  where i.inventory_id = h.inventory_id and i.reserved <> h.held",
+                &[],
+            )
+            .await
+            .map_err(PgError::from)?;
+        }
+        tx.commit().await.map_err(PgError::from)?;
+        Ok(drifts)
+    }
+}
+
+/// An item whose `reserved` disagrees with its holds in the ledger, as found
+/// by [`PgInventory::reconcile`] (the counts before any fix).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Drift {
+    /// The item.
+    pub inventory_id: String,
+    /// Its `available` count.
+    pub available: i64,
+    /// Its `reserved` count.
+    pub reserved: i64,
+    /// The sum of its holds in the ledger: what `reserved` should be.
+    pub ledger: i64,
+}
+
+impl Drift {
+    /// `ledger - reserved`: units to move from `available` to `reserved`
+    /// (negative: from `reserved` back to `available`).
+    #[must_use]
+    pub fn difference(&self) -> i64 {
+        self.ledger - self.reserved
+    }
+
+    /// Units a fix cannot take from `available` because it has too few: the
+    /// total `available + reserved + sold` grows by this much (0 almost
+    /// always; more means the ledger holds units that were never in stock).
+    #[must_use]
+    pub fn shortfall(&self) -> i64 {
+        (self.difference() - self.available).max(0)
     }
 }
 
@@ -244,38 +363,33 @@ impl Inventory for PgInventory {
         now: Timestamp,
     ) -> Result<HoldReceipt, CartError> {
         let (item, quantity) = match &change.line {
-            Some((item, q)) => (Some(item.as_str()), Some(i32::try_from(q.get()).unwrap_or(i32::MAX))),
+            Some((item, q)) => (Some(item.to_string()), Some(i32::try_from(q.get()).unwrap_or(i32::MAX))),
             None => (None, None),
         };
-        let row = self
-            .query_one(
-                "select o_status, o_version, o_deadline_ms, o_available, o_taken, o_released \
-                 from cartd_set_hold($1, $2, $3, $4, $5, $6, $7)",
-                &[
-                    &cart.as_uuid(),
-                    &change.product_id.as_str(),
-                    &item,
-                    &quantity,
-                    &new_deadline.map(ms),
-                    &i32::from(max_lines),
-                    &ms(now),
-                ],
-            )
-            .await?;
-        let status: &str = row.try_get(0).map_err(PgError::from)?;
-        match status {
+        let call = HoldCall {
+            cart: cart.as_uuid(),
+            product: change.product_id.to_string(),
+            item,
+            quantity,
+            deadline: new_deadline.map(ms),
+            max_lines: i32::from(max_lines),
+            now: ms(now),
+        };
+        let batcher = self
+            .batcher
+            .get_or_init(|| Batcher::start(self.pool.clone(), self.op_timeout, self.batch_max, self.batches_in_flight));
+        let row = batcher.submit(call).await.map_err(|e| CartError::Unavailable(PortError::new("postgres", e)))?;
+        match row.status.as_str() {
             "ok" => Ok(HoldReceipt {
-                version: u64_of(row.try_get(1).map_err(PgError::from)?),
-                expires_at: Timestamp::from_millis(row.try_get(2).map_err(PgError::from)?),
-                taken: u32_of(row.try_get(4).map_err(PgError::from)?),
-                released: u32_of(row.try_get(5).map_err(PgError::from)?),
+                version: u64_of(row.version),
+                expires_at: Timestamp::from_millis(row.deadline),
+                taken: u32_of(row.taken),
+                released: u32_of(row.released),
             }),
             "session_not_found" => Err(CartError::SessionNotFound),
             "unknown_item" => Err(CartError::UnknownItem),
             "too_many_lines" => Err(CartError::TooManyLines { max: max_lines }),
-            "insufficient_stock" => {
-                Err(CartError::InsufficientStock { available: row.try_get(3).map_err(PgError::from)? })
-            }
+            "insufficient_stock" => Err(CartError::InsufficientStock { available: row.available }),
             other => Err(PgError::Protocol(format!("cartd_set_hold status {other:?}")).into()),
         }
     }

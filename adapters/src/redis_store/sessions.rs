@@ -2,6 +2,8 @@
 //! connections. Each port call is one round trip: a script for the mutations,
 //! `HGETALL` for `load`.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bb8::{ManageConnection, Pool, RunError};
@@ -95,13 +97,26 @@ impl RedisSessions {
     }
 
     /// Runs one request on a pooled connection, bounded by the timeouts.
+    ///
+    /// The pooled connection is multiplexed: the request runs on a clone of
+    /// it and the pool gets it back at once, so concurrent requests share a
+    /// few connections and are pipelined on them instead of each waiting for a
+    /// connection of its own.
     async fn exec<T: FromRedisValue>(&self, op: &'static str, req: Request<'_, '_>) -> Result<T, Error> {
-        let mut pooled = self.pool.get().await.map_err(|e| match e {
-            RunError::User(e) => Error::Connect(e),
-            RunError::TimedOut => Error::ConnectTimeout(self.connect_timeout),
-        })?;
-        let tracked = &mut *pooled;
-        let conn = &mut tracked.conn;
+        let (mut conn, broken) = loop {
+            let pooled = self.pool.get().await.map_err(|e| match e {
+                RunError::User(e) => Error::Connect(e),
+                RunError::TimedOut => Error::ConnectTimeout(self.connect_timeout),
+            })?;
+            // A request on a clone found this connection dead after it went
+            // back to the pool: dropping the guard now makes bb8 discard it
+            // (it asks `has_broken`), and the next `get` opens a fresh one.
+            if !pooled.broken.load(Ordering::Relaxed) {
+                break (pooled.conn.clone(), Arc::clone(&pooled.broken));
+            }
+        };
+        let mark_broken = || broken.store(true, Ordering::Relaxed);
+        let conn = &mut conn;
         let outcome = tokio::time::timeout(self.op_timeout, async move {
             match req {
                 Request::Cmd(cmd) => cmd.query_async(conn).await,
@@ -113,17 +128,25 @@ impl RedisSessions {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(source)) => {
                 if source.is_unrecoverable_error() || source.is_io_error() || source.is_connection_dropped() {
-                    tracked.broken = true;
+                    mark_broken();
                 }
                 Err(Error::Command { op, source })
             }
             Err(_) => {
                 // The reply may still come, or the socket may be dead without
                 // anyone having noticed: replace the connection either way.
-                tracked.broken = true;
+                mark_broken();
                 Err(Error::Timeout { op, after: self.op_timeout })
             }
         }
+    }
+
+    /// The pool's connections: `(open, idle)`; the others are in use. For
+    /// metrics.
+    #[must_use]
+    pub fn pool_connections(&self) -> (u32, u32) {
+        let state = self.pool.state();
+        (state.connections, state.idle_connections)
     }
 }
 
@@ -186,7 +209,9 @@ impl SessionStore for RedisSessions {
 /// error or a timeout makes bb8 drop it and open a fresh one.
 struct Tracked {
     conn: MultiplexedConnection,
-    broken: bool,
+    /// Shared with the clones requests run on, which may fail after the
+    /// pooled connection went back to the pool.
+    broken: Arc<AtomicBool>,
 }
 
 /// bb8-redis's manager, with broken connections reported (see [`Tracked`]).
@@ -197,7 +222,7 @@ impl ManageConnection for Manager {
     type Error = RedisError;
 
     async fn connect(&self) -> Result<Tracked, RedisError> {
-        self.0.connect().await.map(|conn| Tracked { conn, broken: false })
+        self.0.connect().await.map(|conn| Tracked { conn, broken: Arc::new(AtomicBool::new(false)) })
     }
 
     async fn is_valid(&self, conn: &mut Tracked) -> Result<(), RedisError> {
@@ -205,6 +230,6 @@ impl ManageConnection for Manager {
     }
 
     fn has_broken(&self, conn: &mut Tracked) -> bool {
-        conn.broken
+        conn.broken.load(Ordering::Relaxed)
     }
 }

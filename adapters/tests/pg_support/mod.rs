@@ -11,6 +11,11 @@ pub fn url() -> String {
 
 /// A migrated inventory in a schema of its own.
 pub async fn fresh_inventory() -> PgInventory {
+    fresh_inventory_with_schema().await.0
+}
+
+/// A migrated inventory in a schema of its own, and that schema's name.
+pub async fn fresh_inventory_with_schema() -> (PgInventory, String) {
     let schema = format!("test_{}", CartId::random().as_uuid().simple());
     let mut settings = PgSettings::new(url());
     settings.schema = Some(schema.clone());
@@ -23,5 +28,5 @@ pub async fn fresh_inventory() -> PgInventory {
             std::error::Error::source(&e).map_or_else(|| e.to_string(), |s| s.to_string())
         );
     }
-    inv
+    (inv, schema)
 }
