@@ -6,6 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use domain::CartError;
 use domain::ports::ExpiryEvents;
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
@@ -68,6 +69,7 @@ pub async fn sweeper<B: Backend>(state: Arc<AppState<B>>, interval: Duration, ba
                     }
                 }
                 Err(e) => {
+                    count_store_error(&state, &e);
                     tracing::warn!(error = %error_chain(&e), "sweeper could not release expired carts; will retry");
                     break;
                 }
@@ -105,7 +107,10 @@ pub async fn expiry_listener<B: Backend, E: ExpiryEvents>(
         releases.spawn(async move {
             match state.service.release_cart(id).await {
                 Ok(released) => tracing::debug!(cart = %id, units = released.units, "released an expired cart on its expiry event"),
-                Err(e) => tracing::warn!(cart = %id, error = %error_chain(&e), "release on expiry event failed; the sweeper will release it"),
+                Err(e) => {
+                    count_store_error(&state, &e);
+                    tracing::warn!(cart = %id, error = %error_chain(&e), "release on expiry event failed; the sweeper will release it");
+                }
             }
             drop(permit);
         });
@@ -113,4 +118,10 @@ pub async fn expiry_listener<B: Backend, E: ExpiryEvents>(
     // Let releases already started finish: each is one short transaction.
     while releases.join_next().await.is_some() {}
     tracing::info!("expiry listener stopped");
+}
+
+fn count_store_error<B: Backend>(state: &AppState<B>, e: &CartError) {
+    if let CartError::Unavailable(cause) = e {
+        state.metrics.store_error(cause.store());
+    }
 }

@@ -5,6 +5,8 @@
 pub mod background;
 pub mod clock;
 pub mod http;
+pub mod metrics;
+pub mod reconcile;
 pub mod server;
 pub mod settings;
 pub mod startup;

@@ -28,6 +28,15 @@ enum Command {
     Serve,
     /// Apply pending PostgreSQL migrations and exit.
     Migrate,
+    /// Compare each item's `reserved` with the sum of its holds and report
+    /// every difference. Exit status 0: consistent (or fixed); 1: differences
+    /// found and not fixed; 2: could not check.
+    Reconcile {
+        /// Set `reserved` to the ledger's sum, moving the difference to or
+        /// from `available`, in one transaction.
+        #[arg(long)]
+        fix: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -50,7 +59,34 @@ fn main() -> ExitCode {
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => runtime.block_on(serve(settings)),
         Command::Migrate => runtime.block_on(migrate(&settings)),
+        Command::Reconcile { fix } => runtime.block_on(reconcile(&settings, fix)),
     }
+}
+
+async fn reconcile(settings: &Settings, fix: bool) -> ExitCode {
+    let report = match cartd::reconcile::run(settings, fix, &mut std::io::stdout().lock()).await {
+        Ok(report) => report,
+        Err(e) => {
+            eprintln!("cartd: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    let n = report.drifts.len();
+    for d in report.drifts.iter().filter(|d| fix && d.shortfall() > 0) {
+        eprintln!(
+            "cartd: {}: available could give up only {} of {} units; its total grew by {}",
+            d.inventory_id,
+            d.available,
+            d.difference(),
+            d.shortfall()
+        );
+    }
+    match (n, report.fixed) {
+        (0, _) => eprintln!("cartd: reserved matches the hold ledger for every item"),
+        (n, true) => eprintln!("cartd: fixed {n} item(s): reserved now matches the hold ledger"),
+        (n, false) => eprintln!("cartd: {n} item(s) differ from the hold ledger; `cartd reconcile --fix` repairs them"),
+    }
+    if report.consistent() { ExitCode::SUCCESS } else { ExitCode::from(1) }
 }
 
 async fn migrate(settings: &Settings) -> ExitCode {

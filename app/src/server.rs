@@ -3,7 +3,8 @@
 //! The server takes an already-bound listener (tests bind port 0) and a
 //! shutdown future. It never exits on an accept error (running out of file
 //! descriptors is logged and waited out), caps concurrent connections, bounds
-//! how long a client may take to send its headers, and on shutdown stops
+//! how long a client may take to send its headers and how large they may be
+//! (hyper answers 431 beyond the limits), and on shutdown stops
 //! accepting, then lets in-flight requests finish within the grace period.
 
 use std::future::Future;
@@ -18,6 +19,9 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
+/// hyper's own limit on header fields.
+const HYPER_DEFAULT_MAX_HEADERS: usize = 100;
+
 /// Serve-loop options.
 #[derive(Clone, Copy, Debug)]
 pub struct ServeOptions {
@@ -25,6 +29,10 @@ pub struct ServeOptions {
     pub max_connections: usize,
     /// Time allowed to send the request headers.
     pub header_read_timeout: Duration,
+    /// Largest request head; hyper answers 431 beyond it.
+    pub max_header_bytes: usize,
+    /// Most header fields; hyper answers 431 beyond it.
+    pub max_headers: usize,
     /// Time in-flight requests get after shutdown begins.
     pub shutdown_grace: Duration,
 }
@@ -32,7 +40,17 @@ pub struct ServeOptions {
 /// Serves `app` on `listener` until `shutdown` completes, then drains.
 pub async fn serve(listener: TcpListener, app: Router, options: ServeOptions, shutdown: impl Future<Output = ()>) {
     let mut builder = http1::Builder::new();
-    builder.timer(TokioTimer::new()).header_read_timeout(options.header_read_timeout).keep_alive(true);
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(options.header_read_timeout)
+        .max_header_size(options.max_header_bytes)
+        .keep_alive(true);
+    // hyper parses into a stack array of its default size (100); any explicit
+    // value moves that array to the heap on every request, so set it only
+    // when it differs.
+    if options.max_headers != HYPER_DEFAULT_MAX_HEADERS {
+        builder.max_headers(options.max_headers);
+    }
     let graceful = GracefulShutdown::new();
     let slots = Arc::new(Semaphore::new(options.max_connections));
     tokio::pin!(shutdown);

@@ -20,6 +20,9 @@ backend = "memory"
 addr = "127.0.0.1:8080"
 max_body_bytes = 16384
 header_read_timeout_ms = 10000
+request_timeout_ms = 10000
+max_header_bytes = 16384
+max_headers = 100
 max_connections = 10000
 shutdown_grace_ms = 10000
 
@@ -67,6 +70,9 @@ seed = true
 items = 100
 units = 1000
 "#;
+
+/// The longest `http.request_timeout_ms`: one hour.
+const MAX_REQUEST_TIMEOUT_MS: u64 = 3_600_000;
 
 /// Which adapters back the service.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
@@ -136,6 +142,9 @@ struct RawHttp {
     addr: SocketAddr,
     max_body_bytes: usize,
     header_read_timeout_ms: u64,
+    request_timeout_ms: u64,
+    max_header_bytes: usize,
+    max_headers: usize,
     max_connections: usize,
     shutdown_grace_ms: u64,
 }
@@ -244,6 +253,13 @@ pub struct HttpSettings {
     pub max_body_bytes: usize,
     /// How long a client may take to send its request headers.
     pub header_read_timeout: Duration,
+    /// How long one request may take, from its headers to the response
+    /// (reading a slow body included); longer is `408 request_timeout`.
+    pub request_timeout: Duration,
+    /// Largest request head (request line and headers); larger is 431.
+    pub max_header_bytes: usize,
+    /// Most header fields in one request; more is 431.
+    pub max_headers: usize,
     /// Connections served at once; more wait in the accept queue.
     pub max_connections: usize,
     /// How long in-flight requests may run on after shutdown is asked for.
@@ -391,6 +407,15 @@ impl Settings {
         if raw.http.header_read_timeout_ms == 0 {
             return Err(invalid("http.header_read_timeout_ms", "must be at least 1"));
         }
+        if !(1..=MAX_REQUEST_TIMEOUT_MS).contains(&raw.http.request_timeout_ms) {
+            return Err(invalid("http.request_timeout_ms", format!("must be between 1 and {MAX_REQUEST_TIMEOUT_MS}")));
+        }
+        if !(1024..=1024 * 1024).contains(&raw.http.max_header_bytes) {
+            return Err(invalid("http.max_header_bytes", "must be between 1024 and 1048576"));
+        }
+        if !(8..=1000).contains(&raw.http.max_headers) {
+            return Err(invalid("http.max_headers", "must be between 8 and 1000"));
+        }
         let cors_allowed_origins = raw.cors.allowed_origins.into_vec();
         for origin in &cors_allowed_origins {
             let ok = origin == "*"
@@ -445,6 +470,9 @@ impl Settings {
                 addr: raw.http.addr,
                 max_body_bytes: raw.http.max_body_bytes,
                 header_read_timeout: Duration::from_millis(raw.http.header_read_timeout_ms),
+                request_timeout: Duration::from_millis(raw.http.request_timeout_ms),
+                max_header_bytes: raw.http.max_header_bytes,
+                max_headers: raw.http.max_headers,
                 max_connections: raw.http.max_connections,
                 shutdown_grace: Duration::from_millis(raw.http.shutdown_grace_ms),
             },
@@ -502,6 +530,20 @@ mod tests {
         assert_eq!((s.limits.max_quantity(), s.limits.max_lines()), (100, 50));
         assert!(s.admin_token.is_none());
         assert!(s.cors_allowed_origins.is_empty());
+        assert_eq!(s.http.request_timeout, Duration::from_secs(10));
+        assert_eq!((s.http.max_header_bytes, s.http.max_headers), (16384, 100));
+    }
+
+    #[test]
+    fn request_limits_can_be_set() {
+        let s = load(vec![
+            ("CART__HTTP__REQUEST_TIMEOUT_MS", "250"),
+            ("CART__HTTP__MAX_HEADER_BYTES", "8192"),
+            ("CART__HTTP__MAX_HEADERS", "32"),
+        ])
+        .unwrap();
+        assert_eq!(s.http.request_timeout, Duration::from_millis(250));
+        assert_eq!((s.http.max_header_bytes, s.http.max_headers), (8192, 32));
     }
 
     #[test]
@@ -539,6 +581,12 @@ mod tests {
             (vec![("CART__REDIS__URL", "http://x")], "redis.url"),
             (vec![("CART__POSTGRES__URL", "mysql://x")], "postgres.url"),
             (vec![("CART__POSTGRES__SCHEMA", "Bad-Name")], "postgres.schema"),
+            (vec![("CART__HTTP__REQUEST_TIMEOUT_MS", "0")], "http.request_timeout_ms"),
+            (vec![("CART__HTTP__REQUEST_TIMEOUT_MS", "3600001")], "http.request_timeout_ms"),
+            (vec![("CART__HTTP__MAX_HEADER_BYTES", "1023")], "http.max_header_bytes"),
+            (vec![("CART__HTTP__MAX_HEADER_BYTES", "1048577")], "http.max_header_bytes"),
+            (vec![("CART__HTTP__MAX_HEADERS", "7")], "http.max_headers"),
+            (vec![("CART__HTTP__MAX_HEADERS", "1001")], "http.max_headers"),
         ] {
             let err = load(vars.clone()).unwrap_err().to_string();
             assert!(err.contains(key), "{vars:?}: {err}");

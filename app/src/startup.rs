@@ -4,10 +4,12 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use adapters::postgres_store::{PgInventory, PgSettings};
-use adapters::redis_store::{ListenerSettings, RedisExpiryListener, RedisSessions, RedisSettings as StoreSettings};
+use adapters::redis_store::{
+    ListenerSettings, ListenerStatus, RedisExpiryListener, RedisSessions, RedisSettings as StoreSettings,
+};
 use adapters::{MemoryInventory, MemorySessions};
 use anyhow::Context;
 use axum::Router;
@@ -18,6 +20,7 @@ use tokio::task::JoinHandle;
 use crate::background::{Shutdown, expiry_listener, shutdown_pair, sweeper};
 use crate::clock::TokioClock;
 use crate::http::{AppState, Backend, RouterOptions, router};
+use crate::metrics::{Metrics, PoolUse};
 use crate::server::{ServeOptions, serve};
 use crate::settings::{Backend as BackendKind, Secret, Settings};
 
@@ -37,7 +40,14 @@ impl Backend for MemoryBackend {
 
 /// Redis for sessions, PostgreSQL for stock, holds and orders.
 #[derive(Debug)]
-pub struct RedisBackend;
+pub struct RedisBackend {
+    /// `redis.pool_size` (bb8 does not report its maximum).
+    redis_pool_max: u32,
+    /// Whether the expiry listener is meant to run.
+    listener_enabled: bool,
+    /// The listener's status, once it has been started.
+    listener: OnceLock<ListenerStatus>,
+}
 
 impl Backend for RedisBackend {
     type Sessions = RedisSessions;
@@ -47,6 +57,31 @@ impl Backend for RedisBackend {
     async fn ready(&self, service: &CartService<RedisSessions, PgInventory, TokioClock>) -> bool {
         let (redis, postgres) = tokio::join!(service.sessions().ping(), service.inventory().ready());
         redis && postgres
+    }
+
+    fn pools(&self, service: &CartService<RedisSessions, PgInventory, TokioClock>) -> Vec<PoolUse> {
+        let (open, idle) = service.sessions().pool_connections();
+        let redis = PoolUse {
+            store: "redis",
+            idle: u64::from(idle),
+            in_use: u64::from(open.saturating_sub(idle)),
+            max: u64::from(self.redis_pool_max),
+        };
+        let (open, idle, max) = service.inventory().pool_connections();
+        let as_u64 = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
+        let postgres = PoolUse {
+            store: "postgres",
+            idle: as_u64(idle),
+            in_use: as_u64(open.saturating_sub(idle)),
+            max: as_u64(max),
+        };
+        vec![redis, postgres]
+    }
+
+    fn listener_connected(&self) -> Option<bool> {
+        // Enabled but not (yet) started counts as disconnected, so an
+        // alert on 0 also catches a listener that failed to start.
+        self.listener_enabled.then(|| self.listener.get().is_some_and(ListenerStatus::is_connected))
     }
 }
 
@@ -73,6 +108,7 @@ impl Application {
             Some(token) => (token.clone(), false),
             None => (Secret::new(uuid::Uuid::new_v4().simple().to_string()), true),
         };
+        let metrics = Arc::new(Metrics::new());
         let (router, spawn_background) = match settings.backend {
             BackendKind::Memory => {
                 let service = CartService::new(
@@ -81,8 +117,14 @@ impl Application {
                     TokioClock::new(),
                     settings.expiry,
                     settings.limits,
-                );
-                let state = Arc::new(AppState { service, backend: MemoryBackend, admin_token: admin_token.clone() });
+                )
+                .with_events(metrics.clone());
+                let state = Arc::new(AppState {
+                    service,
+                    backend: MemoryBackend,
+                    admin_token: admin_token.clone(),
+                    metrics: metrics.clone(),
+                });
                 if settings.demo.seed {
                     seed_demo(&state, &settings).await?;
                 }
@@ -92,8 +134,15 @@ impl Application {
                 let inventory = PgInventory::connect(&pg_settings(&settings)).context("postgres settings")?;
                 let sessions = connect_redis(&redis_settings(&settings)).await;
                 let service =
-                    CartService::new(sessions, inventory.clone(), TokioClock::new(), settings.expiry, settings.limits);
-                let state = Arc::new(AppState { service, backend: RedisBackend, admin_token: admin_token.clone() });
+                    CartService::new(sessions, inventory.clone(), TokioClock::new(), settings.expiry, settings.limits)
+                        .with_events(metrics.clone());
+                let backend = RedisBackend {
+                    redis_pool_max: settings.redis.pool_size,
+                    listener_enabled: settings.listener_enabled,
+                    listener: OnceLock::new(),
+                };
+                let state =
+                    Arc::new(AppState { service, backend, admin_token: admin_token.clone(), metrics: metrics.clone() });
                 let (router, spawn) = wire(state.clone(), &settings);
                 let listener_settings = settings.listener_enabled.then(|| ListenerSettings {
                     configure_notifications: settings.redis.configure_notifications,
@@ -108,7 +157,10 @@ impl Application {
                     }
                     if let Some(listener_settings) = listener_settings {
                         match RedisExpiryListener::spawn(&listener_settings) {
-                            Ok(events) => tasks.push(tokio::spawn(expiry_listener(state, events, shutdown))),
+                            Ok(events) => {
+                                let _ = state.backend.listener.set(events.status());
+                                tasks.push(tokio::spawn(expiry_listener(state, events, shutdown)));
+                            }
                             Err(e) => {
                                 tracing::error!(error = %crate::http::error::error_chain(&e), "expiry listener not started; the sweeper releases expired carts")
                             }
@@ -132,6 +184,8 @@ impl Application {
             serve_options: ServeOptions {
                 max_connections: settings.http.max_connections,
                 header_read_timeout: settings.http.header_read_timeout,
+                max_header_bytes: settings.http.max_header_bytes,
+                max_headers: settings.http.max_headers,
                 shutdown_grace: settings.http.shutdown_grace,
             },
             admin_token,
@@ -172,6 +226,7 @@ fn wire<B: Backend>(state: Arc<AppState<B>>, settings: &Settings) -> (Router, Sp
     let options = RouterOptions {
         max_body_bytes: settings.http.max_body_bytes,
         cors_allowed_origins: settings.cors_allowed_origins.clone(),
+        request_timeout: settings.http.request_timeout,
     };
     let router = router(state.clone(), &options);
     let (interval, batch) = (settings.sweeper_interval, settings.sweeper_batch);

@@ -370,6 +370,7 @@ async fn the_openapi_document_lists_every_route() {
         ("/v1/inventory/{inventory_id}", "put"),
         ("/healthz", "get"),
         ("/readyz", "get"),
+        ("/metrics", "get"),
     ];
     for (path, method) in expected {
         assert!(doc["paths"][path][method].is_object(), "{method} {path} missing from /openapi.json");
@@ -480,4 +481,194 @@ fn the_binary_refuses_an_invalid_setting_and_names_the_key() {
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("session.ttl_secs"), "{stderr}");
+}
+
+#[tokio::test]
+async fn metrics_count_requests_and_every_kind_of_stock_movement() {
+    let app = spawn_app_with(&[("CART__SESSION__TTL_SECS", "1"), ("CART__SWEEPER__INTERVAL_MS", "50")]).await;
+    app.set_stock("inv-1", 20).await;
+    // A line taken then lowered: 3 taken, 2 released by the change; its cart
+    // then expires and the sweeper releases the last unit.
+    let expiring = app.set_line_new("p1", "inv-1", 3).await.session();
+    assert_eq!(app.set_line(&expiring, "p1", "inv-1", 1).await.status, StatusCode::OK);
+    // 2 taken, then released by abandoning the cart.
+    let abandoned = app.set_line_new("p1", "inv-1", 2).await.session();
+    assert_eq!(app.request(Method::DELETE, "/v1/cart", &[("cart-session-id", &abandoned)], None).await.status, 204);
+    // 4 taken, then sold.
+    let bought = app.set_line_new("p1", "inv-1", 4).await.session();
+    let res = app.request(Method::POST, "/v1/cart/checkout", &[("cart-session-id", &bought)], None).await;
+    assert_eq!(res.status, StatusCode::CREATED);
+    app.get("/nope", &[]).await.assert_error(404, "not_found");
+    app.request(Method::PATCH, "/v1/cart", &[], None).await.assert_error(405, "method_not_allowed");
+
+    let hold = |change: &'static str, cause: &'static str| [("change", change), ("cause", cause)];
+    let started = std::time::Instant::now();
+    let m = loop {
+        let m = app.metrics().await;
+        if m.value("cartd_hold_units_total", &hold("released", "sweeper")) >= 1.0 {
+            break m;
+        }
+        assert!(started.elapsed() < Duration::from_secs(5), "the sweeper did not release the expired cart");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(m.value("cartd_hold_units_total", &hold("taken", "line_change")), 9.0);
+    assert_eq!(m.value("cartd_hold_units_total", &hold("released", "line_change")), 2.0);
+    assert_eq!(m.value("cartd_hold_units_total", &hold("released", "abandon")), 2.0);
+    assert_eq!(m.value("cartd_hold_units_total", &hold("sold", "checkout")), 4.0);
+    assert_eq!(m.value("cartd_hold_units_total", &hold("released", "sweeper")), 1.0);
+    assert_eq!(m.value("cartd_hold_units_total", &hold("released", "expiry_event")), 0.0);
+    assert_eq!(m.value("cartd_held_units", &[]), 0.0);
+    assert_eq!(app.stock("inv-1").await, (16, 0, 4));
+    // One expired cart, released within a few sweep intervals of its deadline.
+    let lag = [("cause", "sweeper")];
+    assert_eq!(m.value("cartd_release_lag_seconds_count", &lag), 1.0);
+    let late = m.value("cartd_release_lag_seconds_sum", &lag);
+    assert!((0.0..1.0).contains(&late), "released {late} s after the deadline");
+    assert_eq!(m.value("cartd_release_lag_seconds_bucket", &[("cause", "sweeper"), ("le", "+Inf")]), 1.0);
+
+    let http = |route: &'static str, method: &'static str, status: &'static str| {
+        [("route", route), ("method", method), ("status", status)]
+    };
+    for (labels, n) in [
+        (http("/v1/inventory/{inventory_id}", "PUT", "200"), 1.0),
+        (http("/v1/cart/items/{product_id}", "PUT", "200"), 4.0),
+        (http("/v1/cart", "DELETE", "204"), 1.0),
+        (http("/v1/cart/checkout", "POST", "201"), 1.0),
+        (http("unmatched", "GET", "404"), 1.0),
+        (http("/v1/cart", "PATCH", "405"), 1.0),
+    ] {
+        assert_eq!(m.value("cartd_http_requests_total", &labels), n, "{labels:?}");
+        assert_eq!(m.value("cartd_http_request_duration_seconds_count", &labels), n, "{labels:?}");
+        let mut inf = labels.to_vec();
+        inf.push(("le", "+Inf"));
+        assert_eq!(m.value("cartd_http_request_duration_seconds_bucket", &inf), n, "{labels:?}");
+    }
+    assert_eq!(m.value("cartd_store_errors_total", &[("store", "redis")]), 0.0);
+    assert_eq!(m.value("cartd_store_errors_total", &[("store", "postgres")]), 0.0);
+    // The memory backend has neither pools nor a listener.
+    assert!(m.series("cartd_pool_connections").is_empty());
+    assert!(m.series("cartd_expiry_listener_connected").is_empty());
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn ids_in_headers_and_paths_never_become_metric_labels() {
+    let app = spawn_app().await;
+    app.set_stock("inv-secret-item", 5).await;
+    let session = app.set_line_new("product-secret", "inv-secret-item", 1).await.session();
+    assert_eq!(app.cart(&session).await.status, StatusCode::OK);
+    app.get("/v1/inventory/inv-secret-item", &[]).await;
+    app.cart(MISSING).await.assert_error(404, "session_not_found");
+    app.get(&format!("/v1/cart/{session}"), &[]).await.assert_error(404, "not_found");
+    let m = app.metrics().await;
+    for id in [session.as_str(), MISSING, "inv-secret-item", "product-secret"] {
+        assert!(!m.text.contains(id), "{id} appears in /metrics");
+    }
+    let routes: std::collections::BTreeSet<&str> =
+        m.series("cartd_http_requests_total").iter().map(|s| s.labels["route"].as_str()).collect();
+    let expected = ["/v1/cart", "/v1/cart/items/{product_id}", "/v1/inventory/{inventory_id}", "unmatched"];
+    assert_eq!(routes, expected.into_iter().collect());
+    assert_eq!(
+        m.value("cartd_http_requests_total", &[("route", "/v1/cart"), ("method", "GET"), ("status", "200")]),
+        1.0
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn every_response_carries_a_request_id_and_a_sane_one_is_kept() {
+    let app = spawn_app().await;
+    let res = app.get("/healthz", &[("x-request-id", "trace-42.a_b")]).await;
+    assert_eq!(res.header("x-request-id"), Some("trace-42.a_b"));
+    let res = app.get("/nope", &[]).await;
+    let generated = res.header("x-request-id").expect("a generated request id");
+    assert!(uuid::Uuid::parse_str(generated).is_ok(), "{generated}");
+    let long = "x".repeat(65);
+    for odd in ["has space", "semi;colon", long.as_str()] {
+        let res = app.get("/healthz", &[("x-request-id", odd)]).await;
+        let id = res.header("x-request-id").expect("a request id");
+        assert!(uuid::Uuid::parse_str(id).is_ok(), "{odd:?} was answered with {id:?}");
+    }
+    let res = app.request(Method::PATCH, "/v1/cart", &[("x-request-id", "on-405")], None).await;
+    assert_eq!(res.header("x-request-id"), Some("on-405"));
+    app.stop().await;
+}
+
+/// A PUT whose body is `body`, of which only the first `sent` bytes are in
+/// the returned request text.
+fn partial_put(body: &str, sent: usize) -> String {
+    format!(
+        "PUT /v1/cart/items/p1 HTTP/1.1\r\nhost: cartd\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{}",
+        body.len(),
+        &body[..sent]
+    )
+}
+
+#[tokio::test]
+async fn a_request_slower_than_the_request_timeout_gets_408_request_timeout() {
+    let app = spawn_app_with(&[("CART__HTTP__REQUEST_TIMEOUT_MS", "300")]).await;
+    app.set_stock("inv-1", 10).await;
+    let body = r#"{"inventory_id":"inv-1","quantity":2}"#;
+    let started = std::time::Instant::now();
+    // Half a body, then nothing: the request must not hold the connection.
+    let answer = support::raw_exchange(app.addr, partial_put(body, 10).as_bytes()).await;
+    assert!(started.elapsed() < Duration::from_secs(3), "took {:?}", started.elapsed());
+    assert!(answer.starts_with("HTTP/1.1 408 "), "{answer}");
+    assert!(answer.to_ascii_lowercase().contains("connection: close"), "{answer}");
+    let json_start = answer.find("\r\n\r\n").expect("a body") + 4;
+    let body: serde_json::Value = serde_json::from_str(&answer[json_start..]).expect("a JSON error body");
+    assert_eq!(body["error"], "request_timeout");
+    assert_eq!(app.stock("inv-1").await, (10, 0, 0), "nothing was held");
+    let m = app.metrics().await;
+    let labels = [("route", "/v1/cart/items/{product_id}"), ("method", "PUT"), ("status", "408")];
+    assert_eq!(m.value("cartd_http_requests_total", &labels), 1.0);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn oversized_or_too_many_headers_get_431() {
+    let app = spawn_app_with(&[("CART__HTTP__MAX_HEADER_BYTES", "4096"), ("CART__HTTP__MAX_HEADERS", "20")]).await;
+    let big = format!("GET /healthz HTTP/1.1\r\nhost: cartd\r\nx-filler: {}\r\n\r\n", "a".repeat(5000));
+    let answer = support::raw_exchange(app.addr, big.as_bytes()).await;
+    assert!(answer.starts_with("HTTP/1.1 431 "), "{answer}");
+    let many: String = (0..25).map(|i| format!("x-h{i}: 1\r\n")).collect();
+    let answer =
+        support::raw_exchange(app.addr, format!("GET /healthz HTTP/1.1\r\nhost: cartd\r\n{many}\r\n").as_bytes()).await;
+    assert!(answer.starts_with("HTTP/1.1 431 "), "{answer}");
+    // Within the limits the same requests are served.
+    let few: String = (0..15).map(|i| format!("x-h{i}: 1\r\n")).collect();
+    let request = format!("GET /healthz HTTP/1.1\r\nhost: cartd\r\nconnection: close\r\n{few}\r\n");
+    let answer = support::raw_exchange(app.addr, request.as_bytes()).await;
+    assert!(answer.starts_with("HTTP/1.1 200 "), "{answer}");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn shutdown_lets_a_request_in_flight_finish_and_refuses_new_connections() {
+    use tokio::io::AsyncWriteExt;
+    let mut app = spawn_app().await;
+    app.set_stock("inv-1", 10).await;
+    let body = r#"{"inventory_id":"inv-1","quantity":2}"#;
+    let mut stream = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    stream.write_all(partial_put(body, 10).as_bytes()).await.unwrap();
+    // Let the server accept it and start reading the body.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let addr = app.addr;
+    app.fire_stop();
+    let started = std::time::Instant::now();
+    while tokio::net::TcpStream::connect(addr).await.is_ok() {
+        assert!(started.elapsed() < Duration::from_secs(3), "still accepting connections after shutdown");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    stream.write_all(&body.as_bytes()[10..]).await.unwrap();
+    let answer = support::read_to_close(&mut stream).await;
+    assert!(answer.starts_with("HTTP/1.1 200 "), "{answer}");
+    let json_start = answer.find("\r\n\r\n").expect("a body") + 4;
+    let cart: serde_json::Value = serde_json::from_str(&answer[json_start..]).expect("the complete JSON body");
+    assert_eq!(cart["lines"][0]["quantity"], 2);
+    // The server task (serve loop, then the sweeper) ends by itself.
+    tokio::time::timeout(Duration::from_secs(5), app.wait_stopped()).await.expect("the server stops");
+    assert!(tokio::net::TcpStream::connect(addr).await.is_err());
 }

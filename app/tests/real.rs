@@ -99,6 +99,33 @@ async fn b_with_the_listener_an_expired_carts_stock_is_back_within_a_second_of_i
     println!("expiry delay (listener on, sweeper every 500 ms): {lags:?} ms after the deadline");
 }
 
+/// Units released for `cause`, from `/metrics`.
+async fn released_by(app: &TestApp, cause: &str) -> f64 {
+    let text = String::from_utf8(app.get("/metrics", &[]).await.body.to_vec()).expect("utf-8 metrics");
+    text.lines()
+        .filter(|l| l.starts_with("cartd_hold_units_total{"))
+        .filter(|l| l.contains(&format!("cause=\"{cause}\"")) && l.contains("change=\"released\""))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn b2_the_listener_alone_releases_an_expired_cart_on_its_expiry_event() {
+    let _one_at_a_time = TIMING.lock().await;
+    // The sweeper is an hour away: only the expiry event can release.
+    let app = spawn_real_app(&[("CART__SESSION__TTL_SECS", "1"), ("CART__SWEEPER__INTERVAL_MS", "3600000")]).await;
+    app.set_stock("inv-b2", 10).await;
+    let mut lags = Vec::new();
+    for _ in 0..3 {
+        let session = app.create_cart().await;
+        let cart = app.set_line(&session, "p1", "inv-b2", 3).await.json();
+        let seen = wait_released(&app, "inv-b2", Duration::from_secs(10)).await;
+        lags.push(lag_ms(expires_at(&cart), seen));
+    }
+    assert_eq!(released_by(&app, "expiry_event").await, 9.0, "all nine units went back on expiry events");
+    println!("expiry delay by event alone (sweeper off): {lags:?} ms after the deadline");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn c_without_the_listener_the_sweeper_returns_stock_within_one_interval_of_the_deadline() {
     let _one_at_a_time = TIMING.lock().await;
@@ -367,4 +394,29 @@ async fn h_expired_holds_never_block_even_before_any_sweep() {
     let res = app.set_line(&fresh, "p1", "last-one", 1).await;
     assert_eq!(res.status, StatusCode::OK, "{}", String::from_utf8_lossy(&res.body));
     assert_eq!(app.stock("last-one").await, (0, 1, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn i_metrics_show_the_listener_connected_and_both_pools() {
+    let app = spawn_real_app(&[("CART__REDIS__POOL_SIZE", "4")]).await;
+    app.set_stock("gauge-item", 5).await;
+    let session = app.set_line_new("p1", "gauge-item", 2).await.session();
+    let started = Instant::now();
+    let m = loop {
+        let m = app.metrics().await;
+        if m.get("cartd_expiry_listener_connected", &[]) == Some(1.0) {
+            break m;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "listener not connected:\n{}", m.text);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    for (store, max) in [("redis", 4.0), ("postgres", 8.0)] {
+        assert_eq!(m.value("cartd_pool_connections", &[("store", store), ("state", "max")]), max);
+        let idle = m.value("cartd_pool_connections", &[("store", store), ("state", "idle")]);
+        let in_use = m.value("cartd_pool_connections", &[("store", store), ("state", "in_use")]);
+        assert!(idle + in_use >= 1.0 && idle + in_use <= max, "{store}: {idle} idle, {in_use} in use");
+    }
+    assert_eq!(m.value("cartd_held_units", &[]), 2.0);
+    assert_eq!(m.value("cartd_hold_units_total", &[("change", "taken"), ("cause", "line_change")]), 2.0);
+    assert!(!m.text.contains(&session));
 }

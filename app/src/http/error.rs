@@ -12,6 +12,11 @@ use super::wire::ErrorBody;
 /// Seconds a client is asked to wait before retrying a 503.
 pub const RETRY_AFTER_SECS: u32 = 1;
 
+/// Set on a 503 response (as an extension, never sent) to name the store that
+/// failed, so the metrics middleware can count it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FailedStore(pub &'static str);
+
 /// A failed request.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -36,6 +41,10 @@ pub enum ApiError {
     /// The body is not declared as `application/json`.
     #[error("content-type must be application/json")]
     UnsupportedMediaType,
+    /// The request took longer than `http.request_timeout_ms` (a slow body
+    /// counts too).
+    #[error("the request took too long")]
+    RequestTimeout,
     /// A use case failed.
     #[error(transparent)]
     Cart(#[from] CartError),
@@ -57,6 +66,7 @@ impl ApiError {
             ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             ApiError::PayloadTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             ApiError::UnsupportedMediaType => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
+            ApiError::RequestTimeout => (StatusCode::REQUEST_TIMEOUT, "request_timeout"),
             ApiError::Cart(e) => match e {
                 CartError::SessionNotFound => (StatusCode::NOT_FOUND, "session_not_found"),
                 CartError::InsufficientStock { .. } => (StatusCode::CONFLICT, "insufficient_stock"),
@@ -92,10 +102,17 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, _) = self.status_and_code();
-        if let ApiError::Cart(CartError::Unavailable(cause)) = &self {
-            tracing::warn!(error = %error_chain(cause), "request failed: backing store unavailable");
-        }
+        let failed = match &self {
+            ApiError::Cart(CartError::Unavailable(cause)) => {
+                tracing::warn!(error = %error_chain(cause), "request failed: backing store unavailable");
+                Some(FailedStore(cause.store()))
+            }
+            _ => None,
+        };
         let mut response = (status, Json(self.body())).into_response();
+        if let Some(failed) = failed {
+            response.extensions_mut().insert(failed);
+        }
         let headers = response.headers_mut();
         match status {
             StatusCode::SERVICE_UNAVAILABLE => {
@@ -137,6 +154,14 @@ mod tests {
         let res = err.into_response();
         assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(res.headers()[header::RETRY_AFTER], "1");
+        assert_eq!(res.extensions().get::<FailedStore>(), Some(&FailedStore("redis")));
+    }
+
+    #[test]
+    fn a_timeout_is_408_request_timeout() {
+        let res = ApiError::RequestTimeout.into_response();
+        assert_eq!(res.status(), StatusCode::REQUEST_TIMEOUT);
+        assert_eq!(ApiError::RequestTimeout.body().error, "request_timeout");
     }
 
     #[test]

@@ -10,15 +10,16 @@ use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use domain::service::Target;
 use domain::{CartError, CartId, InventoryId, ProductId, StockCount};
-use http::{HeaderMap, HeaderValue, StatusCode};
+use http::{HeaderMap, HeaderValue, StatusCode, header};
 
-use super::error::ApiError;
+use super::error::{ApiError, error_chain};
 use super::extract::{JsonBody, SESSION_HEADER, parse_id, require_admin, required_session, session_header};
 use super::wire::{
     AddToCartRequest, AddToCartResponse, CartBody, ErrorBody, GetCartResponse, LineBody, OrderBody, SetLineRequest,
     SetStockRequest, StatusBody, StockBody,
 };
 use super::{AppState, Backend};
+use crate::metrics::ScrapeState;
 
 type AppS<B> = State<Arc<AppState<B>>>;
 
@@ -290,6 +291,32 @@ pub async fn readyz<B: Backend>(State(app): AppS<B>) -> Response {
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, Json(StatusBody { status: "unavailable".to_owned() })).into_response()
     }
+}
+
+/// Prometheus metrics. Gauges read from the stores at scrape time are left
+/// out when a store does not answer (and the failure is counted).
+#[utoipa::path(
+    get, path = "/metrics", tag = "operations",
+    responses((status = 200, description = "Metrics in the Prometheus text format (version 0.0.4); see docs/operations.md",
+        content_type = "text/plain; version=0.0.4; charset=utf-8", body = String))
+)]
+pub async fn metrics<B: Backend>(State(app): AppS<B>) -> Response {
+    let held_units = match app.service.reserved_total().await {
+        Ok(units) => Some(units),
+        Err(e) => {
+            if let CartError::Unavailable(cause) = &e {
+                app.metrics.store_error(cause.store());
+            }
+            tracing::warn!(error = %error_chain(&e), "metrics: held units unknown");
+            None
+        }
+    };
+    let scrape = ScrapeState {
+        held_units,
+        pools: app.backend.pools(&app.service),
+        listener_connected: app.backend.listener_connected(),
+    };
+    ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], app.metrics.encode(&scrape)).into_response()
 }
 
 /// Handler for paths no route matches.

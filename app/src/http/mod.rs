@@ -6,6 +6,7 @@
 pub mod error;
 pub mod extract;
 pub mod handlers;
+pub mod observe;
 pub mod openapi;
 pub mod wire;
 
@@ -21,6 +22,7 @@ use domain::ports::{Clock, Inventory, SessionStore};
 use http::{HeaderName, HeaderValue, Method, StatusCode, header};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
+use crate::metrics::{Metrics, PoolUse};
 use crate::settings::Secret;
 use error::ApiError;
 use extract::{BodyLimit, SESSION_HEADER};
@@ -40,6 +42,17 @@ pub trait Backend: Send + Sync + 'static {
         &self,
         service: &CartService<Self::Sessions, Self::Inventory, Self::Clock>,
     ) -> impl Future<Output = bool> + Send;
+
+    /// The use of each connection pool of `service`, for metrics. None by
+    /// default (in-memory stores have no pools).
+    fn pools(&self, _service: &CartService<Self::Sessions, Self::Inventory, Self::Clock>) -> Vec<PoolUse> {
+        Vec::new()
+    }
+
+    /// Whether the expiry listener is connected; `None` when there is none.
+    fn listener_connected(&self) -> Option<bool> {
+        None
+    }
 }
 
 /// What every handler shares.
@@ -50,19 +63,34 @@ pub struct AppState<B: Backend> {
     pub backend: B,
     /// The admin bearer token.
     pub admin_token: Secret,
+    /// The metrics registry (also the service's [`StockEvents`](domain::ports::StockEvents)).
+    pub metrics: Arc<Metrics>,
 }
 
 /// Router options that come from configuration.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct RouterOptions {
     /// Largest request body accepted.
     pub max_body_bytes: usize,
     /// CORS origins (`*` for any); empty turns CORS off.
     pub cors_allowed_origins: Vec<String>,
+    /// Longest time one request may take, reading its body included.
+    pub request_timeout: Duration,
+}
+
+impl Default for RouterOptions {
+    fn default() -> Self {
+        Self { max_body_bytes: 16 * 1024, cors_allowed_origins: Vec::new(), request_timeout: Duration::from_secs(10) }
+    }
 }
 
 /// The complete router.
+///
+/// Layers run after routing (so the middleware sees the matched route
+/// template), outermost first: request id, span, log line and metrics; CORS;
+/// the request timeout; the 405 body; the body cap.
 pub fn router<B: Backend>(state: Arc<AppState<B>>, options: &RouterOptions) -> Router {
+    let registry = state.metrics.clone();
     let router = Router::new()
         .route("/add-to-cart", post(add_to_cart::<B>))
         .route("/get-cart", get(get_cart_tutorial::<B>))
@@ -74,14 +102,17 @@ pub fn router<B: Backend>(state: Arc<AppState<B>>, options: &RouterOptions) -> R
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz::<B>))
         .route("/openapi.json", get(openapi::serve))
+        .route("/metrics", get(metrics::<B>))
         .fallback(no_route)
         .with_state(state)
+        .layer(Extension(BodyLimit(options.max_body_bytes)))
         .layer(axum::middleware::map_response(json_405))
-        .layer(Extension(BodyLimit(options.max_body_bytes)));
-    match cors(&options.cors_allowed_origins) {
+        .layer(axum::middleware::from_fn_with_state(options.request_timeout, observe::timeout));
+    let router = match cors(&options.cors_allowed_origins) {
         Some(layer) => router.layer(layer),
         None => router,
-    }
+    };
+    router.layer(axum::middleware::from_fn_with_state(registry, observe::observe))
 }
 
 /// Gives axum's bare 405 answers (which carry `Allow`) the API's JSON body.

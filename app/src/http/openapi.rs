@@ -33,6 +33,7 @@ use super::wire;
         handlers::set_stock,
         handlers::healthz,
         handlers::readyz,
+        handlers::metrics,
     ),
     components(schemas(
         wire::AddToCartRequest, wire::AddToCartResponse, wire::GetCartResponse, wire::LineBody, wire::CartBody,
@@ -44,7 +45,7 @@ use super::wire;
         (name = "tutorial", description = "The tutorial's routes, same requests and responses, with real holds"),
         (name = "carts", description = "The versioned cart API"),
         (name = "inventory", description = "Stock levels"),
-        (name = "operations", description = "Health and readiness"),
+        (name = "operations", description = "Health, readiness and metrics"),
     )
 )]
 pub struct ApiDoc;

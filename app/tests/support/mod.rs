@@ -60,7 +60,11 @@ impl TestResponse {
 }
 
 /// Starts the server with the test defaults plus `vars` (as `CART__...`).
+/// Logs are silent unless `CARTD_TEST_LOG` holds a filter (e.g. `cartd=debug`).
 pub async fn spawn_app_with(vars: &[(&str, &str)]) -> TestApp {
+    if let Ok(filter) = std::env::var("CARTD_TEST_LOG") {
+        let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
+    }
     let mut map = config::Map::new();
     for (k, v) in [
         ("CART__HTTP__ADDR", "127.0.0.1:0"),
@@ -248,11 +252,133 @@ impl TestApp {
 
     /// Fires shutdown and waits for the server and its tasks to stop.
     pub async fn stop(mut self) {
+        self.fire_stop();
+        self.wait_stopped().await;
+    }
+
+    /// Fires shutdown without waiting for it.
+    pub fn fire_stop(&mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
+    }
+
+    /// Waits until the server and its background tasks have stopped.
+    pub async fn wait_stopped(mut self) {
         if let Some(handle) = self.handle.take() {
             handle.await.expect("server task ends cleanly");
         }
     }
+
+    /// `GET /metrics`, parsed.
+    pub async fn metrics(&self) -> Metrics {
+        let res = self.get("/metrics", &[]).await;
+        assert_eq!(res.status, StatusCode::OK);
+        let content_type = res.header("content-type").unwrap_or_default();
+        assert!(content_type.starts_with("text/plain; version=0.0.4"), "{content_type}");
+        Metrics::parse(std::str::from_utf8(&res.body).expect("metrics are UTF-8"))
+    }
+}
+
+/// One sample of a Prometheus text exposition.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Sample {
+    pub name: String,
+    pub labels: std::collections::BTreeMap<String, String>,
+    pub value: f64,
+}
+
+/// A parsed Prometheus text exposition (version 0.0.4).
+#[derive(Clone, Debug)]
+pub struct Metrics {
+    pub text: String,
+    pub samples: Vec<Sample>,
+}
+
+impl Metrics {
+    /// Parses every sample line; panics on a line that is not one.
+    pub fn parse(text: &str) -> Metrics {
+        let samples = text
+            .lines()
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .map(|l| parse_sample(l).unwrap_or_else(|| panic!("not a sample line: {l:?}")))
+            .collect();
+        Metrics { text: text.to_owned(), samples }
+    }
+
+    /// The value of the series `name` with exactly `labels`.
+    pub fn get(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        let want: std::collections::BTreeMap<String, String> =
+            labels.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        self.samples.iter().find(|s| s.name == name && s.labels == want).map(|s| s.value)
+    }
+
+    /// Like [`Metrics::get`], but the series must exist.
+    pub fn value(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        self.get(name, labels).unwrap_or_else(|| panic!("no series {name} {labels:?} in\n{}", self.text))
+    }
+
+    /// Every sample of the metric `name`.
+    pub fn series(&self, name: &str) -> Vec<&Sample> {
+        self.samples.iter().filter(|s| s.name == name).collect()
+    }
+}
+
+fn parse_sample(line: &str) -> Option<Sample> {
+    let name_end = line.find(['{', ' '])?;
+    let name = line[..name_end].to_owned();
+    let mut labels = std::collections::BTreeMap::new();
+    let mut rest = &line[name_end..];
+    if let Some(after) = rest.strip_prefix('{') {
+        rest = after;
+        loop {
+            if let Some(after) = rest.strip_prefix('}') {
+                rest = after;
+                break;
+            }
+            let eq = rest.find('=')?;
+            let key = rest[..eq].to_owned();
+            rest = rest[eq + 1..].strip_prefix('"')?;
+            let mut value = String::new();
+            let mut chars = rest.char_indices();
+            let end = loop {
+                match chars.next()? {
+                    (i, '"') => break i,
+                    (_, '\\') => value.push(chars.next()?.1),
+                    (_, c) => value.push(c),
+                }
+            };
+            labels.insert(key, value);
+            rest = &rest[end + 1..];
+            rest = rest.strip_prefix(',').unwrap_or(rest);
+        }
+    }
+    let value = rest.trim().split(' ').next()?.parse().ok()?;
+    Some(Sample { name, labels, value })
+}
+
+/// Sends `bytes` on a new connection and reads until the server closes it
+/// (or 5 s pass).
+pub async fn raw_exchange(addr: SocketAddr, bytes: &[u8]) -> String {
+    use tokio::io::AsyncWriteExt;
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("server accepts");
+    // A server that answers before reading everything may reset the
+    // connection under a large write: what it answered is still readable.
+    let _ = stream.write_all(bytes).await;
+    read_to_close(&mut stream).await
+}
+
+/// Reads from `stream` until the peer closes it (or 5 s pass).
+pub async fn read_to_close(stream: &mut tokio::net::TcpStream) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => break,
+            Ok(Ok(n)) => out.extend_from_slice(&buf[..n]),
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }

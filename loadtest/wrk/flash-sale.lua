@@ -1,0 +1,37 @@
+-- wrk script: every request asks for one more unit of the same item on a new
+-- line (a product id never used before) of a random existing cart: the flash
+-- sale. 200 = held, 409 = sold out. Carts need a line limit high enough for
+-- requests / sessions lines (CART__LIMITS__MAX_LINES, at most 1000).
+-- usage: wrk -t2 -c64 -d15s -s flash-sale.lua http://127.0.0.1:8080 -- sessions.txt ITEM
+local counter = 0
+function setup(thread)
+  counter = counter + 1
+  thread:set("tid", counter)
+end
+
+local ids, n, item, seq
+function init(args)
+  ids = {}
+  for line in io.lines(args[1]) do if #line > 0 then ids[#ids + 1] = line end end
+  n = #ids
+  item = args[2] or "flash-1"
+  seq = 0
+  math.randomseed(os.time() * 1000 + (tid or 0))
+end
+
+local headers = { ["Content-Type"] = "application/json" }
+function request()
+  headers["cart-session-id"] = ids[math.random(n)]
+  local body = string.format('{"inventory_id":"%s","quantity":1}', item)
+  seq = seq + 1
+  return wrk.format("PUT", "/v1/cart/items/f-" .. (tid or 0) .. "-" .. seq, headers, body)
+end
+
+function done(summary, latency, requests)
+  local secs = summary.duration / 1e6
+  local e = summary.errors
+  io.write(string.format(
+    "RESULT requests=%d duration_s=%.2f rps=%.0f p50_ms=%.3f p99_ms=%.3f non2xx=%d connect_err=%d read_err=%d write_err=%d timeout=%d\n",
+    summary.requests, secs, summary.requests / secs, latency:percentile(50) / 1000, latency:percentile(99) / 1000,
+    e.status, e.connect, e.read, e.write, e.timeout))
+end

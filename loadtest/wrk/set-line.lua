@@ -1,0 +1,39 @@
+-- wrk script: PUT /v1/cart/items/p-<n> {inventory_id, quantity} on an existing
+-- cart (cart-session-id chosen at random per request from a file of session
+-- ids): each request sets a line and so holds stock in PostgreSQL.
+-- usage: wrk -t2 -c64 -d15s -s set-line.lua http://127.0.0.1:8080 -- sessions.txt ITEMS PREFIX PRODUCTS
+--   ITEMS: inventory ids PREFIX1..PREFIX<ITEMS> (default 10000, PREFIX "sku-")
+--   PRODUCTS: product ids per cart (default 20; the cart's line limit must allow it)
+-- Prints the same RESULT line as ../shared/peers/wrk scripts.
+local counter = 0
+function setup(thread)
+  counter = counter + 1
+  thread:set("tid", counter)
+end
+
+local ids, n, items, prefix, products
+function init(args)
+  ids = {}
+  for line in io.lines(args[1]) do if #line > 0 then ids[#ids + 1] = line end end
+  n = #ids
+  items = tonumber(args[2] or "10000")
+  prefix = args[3] or "sku-"
+  products = tonumber(args[4] or "20")
+  math.randomseed(os.time() * 1000 + (tid or 0))
+end
+
+local headers = { ["Content-Type"] = "application/json" }
+function request()
+  headers["cart-session-id"] = ids[math.random(n)]
+  local body = string.format('{"inventory_id":"%s%d","quantity":%d}', prefix, math.random(items), math.random(3))
+  return wrk.format("PUT", "/v1/cart/items/p-" .. math.random(products), headers, body)
+end
+
+function done(summary, latency, requests)
+  local secs = summary.duration / 1e6
+  local e = summary.errors
+  io.write(string.format(
+    "RESULT requests=%d duration_s=%.2f rps=%.0f p50_ms=%.3f p99_ms=%.3f non2xx=%d connect_err=%d read_err=%d write_err=%d timeout=%d\n",
+    summary.requests, secs, summary.requests / secs, latency:percentile(50) / 1000, latency:percentile(99) / 1000,
+    e.status, e.connect, e.read, e.write, e.timeout))
+end

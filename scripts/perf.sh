@@ -1,0 +1,125 @@
+#!/usr/bin/env bash
+# Side-by-side performance run: cartd (release, Redis + PostgreSQL backend)
+# against the tutorial's own service and the raw servers, in one run on this
+# machine, so that ratios are comparable. Prints RESULT lines and a summary
+# table; writes everything under $OUT (default /var/tmp/cartd-perf).
+#
+#   scripts/perf.sh                 # all comparisons, 15 s each
+#   DUR=30 scripts/perf.sh          # longer runs
+#
+# Needs: root (installs wrk, Redis, PostgreSQL, Node's tutorial deps when
+# missing), Node.js + npm for the tutorial, ../shared/peers (or CARTD_PEERS).
+# Traffic goes to 127.0.0.1 only; every load is bounded in time.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+PEERS=${CARTD_PEERS:-$ROOT/../shared/peers}
+DUR=${DUR:-15}
+OUT=${OUT:-/var/tmp/cartd-perf}
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/cartd-target}"
+TOKEN=perf-admin-token-0123456789
+CARTD_PORT=18080
+TUT_PORT=13000
+PGURL=postgres://cartd:cartd@127.0.0.1:5432/cartd
+mkdir -p "$OUT"
+ulimit -n 65536 || ulimit -n 4096
+
+log() { printf '\n== %s\n' "$*" >&2; }
+command -v wrk >/dev/null || apt-get install -y -qq wrk >/dev/null
+scripts/services.sh
+cargo build --release -p cartd >&2
+BIN=$CARGO_TARGET_DIR/release/cartd
+
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  redis-cli --scan --pattern 'perf:*' | xargs -r -n 1000 redis-cli del >/dev/null || true
+  redis-cli del bench:h >/dev/null || true
+  psql "$PGURL" -qc 'drop schema if exists perf cascade' >/dev/null 2>&1 || true
+  psql "$PGURL" -qc 'drop table if exists stock' >/dev/null 2>&1 || true
+}
+trap cleanup EXIT
+
+# The tutorial's service, as published (its own Redis keys: sessions:*, cart:*).
+if [ ! -d "$OUT/te/node_modules" ]; then
+  rm -rf "$OUT/te" && cp -r "$PEERS/tutorial-express" "$OUT/te"
+  (cd "$OUT/te" && npm ci --silent >/dev/null)
+fi
+(cd "$OUT/te" && PORT=$TUT_PORT exec node server.js >"$OUT/tutorial.log" 2>&1) &
+pids+=($!)
+
+psql "$PGURL" -qc 'drop schema if exists perf cascade' >/dev/null
+CART__BACKEND=redis CART__HTTP__ADDR=127.0.0.1:$CARTD_PORT CART__REDIS__KEY_PREFIX=perf: \
+CART__POSTGRES__SCHEMA=perf CART__ADMIN__TOKEN=$TOKEN CART__LIMITS__MAX_LINES=1000 \
+CART__SESSION__TTL_SECS=3600 CART__LOG__FILTER=warn CART__HTTP__MAX_CONNECTIONS=20000 \
+  "$BIN" >"$OUT/cartd.log" 2>&1 &
+pids+=($!)
+for _ in $(seq 200); do
+  curl -sf "http://127.0.0.1:$CARTD_PORT/readyz" >/dev/null && curl -sf -o /dev/null -X POST \
+    "http://127.0.0.1:$TUT_PORT/add-to-cart" -H 'content-type: application/json' \
+    -d '{"product_id":"warm","inventory_id":"inv-1","quantity":1}' && break
+  sleep 0.1
+done
+
+log "seeding stock and sessions"
+psql "$PGURL" -q <<SQL
+insert into perf.items (inventory_id, available)
+select 'inv-' || g, 1000000000 from generate_series(1, 100) g
+union all select 'sku-' || g, 1000000000 from generate_series(1, 10000) g
+union all select 'flash-1', 1000000000;
+SQL
+python3 - "$OUT" "$CARTD_PORT" "$TUT_PORT" <<'PY'
+import http.client, json, sys, uuid
+out, cport, tport = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+def sessions(port, path):
+    c = http.client.HTTPConnection("127.0.0.1", port)
+    ids = []
+    for n in range(1000):
+        sid = None
+        for line in range(3):
+            body = json.dumps({"product_id": str(uuid.uuid4()), "inventory_id": f"inv-{(n + line) % 100 + 1}", "quantity": 1 + line})
+            h = {"content-type": "application/json"}
+            if sid: h["cart-session-id"] = sid
+            c.request("POST", "/add-to-cart", body, h)
+            r = c.getresponse(); data = json.loads(r.read())
+            assert r.status == 200, (r.status, data)
+            sid = data["cartSessionId"]
+        ids.append(sid)
+    open(path, "w").write("\n".join(ids) + "\n")
+sessions(cport, f"{out}/cartd-sessions.txt")
+sessions(tport, f"{out}/tutorial-sessions.txt")
+PY
+redis-cli hset bench:h a 1 b 2 c 3 >/dev/null
+psql "$PGURL" -q -f "$PEERS/pgbench/stock-setup.sql" >/dev/null
+
+results="$OUT/results.txt"
+: >"$results"
+run() { # name, command...
+  local name=$1; shift
+  log "$name"
+  local line
+  line=$("$@" 2>&1 | tee "$OUT/$name.log" | grep -E '^RESULT|requests per second|^tps = ' | tail -n 1)
+  printf '%s %s\n' "$name" "$line" | tee -a "$results" >&2
+}
+W="$PEERS/wrk"
+L="$ROOT/loadtest/wrk"
+C=http://127.0.0.1:$CARTD_PORT
+T=http://127.0.0.1:$TUT_PORT
+run tutorial_get_cart_c64 wrk -t2 -c64 -d"${DUR}s" -s "$W/get-cart.lua" "$T" -- "$OUT/tutorial-sessions.txt"
+run cartd_get_cart_c64 wrk -t2 -c64 -d"${DUR}s" -s "$W/get-cart.lua" "$C" -- "$OUT/cartd-sessions.txt"
+run tutorial_get_cart_c512 wrk -t2 -c512 -d"${DUR}s" -s "$W/get-cart.lua" "$T" -- "$OUT/tutorial-sessions.txt"
+run cartd_get_cart_c512 wrk -t2 -c512 -d"${DUR}s" -s "$W/get-cart.lua" "$C" -- "$OUT/cartd-sessions.txt"
+run tutorial_add_to_cart_c64 wrk -t2 -c64 -d"${DUR}s" -s "$W/add-to-cart.lua" "$T" -- "$OUT/tutorial-sessions.txt"
+run cartd_add_to_cart_c64 wrk -t2 -c64 -d"${DUR}s" -s "$W/add-to-cart.lua" "$C" -- "$OUT/cartd-sessions.txt"
+run cartd_add_to_cart_c512 wrk -t2 -c512 -d"${DUR}s" -s "$W/add-to-cart.lua" "$C" -- "$OUT/cartd-sessions.txt"
+run redis_benchmark_hgetall_c64 redis-benchmark -q -c 64 -n $((DUR * 40000)) HGETALL bench:h
+run cartd_v1_get_cart_c64 wrk -t2 -c64 -d"${DUR}s" -s "$L/v1-get-cart.lua" "$C" -- "$OUT/cartd-sessions.txt"
+run pgbench_spread_c64 su postgres -c "PGPASSWORD=cartd pgbench -h 127.0.0.1 -U cartd -n -c 64 -j 2 -T $DUR -f $PEERS/pgbench/spread-rows.sql cartd"
+run cartd_set_line_spread_c64 wrk -t2 -c64 -d"${DUR}s" -s "$L/set-line.lua" "$C" -- "$OUT/cartd-sessions.txt" 10000 sku- 20
+run pgbench_hot_row_c64 su postgres -c "PGPASSWORD=cartd pgbench -h 127.0.0.1 -U cartd -n -c 64 -j 2 -T $DUR -f $PEERS/pgbench/hot-row.sql cartd"
+run cartd_flash_sale_c64 wrk -t2 -c64 -d"${DUR}s" -s "$L/flash-sale.lua" "$C" -- "$OUT/cartd-sessions.txt" flash-1
+log "flash-1 after the flash sale"
+curl -s "$C/v1/inventory/flash-1" | tee -a "$results" >&2
+echo >>"$results"
+log "results in $results"
+cat "$results"
