@@ -28,7 +28,9 @@ log() { printf '\n== %s\n' "$*" >&2; }
 command -v wrk >/dev/null || apt-get install -y -qq wrk >/dev/null
 scripts/services.sh
 cargo build --release -p cartd >&2
+cargo build --release -p cartd-benches --example expiry_storm >&2
 BIN=$CARGO_TARGET_DIR/release/cartd
+STORM=$CARGO_TARGET_DIR/release/examples/expiry_storm
 
 pids=()
 cleanup() {
@@ -52,6 +54,7 @@ psql "$PGURL" -qc 'drop schema if exists perf cascade' >/dev/null
 CART__BACKEND=redis CART__HTTP__ADDR=127.0.0.1:$CARTD_PORT CART__REDIS__KEY_PREFIX=perf: \
 CART__POSTGRES__SCHEMA=perf CART__ADMIN__TOKEN=$TOKEN CART__LIMITS__MAX_LINES=1000 \
 CART__SESSION__TTL_SECS=3600 CART__LOG__FILTER=warn CART__HTTP__MAX_CONNECTIONS=20000 \
+CART__SWEEPER__INTERVAL_MS=${SWEEP_MS:-200} CART__SWEEPER__BATCH=${SWEEP_BATCH:-5000} \
   "$BIN" >"$OUT/cartd.log" 2>&1 &
 pids+=($!)
 for _ in $(seq 200); do
@@ -121,5 +124,6 @@ run cartd_flash_sale_c64 wrk -t2 -c64 -d"${DUR}s" -s "$L/flash-sale.lua" "$C" --
 log "flash-1 after the flash sale"
 curl -s "$C/v1/inventory/flash-1" | tee -a "$results" >&2
 echo >>"$results"
+run expiry_storm "$STORM" "${STORM_CARTS:-100000}" perf: perf "${STORM_LEAD:-90}"
 log "results in $results"
 cat "$results"

@@ -188,6 +188,17 @@ async fn a_change_to_a_cart_whose_session_was_lost_releases_its_holds() {
 }
 
 #[tokio::test]
+async fn a_cart_whose_session_was_lost_cannot_be_checked_out_and_its_holds_go_back() {
+    let svc = service(ExpiryMode::Fixed);
+    stocked(&svc, "sku-a", 5).await;
+    let cart = svc.set_line(Target::New, product("p1"), item("sku-a"), 2).await.unwrap().cart;
+    assert!(svc.sessions().close(cart.id, svc.clock().now()).await.unwrap());
+    let r = svc.checkout(cart.id).await;
+    assert!(matches!(r, Err(CartError::SessionNotFound)), "the shopper cannot see this cart: {r:?}");
+    assert_eq!(svc.stock(&item("sku-a")).await.unwrap(), level(5, 0, 0));
+}
+
+#[tokio::test]
 async fn create_cart_opens_an_empty_session_and_ledger_entry() {
     let svc = service(ExpiryMode::Fixed);
     let cart = svc.create_cart().await.unwrap();

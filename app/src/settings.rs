@@ -39,6 +39,8 @@ schema = ""
 pool_size = 16
 timeout_ms = 2000
 migrate_on_start = true
+hold_batch_max = 256
+hold_batches_in_flight = 2
 
 [listener]
 enabled = true
@@ -167,6 +169,8 @@ struct RawPostgres {
     pool_size: usize,
     timeout_ms: u64,
     migrate_on_start: bool,
+    hold_batch_max: usize,
+    hold_batches_in_flight: usize,
 }
 
 #[derive(Debug, Deserialize)]
@@ -295,6 +299,10 @@ pub struct PostgresSettings {
     pub timeout: Duration,
     /// Apply pending migrations at start.
     pub migrate_on_start: bool,
+    /// Most holds grouped into one transaction.
+    pub hold_batch_max: usize,
+    /// Batches of holds running at once (each on its own connection).
+    pub hold_batches_in_flight: usize,
 }
 
 /// Typed, validated settings.
@@ -455,6 +463,12 @@ impl Settings {
         if raw.postgres.timeout_ms == 0 {
             return Err(invalid("postgres.timeout_ms", "must be at least 1"));
         }
+        if !(1..=10_000).contains(&raw.postgres.hold_batch_max) {
+            return Err(invalid("postgres.hold_batch_max", "must be between 1 and 10000"));
+        }
+        if raw.postgres.hold_batches_in_flight == 0 || raw.postgres.hold_batches_in_flight > raw.postgres.pool_size {
+            return Err(invalid("postgres.hold_batches_in_flight", "must be between 1 and postgres.pool_size"));
+        }
         let schema = raw.postgres.schema;
         let schema_ok = schema.is_empty()
             || (schema.len() <= 63
@@ -489,6 +503,8 @@ impl Settings {
                 pool_size: raw.postgres.pool_size,
                 timeout: Duration::from_millis(raw.postgres.timeout_ms),
                 migrate_on_start: raw.postgres.migrate_on_start,
+                hold_batch_max: raw.postgres.hold_batch_max,
+                hold_batches_in_flight: raw.postgres.hold_batches_in_flight,
             },
             listener_enabled: raw.listener.enabled,
             expiry: ExpiryPolicy { ttl, mode },
@@ -581,6 +597,8 @@ mod tests {
             (vec![("CART__REDIS__URL", "http://x")], "redis.url"),
             (vec![("CART__POSTGRES__URL", "mysql://x")], "postgres.url"),
             (vec![("CART__POSTGRES__SCHEMA", "Bad-Name")], "postgres.schema"),
+            (vec![("CART__POSTGRES__HOLD_BATCHES_IN_FLIGHT", "0")], "postgres.hold_batches_in_flight"),
+            (vec![("CART__POSTGRES__HOLD_BATCH_MAX", "0")], "postgres.hold_batch_max"),
             (vec![("CART__HTTP__REQUEST_TIMEOUT_MS", "0")], "http.request_timeout_ms"),
             (vec![("CART__HTTP__REQUEST_TIMEOUT_MS", "3600001")], "http.request_timeout_ms"),
             (vec![("CART__HTTP__MAX_HEADER_BYTES", "1023")], "http.max_header_bytes"),

@@ -252,9 +252,10 @@ pub fn pg_settings(settings: &Settings) -> PgSettings {
         url: settings.postgres.url.expose().to_owned(),
         schema: settings.postgres.schema.clone(),
         pool_size: settings.postgres.pool_size,
+        hold_batch_max: settings.postgres.hold_batch_max,
+        hold_batches_in_flight: settings.postgres.hold_batches_in_flight,
         op_timeout: settings.postgres.timeout,
         connect_timeout: settings.postgres.timeout,
-        ..PgSettings::new(settings.postgres.url.expose())
     }
 }
 

@@ -234,6 +234,14 @@ impl<S: SessionStore, I: Inventory, C: Clock> CartService<S, I, C> {
     /// [`CartError::Unavailable`].
     pub async fn checkout(&self, id: CartId) -> Result<CheckoutResult, CartError> {
         let now = self.clock.now();
+        if self.sessions.load(id, now).await?.is_none() {
+            // The shopper's session is gone (expired, closed, or lost by the
+            // session store) while the ledger may still hold its stock: give
+            // that back rather than sell a cart nobody can see. A retry of a
+            // checkout that succeeded finds its order below all the same.
+            let released = self.inventory.release(id).await?;
+            self.events.released(ReleaseCause::SessionLost, &released, now);
+        }
         let (order, created) = self.inventory.checkout(id, OrderId::random(), now).await?;
         if created {
             self.events.sold(order.lines.iter().map(|l| u64::from(l.quantity.get())).sum());
