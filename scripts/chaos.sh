@@ -1,0 +1,474 @@
+#!/usr/bin/env bash
+# chaos.sh: the chaos suite of cartd. Runs two cartd instances on the real
+# backend (Redis sessions + PostgreSQL ledger), drives a mixed load through
+# both with scripts/chaos_client.py, injects faults while the load runs, then
+# checks the invariants of /work/shared/design.md through the HTTP API.
+#
+# Usage (as root, from anywhere):
+#   scripts/chaos.sh --short   ~30 s of load, each fault once (< 60 s in all;
+#                              the test command uses this)
+#   scripts/chaos.sh --long    ~4 minutes: 6 rounds of every fault, alternating
+#                              the killed instance and varying the pauses
+#   (CHAOS_ROUNDS=N with --long changes the number of 40 s rounds;
+#    CHAOS_WORKERS=N the client's threads (8); CHAOS_UNITS=N the units of each
+#    of the 20 items (1000, --long 6000); CHAOS_SKIP_BUILD=1 skips the build;
+#    CHAOS_FAULTS=0 runs the same load and checks without any fault, as a
+#    baseline that tells load effects from fault effects.)
+#
+# Own servers, so the developer's/test Redis (6379) and PostgreSQL (5432) are
+# never touched:
+#   * Redis on 127.0.0.1:6390, no persistence (--save "" --appendonly no),
+#     daemonized with pidfile/logfile in the run directory, started with
+#     keyspace notifications off so cartd has to switch them on itself;
+#   * PostgreSQL cluster "<version>/chaos" on 127.0.0.1:5440, created once with
+#     pg_createcluster and left created; its `cartd` database (role cartd,
+#     password cartd) is dropped and re-created at every run;
+#   * cartd instances on 127.0.0.1:18091 and :18092: CART__BACKEND=redis,
+#     session TTL 3 s, sweeper every 500 ms, a fixed admin token.
+# Only 127.0.0.1 is ever contacted. Packages come from scripts/services.sh
+# (run only when redis/postgresql are missing). The binary is built with
+# `cargo build -p cartd` into ${CARGO_TARGET_DIR:-target}/debug/cartd.
+#
+# Faults, in turn, with a few seconds between, each logged with a timestamp
+# (faults.log in the run directory):
+#   1. kill -9 of one instance, restarted ~1.5 s later (waits for /readyz);
+#   2. Redis restarted with every key lost (SHUTDOWN NOSAVE, start empty);
+#   3. PostgreSQL frozen: SIGSTOP to the postmaster and all its children for
+#      5 s (7 s in some --long rounds), then SIGCONT;
+#   4. the expiry listeners' connections killed (CLIENT KILL TYPE pubsub);
+#   5. notifications switched off (CONFIG SET notify-keyspace-events ""), the
+#      value observed a while later, then the listeners' connections killed so
+#      they resubscribe, and the value observed again (cartd re-enables it on
+#      reconnect; what is seen is logged, not judged).
+#
+# After the load it waits TTL + 2 sweep intervals + slack, then judges through
+# the API (chaos_client.py check): per item available + reserved + sold ==
+# stock set, reserved == 0, sold == the sum of the lines of the orders the
+# client saw (201/200, each order once), no 5xx other than 503 at any time,
+# no invariant violation seen during the load (see chaos_client.py), both
+# instances /readyz 200, no panic in their logs. Prints a one-screen summary
+# and exits 1 on any violation (2 on a setup failure).
+#
+# Everything of a run (cartd logs, redis log, what PostgreSQL logged during
+# the run, faults.log, seed/load/detail JSON, summary.txt) stays in
+# /var/tmp/cartd-chaos/<time>-<pid>/ (the last 10 runs are kept). The summary
+# also reports, without judging them, 503s outside the fault windows and
+# deadlocks PostgreSQL logged. Cleanup runs on every exit (trap): both cartd instances
+# stopped, the chaos Redis shut down, the chaos PostgreSQL cluster stopped
+# (and resumed first if a failure left it frozen).
+set -euo pipefail
+
+MODE=short
+for arg in "$@"; do
+  case "$arg" in
+    --short) MODE=short ;;
+    --long) MODE=long ;;
+    -h | --help)
+      sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'
+      exit 0
+      ;;
+    *)
+      echo "chaos.sh: unknown argument $arg (use --short or --long)" >&2
+      exit 2
+      ;;
+  esac
+done
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+CLIENT="$ROOT/scripts/chaos_client.py"
+PYTHON=${PYTHON:-python3}
+REDIS_PORT=6390
+PG_PORT=5440
+PG_CLUSTER=chaos
+PORTS=(18091 18092)
+TTL_SECS=3
+SWEEP_MS=500
+TOKEN=chaos-admin-token-0f3e2d1c
+REDIS_URL="redis://127.0.0.1:$REDIS_PORT"
+PG_URL="postgres://cartd:cartd@127.0.0.1:$PG_PORT/cartd"
+BASES=(http://127.0.0.1:${PORTS[0]} http://127.0.0.1:${PORTS[1]})
+
+# Nothing of the caller's cartd configuration may leak into the instances,
+# and no proxy may redirect a request away from 127.0.0.1.
+while read -r v; do unset "$v"; done < <(compgen -e | grep -E '^CART__' || true)
+unset RUST_LOG http_proxy https_proxy HTTP_PROXY HTTPS_PROXY all_proxy ALL_PROXY
+export NO_PROXY='*' no_proxy='*'
+
+T_START=$(date +%s.%N)
+log() { printf '%s chaos: %s\n' "$(date +%T.%3N)" "$*" >&2; }
+die() {
+  log "setup failed: $*"
+  exit 2
+}
+elapsed() { awk -v a="$1" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }'; }
+
+[ "$(id -u)" -eq 0 ] || die "run as root (starts the PostgreSQL cluster, signals its processes)"
+
+PG_VERSION=$(ls /usr/lib/postgresql 2>/dev/null | sort -V | tail -n 1)
+RUNS=/var/tmp/cartd-chaos
+RUN_DIR="$RUNS/$(date +%Y%m%d-%H%M%S)-$$"
+mkdir -p "$RUN_DIR"
+# keep the last 10 runs
+ls -1d "$RUNS"/*/ 2>/dev/null | sort | head -n -10 | xargs -r rm -rf
+FAULTS="$RUN_DIR/faults.log"
+: >"$FAULTS"
+# faults.log lines: "<epoch> <hh:mm:ss.mmm> FAULT|NOTE <text>"
+fault() {
+  printf '%s %s FAULT %s\n' "$(date +%s.%3N)" "$(date +%T.%3N)" "$*" >>"$FAULTS"
+  log "FAULT $*"
+}
+note() {
+  printf '%s %s NOTE %s\n' "$(date +%s.%3N)" "$(date +%T.%3N)" "$*" >>"$FAULTS"
+  log "$*"
+}
+
+# ---------------------------------------------------------------- redis
+redis_cli() { redis-cli -h 127.0.0.1 -p "$REDIS_PORT" "$@"; }
+redis_start() {
+  redis-server --daemonize yes --bind 127.0.0.1 --port "$REDIS_PORT" --save "" --appendonly no \
+    --notify-keyspace-events "" --dir "$RUN_DIR" --pidfile "$RUN_DIR/redis.pid" \
+    --logfile "$RUN_DIR/redis.log" >/dev/null
+  for _ in $(seq 100); do redis_cli ping >/dev/null 2>&1 && return 0; sleep 0.05; done
+  return 1
+}
+redis_stop() {
+  redis_cli ping >/dev/null 2>&1 || return 0
+  local pid
+  pid=$(redis_cli info server 2>/dev/null | tr -d '\r' | sed -n 's/^process_id://p')
+  redis_cli shutdown nosave >/dev/null 2>&1
+  for _ in $(seq 100); do
+    if [ -n "$pid" ]; then kill -0 "$pid" 2>/dev/null || return 0; else redis_cli ping >/dev/null 2>&1 || return 0; fi
+    sleep 0.05
+  done
+  [ -n "$pid" ] && kill -KILL "$pid" 2>/dev/null
+  return 0
+}
+
+# ---------------------------------------------------------------- postgres
+pg_ready() { pg_isready -h 127.0.0.1 -p "$PG_PORT" -q 2>/dev/null; }
+psql_admin() { su postgres -c "PGOPTIONS='-c client_min_messages=warning' psql -p $PG_PORT -qtAX -v ON_ERROR_STOP=1 -c \"$1\""; }
+# Sends SIG<$1> to the chaos cluster's postmaster and every one of its
+# children (backends, checkpointer, walwriter, ...). Prints how many.
+pg_signal_all() {
+  local sig=$1 pm kids
+  [ -n "$PG_DATA" ] && [ -f "$PG_DATA/postmaster.pid" ] || return 0
+  pm=$(head -n 1 "$PG_DATA/postmaster.pid")
+  [ -n "$pm" ] && kill -0 "$pm" 2>/dev/null || return 0
+  if [ "$sig" = STOP ]; then
+    # the postmaster first, so it cannot fork a backend we would miss
+    kill -STOP "$pm"
+    kids=$(pgrep -P "$pm" || true)
+    # shellcheck disable=SC2086
+    [ -n "$kids" ] && kill -STOP $kids
+  else
+    kids=$(pgrep -P "$pm" || true)
+    # shellcheck disable=SC2086
+    [ -n "$kids" ] && kill -"$sig" $kids
+    kill -"$sig" "$pm"
+  fi
+  echo $((1 + $(echo "$kids" | wc -w)))
+}
+
+# ---------------------------------------------------------------- cleanup
+CARTD_PIDS=("" "")
+CLIENT_PID=""
+PG_DATA=""
+PG_LOG=""
+PG_LOG_FROM=0
+save_pg_log() {
+  [ -n "$PG_LOG" ] && [ -f "$PG_LOG" ] && tail -c +"$((PG_LOG_FROM + 1))" "$PG_LOG" >"$RUN_DIR/postgresql.log"
+  return 0
+}
+cleanup() {
+  local rc=$?
+  set +e
+  trap - EXIT INT TERM
+  if [ -n "$CLIENT_PID" ] && kill -0 "$CLIENT_PID" 2>/dev/null; then
+    kill "$CLIENT_PID" 2>/dev/null
+  fi
+  # A failure in the middle of the freeze must not leave PostgreSQL stopped.
+  pg_signal_all CONT >/dev/null 2>&1
+  for i in 0 1; do
+    local pid=${CARTD_PIDS[$i]}
+    [ -n "$pid" ] && kill -TERM "$pid" 2>/dev/null
+  done
+  for i in 0 1; do
+    local pid=${CARTD_PIDS[$i]}
+    if [ -n "$pid" ]; then
+      for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+      kill -KILL "$pid" 2>/dev/null
+      wait "$pid" 2>/dev/null
+    fi
+  done
+  command -v redis-cli >/dev/null && redis_stop
+  if [ -n "$PG_VERSION" ] && command -v pg_ctlcluster >/dev/null &&
+    pg_lsclusters -h 2>/dev/null | awk -v v="$PG_VERSION" -v c="$PG_CLUSTER" '$1 == v && $2 == c && $4 == "online" { f = 1 } END { exit !f }'; then
+    pg_ctlcluster "$PG_VERSION" "$PG_CLUSTER" stop -m fast >/dev/null 2>&1 ||
+      pg_ctlcluster "$PG_VERSION" "$PG_CLUSTER" stop -m immediate >/dev/null 2>&1
+  fi
+  save_pg_log
+  rm -f "$RUN_DIR/cartd"
+  log "cleaned up (cartd instances, redis :$REDIS_PORT and PostgreSQL $PG_VERSION/$PG_CLUSTER stopped); run directory $RUN_DIR; total $(elapsed "$T_START")s"
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# ---------------------------------------------------------------- packages
+if ! command -v redis-server >/dev/null || ! command -v redis-cli >/dev/null ||
+  ! ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || ! command -v psql >/dev/null ||
+  ! command -v pg_createcluster >/dev/null; then
+  log "installing Redis/PostgreSQL with scripts/services.sh"
+  "$ROOT/scripts/services.sh"
+fi
+PG_VERSION=$(ls /usr/lib/postgresql | sort -V | tail -n 1)
+[ -n "$PG_VERSION" ] || die "no PostgreSQL server installed"
+command -v curl >/dev/null || die "curl is needed"
+"$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' || die "$PYTHON must be Python >= 3.11"
+
+# ---------------------------------------------------------------- build
+BIN="${CARGO_TARGET_DIR:-$ROOT/target}/debug/cartd"
+case "$BIN" in /*) ;; *) BIN="$ROOT/$BIN" ;; esac
+if [ "${CHAOS_SKIP_BUILD:-0}" != 1 ]; then
+  if ! command -v cargo >/dev/null && [ -f "$HOME/.cargo/env" ]; then
+    # shellcheck disable=SC1091
+    . "$HOME/.cargo/env"
+  fi
+  t=$(date +%s.%N)
+  (cd "$ROOT" && cargo build -q -p cartd) || die "cargo build -p cartd failed"
+  log "cargo build -p cartd: $(elapsed "$t")s"
+fi
+[ -x "$BIN" ] || die "no binary at $BIN"
+# Run a private copy: a concurrent build must not swap the binary under the
+# instance restarted after its kill. (Removed at exit.)
+cp "$BIN" "$RUN_DIR/cartd"
+BIN="$RUN_DIR/cartd"
+T_SETUP=$(date +%s.%N)
+
+# ---------------------------------------------------------------- cartd
+# Leftovers of an earlier run that could not clean up: cartd processes on our
+# ports that point at our Redis are ours; anything else on them is an error.
+for port in "${PORTS[@]}"; do
+  for pid in $(ss -ltnpH "sport = :$port" 2>/dev/null | grep -o 'pid=[0-9]*' | cut -d= -f2 | sort -u); do
+    if tr '\0' '\n' <"/proc/$pid/environ" 2>/dev/null | grep -qx "CART__REDIS__URL=$REDIS_URL"; then
+      log "stopping a leftover chaos cartd (pid $pid) on :$port"
+      kill -KILL "$pid" 2>/dev/null || true
+    else
+      die "port $port is in use by another process (pid $pid)"
+    fi
+  done
+done
+
+start_instance() { # $1 = index
+  local i=$1
+  env CART__BACKEND=redis \
+    CART__HTTP__ADDR="127.0.0.1:${PORTS[$i]}" \
+    CART__REDIS__URL="$REDIS_URL" \
+    CART__POSTGRES__URL="$PG_URL" \
+    CART__SESSION__TTL_SECS="$TTL_SECS" \
+    CART__SWEEPER__INTERVAL_MS="$SWEEP_MS" \
+    CART__ADMIN__TOKEN="$TOKEN" \
+    CART__LOG__FILTER=info \
+    "$BIN" </dev/null >>"$RUN_DIR/cartd-$i.log" 2>&1 &
+  CARTD_PIDS[$i]=$!
+  printf '%s' "${CARTD_PIDS[$i]}" >"$RUN_DIR/cartd-$i.pid"
+}
+http_code() { curl -s -o /dev/null -w '%{http_code}' --max-time 2 --noproxy '*' "$1" 2>/dev/null || true; }
+wait_ready() { # $1 = index, $2 = seconds
+  local i=$1 deadline
+  deadline=$(($(date +%s) + $2))
+  while [ "$(date +%s)" -le "$deadline" ]; do
+    kill -0 "${CARTD_PIDS[$i]}" 2>/dev/null || return 1
+    [ "$(http_code "${BASES[$i]}/readyz")" = 200 ] && return 0
+    sleep 0.1
+  done
+  return 1
+}
+
+# ---------------------------------------------------------------- setup
+redis_stop # a leftover chaos Redis: start from an empty one
+redis_start || die "redis did not start on 127.0.0.1:$REDIS_PORT (see $RUN_DIR/redis.log)"
+
+if ! pg_lsclusters -h | awk -v v="$PG_VERSION" -v c="$PG_CLUSTER" '$1 == v && $2 == c { f = 1 } END { exit !f }'; then
+  log "creating PostgreSQL cluster $PG_VERSION/$PG_CLUSTER on port $PG_PORT (once)"
+  pg_createcluster -p "$PG_PORT" "$PG_VERSION" "$PG_CLUSTER" >/dev/null
+fi
+# loopback only (the cluster's conf.d is read after postgresql.conf)
+mkdir -p "/etc/postgresql/$PG_VERSION/$PG_CLUSTER/conf.d"
+printf "# written by cartd's scripts/chaos.sh\nlisten_addresses = '127.0.0.1'\n" \
+  >"/etc/postgresql/$PG_VERSION/$PG_CLUSTER/conf.d/chaos.conf"
+PG_DATA=$(pg_lsclusters -h | awk -v v="$PG_VERSION" -v c="$PG_CLUSTER" '$1 == v && $2 == c { print $6 }')
+PG_LOG=$(pg_lsclusters -h | awk -v v="$PG_VERSION" -v c="$PG_CLUSTER" '$1 == v && $2 == c { print $7 }')
+# what the cluster logs during this run is copied to the run directory at exit
+PG_LOG_FROM=$(stat -c %s "$PG_LOG" 2>/dev/null || echo 0)
+pg_signal_all CONT >/dev/null # a run killed in the middle of the freeze
+if ! pg_ready; then
+  pg_ctlcluster "$PG_VERSION" "$PG_CLUSTER" start || die "cannot start PostgreSQL $PG_VERSION/$PG_CLUSTER"
+  for _ in $(seq 100); do pg_ready && break; sleep 0.1; done
+fi
+pg_ready || die "PostgreSQL $PG_VERSION/$PG_CLUSTER does not answer on 127.0.0.1:$PG_PORT"
+if [ "$(psql_admin "select 1 from pg_roles where rolname = 'cartd'")" != "1" ]; then
+  psql_admin "create role cartd login createdb password 'cartd'"
+fi
+# A fresh database every run: the stock set below is then the whole stock.
+psql_admin "drop database if exists cartd with (force)"
+psql_admin "create database cartd owner cartd"
+
+start_instance 0
+start_instance 1
+for i in 0 1; do
+  wait_ready "$i" 30 || die "cartd instance $i did not become ready (see $RUN_DIR/cartd-$i.log)"
+done
+log "redis :$REDIS_PORT, PostgreSQL $PG_VERSION/$PG_CLUSTER :$PG_PORT, cartd ${BASES[*]} ready ($(elapsed "$T_SETUP")s setup)"
+
+# Enough stock that most items are not sold out before the load ends (the
+# client sells a few hundred units a second); one hot item with little stock
+# keeps contention and "expired holds never block" in play.
+UNITS=${CHAOS_UNITS:-$([ "$MODE" = long ] && echo 6000 || echo 1000)}
+"$PYTHON" "$CLIENT" seed --base "${BASES[0]}" --base "${BASES[1]}" --token "$TOKEN" \
+  --items 20 --units "$UNITS" --hot-units 30 \
+  --out "$RUN_DIR/seed.json" >&2 || die "seeding failed"
+
+# ---------------------------------------------------------------- faults
+LOAD_T0=0
+sleep_until() { # seconds after the load started
+  local left
+  left=$(awk -v t0="$LOAD_T0" -v at="$1" -v now="$(date +%s.%N)" 'BEGIN { d = t0 + at - now; printf "%.3f", (d > 0 ? d : 0) }')
+  sleep "$left"
+}
+
+fault_kill() { # $1 = instance, $2 = seconds down
+  local i=$1 pid=${CARTD_PIDS[$1]}
+  fault "(1) KILL-9 instance $i (pid $pid, ${BASES[$i]})"
+  kill -KILL "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+  sleep "$2"
+  start_instance "$i"
+  if wait_ready "$i" 20; then
+    note "instance $i ready again (pid ${CARTD_PIDS[$i]})"
+  else
+    note "instance $i NOT ready 20 s after its restart"
+  fi
+}
+
+fault_redis_restart() {
+  local before
+  before=$(redis_cli dbsize 2>/dev/null || echo '?')
+  fault "(2) REDIS RESTART, all data lost (dbsize was $before)"
+  redis_stop
+  sleep 1
+  redis_start || note "redis did not come back!"
+  note "redis back empty (dbsize $(redis_cli dbsize 2>/dev/null), notify-keyspace-events '$(notify_flags)')"
+}
+
+fault_pg_pause() { # $1 = seconds
+  local n
+  n=$(pg_signal_all STOP)
+  fault "(3) POSTGRESQL SIGSTOP: $n processes of $PG_VERSION/$PG_CLUSTER frozen for $1 s"
+  sleep "$1"
+  n=$(pg_signal_all CONT)
+  note "PostgreSQL resumed (SIGCONT to $n processes)"
+}
+
+notify_flags() { redis_cli config get notify-keyspace-events 2>/dev/null | sed -n 2p; }
+pubsub_clients() { redis_cli client list type pubsub 2>/dev/null | grep -c . || true; }
+
+fault_pubsub_kill() {
+  local n
+  n=$(redis_cli client kill type pubsub 2>/dev/null || echo '?')
+  fault "(4) CLIENT KILL TYPE pubsub: $n listener connections killed"
+  sleep 1.5
+  note "pubsub clients 1.5 s later: $(pubsub_clients)"
+}
+
+fault_notify_off() { # $1 = seconds off before forcing a resubscribe
+  local before
+  before=$(notify_flags)
+  redis_cli config set notify-keyspace-events "" >/dev/null
+  fault "(5) NOTIFICATIONS OFF: notify-keyspace-events '$before' -> '$(notify_flags)'"
+  sleep "$1"
+  note "after $1 s notify-keyspace-events is '$(notify_flags)' (cartd checks only when its listener (re)subscribes)"
+  local n
+  n=$(redis_cli client kill type pubsub 2>/dev/null || echo '?')
+  note "listener connections killed ($n) to make them resubscribe"
+  sleep 2
+  note "2 s later notify-keyspace-events is '$(notify_flags)', pubsub clients $(pubsub_clients)"
+}
+
+# ---------------------------------------------------------------- load
+WORKERS=${CHAOS_WORKERS:-8}
+if [ "$MODE" = short ]; then
+  DURATION=30
+else
+  ROUNDS=${CHAOS_ROUNDS:-6}
+  DURATION=$((ROUNDS * 40 + 5))
+fi
+note "load starts: $MODE, $DURATION s, $WORKERS workers"
+LOAD_T0=$(date +%s.%N)
+"$PYTHON" "$CLIENT" load --base "${BASES[0]}" --base "${BASES[1]}" --seed "$RUN_DIR/seed.json" \
+  --duration "$DURATION" --workers "$WORKERS" --ttl "$TTL_SECS" --out "$RUN_DIR/load.json" \
+  --progress "$([ "$MODE" = long ] && echo 20 || echo 10)" >&2 &
+CLIENT_PID=$!
+
+if [ "${CHAOS_FAULTS:-1}" = 0 ]; then
+  note "CHAOS_FAULTS=0: baseline run, no fault injected"
+elif [ "$MODE" = short ]; then
+  sleep_until 2
+  fault_kill 0 1.5
+  sleep_until 7
+  fault_redis_restart
+  sleep_until 11
+  fault_pg_pause 5
+  sleep_until 18
+  fault_pubsub_kill
+  sleep_until 21
+  fault_notify_off 3
+else
+  for r in $(seq 0 $((ROUNDS - 1))); do
+    base=$((r * 40))
+    sleep_until $((base + 2))
+    fault_kill $((r % 2)) $((1 + r % 3))
+    sleep_until $((base + 9))
+    fault_redis_restart
+    sleep_until $((base + 14))
+    fault_pg_pause $((r % 3 == 2 ? 7 : 5))
+    sleep_until $((base + 24))
+    fault_pubsub_kill
+    sleep_until $((base + 28))
+    fault_notify_off 4
+  done
+fi
+load_rc=0
+wait "$CLIENT_PID" || load_rc=$?
+CLIENT_PID=""
+[ "$load_rc" -eq 0 ] || log "the load client exited with status $load_rc"
+note "load finished"
+
+# Every cart was created before the load ended: the last deadline is at most
+# TTL after that. Wait for it, plus two sweep intervals, plus slack.
+WAIT=$(awk -v t="$TTL_SECS" -v s="$SWEEP_MS" 'BEGIN { printf "%.1f", t + 2 * s / 1000 + 1.5 }')
+log "waiting ${WAIT}s (TTL + 2 sweeps + slack) for every hold to be released"
+sleep "$WAIT"
+
+# ---------------------------------------------------------------- check
+check_rc=0
+if [ "$load_rc" -ne 0 ] || [ ! -s "$RUN_DIR/load.json" ]; then
+  log "no load results: FAIL"
+  check_rc=1
+else
+  save_pg_log
+  "$PYTHON" "$CLIENT" check --base "${BASES[0]}" --base "${BASES[1]}" --seed "$RUN_DIR/seed.json" \
+    --load "$RUN_DIR/load.json" --faults "$FAULTS" --log "$RUN_DIR/cartd-0.log" --log "$RUN_DIR/cartd-1.log" \
+    --pg-log "$RUN_DIR/postgresql.log" \
+    --detail "$RUN_DIR/detail.json" --meta "mode=--$MODE" --meta "run_dir=$RUN_DIR" |
+    tee "$RUN_DIR/summary.txt" || check_rc=$?
+fi
+for i in 0 1; do
+  if ! kill -0 "${CARTD_PIDS[$i]}" 2>/dev/null; then
+    log "cartd instance $i (pid ${CARTD_PIDS[$i]}) is not running any more: FAIL"
+    check_rc=1
+  fi
+done
+log "timings: setup $(awk -v a="$T_SETUP" -v b="$LOAD_T0" 'BEGIN { printf "%.1f", b - a }')s, load+wait+check $(elapsed "$LOAD_T0")s"
+exit "$check_rc"
