@@ -28,3 +28,14 @@ echo "== cargo clippy -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== cargo test"
 cargo test --workspace --locked
+
+# --- Short load test (goose; see scripts/loadtest.sh) -----------------------
+# 200 users with no think time for 20 s against a release cartd on the Redis +
+# PostgreSQL backend, sessions living 5 s so carts expire during the run. Fails
+# on any 5xx, transport error or unexpected answer, and on any conservation
+# violation (available + reserved + sold == stock; reserved back to 0 after the
+# carts expire; sold == the units checkouts confirmed; flash-1 never oversold).
+# Its last line is the one-line summary; reports go to /var/tmp/cartd-loadtest/.
+echo "== load test: 200 users, shopper+browser+tutorial+flashsale, 20 s"
+scripts/loadtest.sh --users 200 --increase-rate 100 --run-time 20s \
+  --scenarios shopper,browser,tutorial,flashsale --think off --ttl 5 --sweep-ms 500

@@ -1,0 +1,291 @@
+#!/usr/bin/env bash
+# Load test of cartd with goose (the `cartd-loadtest` crate in loadtest/), on
+# this machine only (127.0.0.1), bounded in users, rate and time.
+#
+# What it does, in order:
+#   1. raises `ulimit -n` (each user holds a connection, and cartd one per user);
+#   2. runs scripts/services.sh: installs/starts Redis and PostgreSQL if needed;
+#   3. builds release `cartd` and `cartd-loadtest` (skip with --no-build);
+#   4. starts a release cartd with the Redis backend on a free loopback port,
+#      with a Redis key prefix and a PostgreSQL schema of its own
+#      (loadtest-<run>: and loadtest_<run>), a known admin token, the session TTL
+#      asked for, and a high line limit; waits for /readyz;
+#   5. seeds the stock through the API: inv-1..inv-N with plenty of units and
+#      flash-1 with a few (the flash sale races for them), recording the totals;
+#   6. runs goose with the users, rate, time and scenarios asked for, writing
+#      <dir>/report.html (goose's report, with graphs) and <dir>/summary.json +
+#      summary.md (per request type: count, failures, status codes, p50/p95/p99,
+#      req/s). Metrics are kept from the first request (--no-reset-metrics), so
+#      an error while users start counts too. Any 5xx, transport error or
+#      unexpected answer fails the run; expected refusals (409
+#      insufficient_stock, 404 session_not_found after expiry) do not;
+#   7. checks conservation through the API for every seeded item: available +
+#      reserved + sold == stock when the load stops; reserved back to 0 within
+#      TTL + a few sweeper intervals; sold == the units the 201 checkouts
+#      confirmed; flash-1 never oversold (also watched 4x/s during the run);
+#      and, when the binary has it, `cartd reconcile` (reserved == hold ledger);
+#   8. always (trap): stops cartd, drops its schema and deletes its Redis keys.
+# Exit status 0 only when goose saw no failure and every check passed. The last
+# line printed is a one-line summary.
+#
+# Usage: scripts/loadtest.sh [options] [-- extra goose options]
+#   -u, --users N           concurrent users (default 100)
+#   -r, --increase-rate R   users started per second (default users/5, at least 1)
+#   -t, --run-time T        time to run once all users started, goose syntax: 30s, 2m (default 30s)
+#   -s, --scenarios LIST    goose --scenarios: comma-separated names among shopper, browser,
+#                           tutorial, flashsale, expirystorm (default: all five)
+#       --weights LIST      e.g. shopper=1,browser=1 (default shopper=4,browser=4,tutorial=2,
+#                           flashsale=1,expirystorm=1; CARTD_LOADTEST_WEIGHTS)
+#       --think on|off|A-B  think time between a user's steps: on = 1-3 s (default),
+#                           off = none, A-B = random between A and B seconds
+#       --ttl SECS          cartd's session TTL (default 30)
+#       --sweep-ms MS       cartd's sweeper interval (default 1000)
+#       --items N           items inv-1..inv-N (default 100)
+#       --units N           units of each inv-K (default 1000000)
+#       --flash-units N     units of flash-1 (default 50)
+#       --storm-period S    seconds between expiry-storm waves (default 5)
+#   -o, --report-dir DIR    where reports go (default /var/tmp/cartd-loadtest/<run>)
+#       --no-build          use the binaries already built
+#       --keep              leave the schema and Redis keys in place (for a post-mortem)
+#   -h, --help              this text
+# Examples:
+#   scripts/loadtest.sh -u 200 -r 100 -t 20s -s shopper,browser,tutorial,flashsale --think off --ttl 5
+#   scripts/loadtest.sh -u 1000 -r 200 -t 60s -s shopper,browser --weights shopper=1,browser=1
+# Builds into $CARGO_TARGET_DIR (default /var/tmp/cartd-target, as scripts/test.sh).
+# Needs Redis and PostgreSQL as scripts/services.sh sets them up (root or sudo the first time).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; }
+log() { printf 'loadtest: %s\n' "$*" >&2; }
+die() { log "$*"; exit 2; }
+
+users=100
+rate=""
+run_time=30s
+scenarios=shopper,browser,tutorial,flashsale,expirystorm
+weights="${CARTD_LOADTEST_WEIGHTS:-}"
+think=on
+ttl=30
+sweep_ms=1000
+items=100
+units=1000000
+flash_units=50
+storm_period=5
+report_dir=""
+build=1
+keep=0
+extra=()
+while [ $# -gt 0 ]; do
+  case "$1" in
+    -u | --users) users="$2"; shift 2 ;;
+    -r | --increase-rate) rate="$2"; shift 2 ;;
+    -t | --run-time) run_time="$2"; shift 2 ;;
+    -s | --scenarios) scenarios="$2"; shift 2 ;;
+    --weights) weights="$2"; shift 2 ;;
+    --think) think="$2"; shift 2 ;;
+    --ttl) ttl="$2"; shift 2 ;;
+    --sweep-ms) sweep_ms="$2"; shift 2 ;;
+    --items) items="$2"; shift 2 ;;
+    --units) units="$2"; shift 2 ;;
+    --flash-units) flash_units="$2"; shift 2 ;;
+    --storm-period) storm_period="$2"; shift 2 ;;
+    -o | --report-dir) report_dir="$2"; shift 2 ;;
+    --no-build) build=0; shift ;;
+    --keep) keep=1; shift ;;
+    -h | --help) usage; exit 0 ;;
+    --) shift; extra=("$@"); break ;;
+    *) usage >&2; die "unknown option: $1" ;;
+  esac
+done
+for n in users ttl sweep_ms items units flash_units; do
+  if ! [[ "${!n}" =~ ^[0-9]+$ ]] || [ "${!n}" -eq 0 ]; then
+    die "--${n//_/-} must be a positive whole number, not '${!n}'"
+  fi
+done
+[ "$users" -le 20000 ] || die "--users is capped at 20000 on this machine"
+[ -n "$rate" ] || rate=$((users / 5 > 0 ? users / 5 : 1))
+case "$think" in on) think_env=1 ;; off) think_env=0 ;; *) think_env="$think" ;; esac
+
+if ! command -v cargo >/dev/null && [ -f "$HOME/.cargo/env" ]; then
+  # shellcheck disable=SC1091
+  . "$HOME/.cargo/env"
+fi
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/cartd-target}"
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+
+# 1. File descriptors: a goose user keeps a connection open, and cartd its
+# side of it, plus pools to Redis and PostgreSQL.
+need_fds=$((users * 2 + 4096))
+want_fds=$((need_fds > 65536 ? need_fds : 65536))
+ulimit -n "$want_fds" 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+have_fds=$(ulimit -n)
+if [ "$have_fds" != unlimited ] && [ "$have_fds" -lt "$need_fds" ]; then
+  die "ulimit -n is $have_fds (hard limit $(ulimit -Hn)); $users users need about $need_fds"
+fi
+
+# 2. Redis and PostgreSQL.
+scripts/services.sh
+
+# 3. Release binaries.
+if [ "$build" = 1 ]; then
+  log "building release cartd and cartd-loadtest into $CARGO_TARGET_DIR"
+  build_start=$SECONDS
+  cargo build --release -p cartd -p cartd-loadtest
+  log "built in $((SECONDS - build_start)) s"
+fi
+cartd_bin="$CARGO_TARGET_DIR/release/cartd"
+lt_bin="$CARGO_TARGET_DIR/release/cartd-loadtest"
+if [ ! -x "$cartd_bin" ] || [ ! -x "$lt_bin" ]; then
+  die "missing $cartd_bin or $lt_bin (build them, or drop --no-build)"
+fi
+
+# 4. A cartd of this run's own.
+run="$(date +%Y%m%d_%H%M%S)_$$"
+prefix="loadtest-$run:"
+schema="loadtest_$run"
+if [ -z "$report_dir" ]; then
+  report_dir="/var/tmp/cartd-loadtest/$run"
+  # Keep the 20 most recent runs in the default place.
+  mkdir -p /var/tmp/cartd-loadtest
+  find /var/tmp/cartd-loadtest -mindepth 1 -maxdepth 1 -type d -name '[0-9]*_[0-9]*_[0-9]*' -printf '%T@ %p\n' |
+    sort -rn | tail -n +20 | cut -d' ' -f2- | xargs -r rm -rf -- || true
+fi
+mkdir -p "$report_dir"
+report_dir="$(cd "$report_dir" && pwd)"
+token="loadtest-$(od -An -N12 -tx1 /dev/urandom | tr -d ' \n')"
+redis_url="${CART__REDIS__URL:-redis://127.0.0.1:6379}"
+pg_url="${CART__POSTGRES__URL:-postgres://cartd:cartd@127.0.0.1:5432/cartd}"
+cartd_pid=""
+
+cleanup() {
+  local rc=$?
+  if [ -n "$cartd_pid" ] && kill -0 "$cartd_pid" 2>/dev/null; then
+    kill -TERM "$cartd_pid" 2>/dev/null || true
+    for _ in $(seq 150); do kill -0 "$cartd_pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$cartd_pid" 2>/dev/null || true
+    wait "$cartd_pid" 2>/dev/null || true
+  fi
+  if [ "$keep" = 1 ]; then
+    log "kept schema $schema and Redis keys $prefix* (--keep)"
+  else
+    psql "$pg_url" -qtAX -c "drop schema if exists $schema cascade" >/dev/null 2>&1 ||
+      log "could not drop schema $schema"
+    redis-cli -u "$redis_url" --scan --pattern "$prefix*" 2>/dev/null |
+      xargs -r -n 500 redis-cli -u "$redis_url" del >/dev/null 2>&1 || log "could not delete Redis keys $prefix*"
+  fi
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+log "run $run: cartd with Redis prefix $prefix, PostgreSQL schema $schema, TTL ${ttl}s; reports in $report_dir"
+env CART__BACKEND=redis \
+  CART__HTTP__ADDR=127.0.0.1:0 \
+  CART__REDIS__URL="$redis_url" \
+  CART__REDIS__KEY_PREFIX="$prefix" \
+  CART__POSTGRES__URL="$pg_url" \
+  CART__POSTGRES__SCHEMA="$schema" \
+  CART__ADMIN__TOKEN="$token" \
+  CART__SESSION__TTL_SECS="$ttl" \
+  CART__SWEEPER__INTERVAL_MS="$sweep_ms" \
+  CART__LIMITS__MAX_LINES=1000 \
+  CART__LOG__FORMAT=json \
+  CART__LOG__FILTER=info \
+  "$cartd_bin" >"$report_dir/cartd.log" 2>&1 &
+cartd_pid=$!
+
+port=""
+for _ in $(seq 300); do
+  kill -0 "$cartd_pid" 2>/dev/null || { tail -n 20 "$report_dir/cartd.log" >&2; die "cartd exited at start"; }
+  port=$(grep -o 'listening on http://127\.0\.0\.1:[0-9]*' "$report_dir/cartd.log" | head -n 1 | sed 's/.*://') || true
+  [ -n "$port" ] && break
+  sleep 0.1
+done
+[ -n "$port" ] || die "cartd did not report its port (see $report_dir/cartd.log)"
+base="http://127.0.0.1:$port"
+# GET /readyz answers 200 once Redis and PostgreSQL (with the schema migrated)
+# answer. Plain bash, so nothing beyond services.sh's packages is needed.
+ready() {
+  (
+    exec 3<>"/dev/tcp/127.0.0.1/$port" || exit 1
+    printf 'GET /readyz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n' >&3
+    IFS= read -r -t 5 status <&3 || exit 1
+    [[ "$status" == "HTTP/1.1 200"* ]]
+  ) 2>/dev/null
+}
+for _ in $(seq 600); do
+  ready && break
+  kill -0 "$cartd_pid" 2>/dev/null || die "cartd exited before it was ready (see $report_dir/cartd.log)"
+  sleep 0.1
+done
+ready || die "cartd at $base not ready after 60 s (see $report_dir/cartd.log)"
+log "cartd (pid $cartd_pid) ready at $base"
+
+# 5. Stock.
+CARTD_LOADTEST_ADMIN_TOKEN="$token" "$lt_bin" seed --host "$base" --items "$items" --units "$units" \
+  --flash-units "$flash_units" --out "$report_dir/stock.json" >&2
+
+# 6. The load.
+log "goose: $users users, $rate/s, $run_time, scenarios $scenarios, think $think"
+set +e
+env CARTD_LOADTEST_THINK="$think_env" \
+  CARTD_LOADTEST_ITEMS="$items" \
+  CARTD_LOADTEST_WEIGHTS="$weights" \
+  CARTD_LOADTEST_STORM_PERIOD="$storm_period" \
+  CARTD_LOADTEST_FLASH_STOCK="$flash_units" \
+  CARTD_LOADTEST_SUMMARY="$report_dir/summary.json" \
+  "$lt_bin" --host "$base" --users "$users" --increase-rate "$rate" --run-time "$run_time" \
+  --scenarios "$scenarios" --no-reset-metrics --report-file "$report_dir/report.html" \
+  "${extra[@]}" >"$report_dir/goose.log" 2>&1
+goose_rc=$?
+set -e
+goose_line=$(grep '^cartd-loadtest: ' "$report_dir/goose.log" | tail -n 1 || true)
+[ -f "$report_dir/summary.md" ] && cat "$report_dir/summary.md" >&2
+grep '^cartd-loadtest: FAIL' "$report_dir/goose.log" >&2 || true
+if [ -z "$goose_line" ]; then
+  tail -n 30 "$report_dir/goose.log" >&2
+  goose_line="cartd-loadtest: goose ended without a summary (exit $goose_rc; see $report_dir/goose.log)"
+  [ "$goose_rc" -ne 0 ] || goose_rc=2
+fi
+
+# 7. Conservation.
+ledger_rc=0
+ledger_check() {
+  local help
+  help=$("$cartd_bin" --help 2>/dev/null || true)
+  if grep -q '^ *reconcile' <<<"$help"; then
+    env CART__BACKEND=redis CART__REDIS__URL="$redis_url" CART__REDIS__KEY_PREFIX="$prefix" \
+      CART__POSTGRES__URL="$pg_url" CART__POSTGRES__SCHEMA="$schema" CART__ADMIN__TOKEN="$token" \
+      "$cartd_bin" reconcile >>"$report_dir/reconcile.log" 2>&1 || {
+      ledger_rc=1
+      log "cartd reconcile ($1) found differences between reserved and the hold ledger:"
+      tail -n 20 "$report_dir/reconcile.log" >&2
+    }
+  fi
+}
+ledger_check "when the load stopped"
+settle=$((ttl + 5 * sweep_ms / 1000 + 10))
+summary_arg=()
+[ -f "$report_dir/summary.json" ] && summary_arg=(--summary "$report_dir/summary.json")
+set +e
+"$lt_bin" check --host "$base" --stock "$report_dir/stock.json" "${summary_arg[@]}" \
+  --settle-secs "$settle" --out "$report_dir/conservation.json" >"$report_dir/conservation.log" 2>&1
+check_rc=$?
+set -e
+cat "$report_dir/conservation.log" >&2
+ledger_check "after the carts expired"
+check_line=$(grep '^conservation: ' "$report_dir/conservation.log" | tail -n 1 || echo "conservation: not checked (exit $check_rc)")
+
+alive=yes
+kill -0 "$cartd_pid" 2>/dev/null || alive=no
+errors_logged=$(grep -c '"level":"ERROR"' "$report_dir/cartd.log" || true)
+verdict=PASS
+if [ "$goose_rc" -ne 0 ] || [ "$check_rc" -ne 0 ] || [ "$ledger_rc" -ne 0 ] || [ "$alive" = no ]; then
+  verdict=FAIL
+fi
+[ "$alive" = yes ] || log "cartd died during the run (see $report_dir/cartd.log)"
+log "files: $report_dir/{report.html,summary.json,summary.md,conservation.json,goose.log,cartd.log}"
+echo "loadtest $verdict :: ${goose_line#cartd-loadtest: } :: ${check_line#conservation: } :: cartd error lines logged: $errors_logged :: $report_dir"
+[ "$verdict" = PASS ]
