@@ -69,7 +69,8 @@ pub async fn add_to_cart<B: Backend>(
 /// Tutorial route: the cart's lines.
 #[utoipa::path(
     get, path = "/get-cart", tag = "tutorial",
-    params(("cart-session-id" = Option<String>, Header, description = "The cart session")),
+    params(("cart-session-id" = String, Header,
+        description = "The cart session; without it the answer is 400, malformed or unknown is 404 `Cart is empty`")),
     responses(
         (status = 200, description = "The cart's lines", body = GetCartResponse),
         (status = 400, description = "No `cart-session-id` header: `{\"data\": []}`", body = GetCartResponse),
@@ -121,7 +122,9 @@ pub async fn create_cart<B: Backend>(State(app): AppS<B>) -> Result<Response, Ap
 /// The cart.
 #[utoipa::path(
     get, path = "/v1/cart", tag = "carts",
-    params(("cart-session-id" = String, Header, description = "The cart session")),
+    params(("cart-session-id" = String, Header, description = "The cart session (a UUID v4)",
+        format = "uuid", pattern = "^[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-4[0-9A-Fa-f]{3}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}$",
+        example = "8b6f3b84-5d1c-4e0f-9a7b-2c3d4e5f6a7b")),
     responses(
         (status = 200, description = "The cart", body = CartBody,
             headers(("cart-session-id" = String, description = "The cart session id"))),
@@ -139,8 +142,12 @@ pub async fn get_cart<B: Backend>(State(app): AppS<B>, headers: HeaderMap) -> Re
 #[utoipa::path(
     put, path = "/v1/cart/items/{product_id}", tag = "carts",
     params(
-        ("product_id" = String, Path, description = "The product (1-64 of `[A-Za-z0-9._:-]`)"),
-        ("cart-session-id" = Option<String>, Header, description = "The cart session; without it a new cart is made"),
+        ("product_id" = String, Path, description = "The product (1-64 of `[A-Za-z0-9._:-]`)",
+            min_length = 1, max_length = 64, pattern = "^[A-Za-z0-9._:-]+$"),
+        ("cart-session-id" = Option<String>, Header,
+            description = "The cart session (a UUID v4); without it a new cart is made", nullable = false,
+            format = "uuid", pattern = "^[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-4[0-9A-Fa-f]{3}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}$",
+            example = "8b6f3b84-5d1c-4e0f-9a7b-2c3d4e5f6a7b"),
     ),
     request_body = SetLineRequest,
     responses(
@@ -172,8 +179,11 @@ pub async fn set_line<B: Backend>(
 #[utoipa::path(
     delete, path = "/v1/cart/items/{product_id}", tag = "carts",
     params(
-        ("product_id" = String, Path, description = "The product"),
-        ("cart-session-id" = String, Header, description = "The cart session"),
+        ("product_id" = String, Path, description = "The product",
+            min_length = 1, max_length = 64, pattern = "^[A-Za-z0-9._:-]+$"),
+        ("cart-session-id" = String, Header, description = "The cart session (a UUID v4)",
+            format = "uuid", pattern = "^[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-4[0-9A-Fa-f]{3}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}$",
+            example = "8b6f3b84-5d1c-4e0f-9a7b-2c3d4e5f6a7b"),
     ),
     responses(
         (status = 200, description = "The cart after the change", body = CartBody,
@@ -196,7 +206,9 @@ pub async fn remove_line<B: Backend>(
 /// Closes the cart and releases all its holds.
 #[utoipa::path(
     delete, path = "/v1/cart", tag = "carts",
-    params(("cart-session-id" = String, Header, description = "The cart session")),
+    params(("cart-session-id" = String, Header, description = "The cart session (a UUID v4)",
+        format = "uuid", pattern = "^[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-4[0-9A-Fa-f]{3}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}$",
+        example = "8b6f3b84-5d1c-4e0f-9a7b-2c3d4e5f6a7b")),
     responses(
         (status = 204, description = "Closed; its stock is available again"),
         (status = 400, body = ErrorBody), (status = 404, description = "`session_not_found`", body = ErrorBody),
@@ -212,7 +224,9 @@ pub async fn abandon_cart<B: Backend>(State(app): AppS<B>, headers: HeaderMap) -
 /// Checks the cart out: its holds become sold and the session closes.
 #[utoipa::path(
     post, path = "/v1/cart/checkout", tag = "carts",
-    params(("cart-session-id" = String, Header, description = "The cart session")),
+    params(("cart-session-id" = String, Header, description = "The cart session (a UUID v4)",
+        format = "uuid", pattern = "^[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-4[0-9A-Fa-f]{3}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}$",
+        example = "8b6f3b84-5d1c-4e0f-9a7b-2c3d4e5f6a7b")),
     responses(
         (status = 201, description = "The order", body = OrderBody),
         (status = 200, description = "A retry: the order made earlier for this cart", body = OrderBody),
@@ -230,7 +244,8 @@ pub async fn checkout<B: Backend>(State(app): AppS<B>, headers: HeaderMap) -> Re
 /// An inventory item's counts.
 #[utoipa::path(
     get, path = "/v1/inventory/{inventory_id}", tag = "inventory",
-    params(("inventory_id" = String, Path, description = "The item")),
+    params(("inventory_id" = String, Path, description = "The item",
+        min_length = 1, max_length = 64, pattern = "^[A-Za-z0-9._:-]+$")),
     responses(
         (status = 200, description = "The counts", body = StockBody),
         (status = 400, body = ErrorBody), (status = 404, description = "`inventory_not_found`", body = ErrorBody),
@@ -249,7 +264,8 @@ pub async fn get_stock<B: Backend>(
 /// Creates an item or sets its available count (admin).
 #[utoipa::path(
     put, path = "/v1/inventory/{inventory_id}", tag = "inventory",
-    params(("inventory_id" = String, Path, description = "The item")),
+    params(("inventory_id" = String, Path, description = "The item",
+        min_length = 1, max_length = 64, pattern = "^[A-Za-z0-9._:-]+$")),
     request_body = SetStockRequest,
     security(("admin_token" = [])),
     responses(

@@ -5,6 +5,7 @@
 use std::time::{Duration, UNIX_EPOCH};
 
 use domain::{Cart, Line, Order, StockLevel, Timestamp};
+use serde::de::{self, Deserializer, Unexpected, Visitor};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -18,8 +19,10 @@ pub struct AddToCartRequest {
     /// The inventory item the units are held from.
     #[schema(min_length = 1, max_length = 64, pattern = "^[A-Za-z0-9._:-]+$", example = "inv-1")]
     pub inventory_id: String,
-    /// The line's new quantity (0 removes the line).
-    #[schema(minimum = 0, example = 2)]
+    /// The line's new quantity (0 removes the line), at most `limits.max_quantity`
+    /// (100 unless configured otherwise).
+    #[schema(minimum = 0, maximum = 100, example = 2)]
+    #[serde(deserialize_with = "integer_u32")]
     pub quantity: u32,
 }
 
@@ -95,8 +98,10 @@ pub struct SetLineRequest {
     /// The inventory item to hold units from.
     #[schema(min_length = 1, max_length = 64, pattern = "^[A-Za-z0-9._:-]+$", example = "inv-1")]
     pub inventory_id: String,
-    /// The line's new quantity; 0 removes the line.
-    #[schema(minimum = 0, example = 2)]
+    /// The line's new quantity; 0 removes the line. At most `limits.max_quantity`
+    /// (100 unless configured otherwise).
+    #[schema(minimum = 0, maximum = 100, example = 2)]
+    #[serde(deserialize_with = "integer_u32")]
     pub quantity: u32,
 }
 
@@ -150,6 +155,7 @@ impl StockBody {
 pub struct SetStockRequest {
     /// The new available count.
     #[schema(minimum = 0, maximum = 1_000_000_000, example = 100)]
+    #[serde(deserialize_with = "integer_u32")]
     pub available: u32,
 }
 
@@ -172,9 +178,71 @@ pub struct StatusBody {
     pub status: String,
 }
 
+/// Deserializes a `u32` from any JSON number with an integral value.
+///
+/// The OpenAPI document declares these fields `integer`, and JSON Schema counts
+/// `2.0` (or `1e3`) as an integer, so a client validating against the document
+/// may send one: it means the same as `2`. Fractions, negatives, values beyond
+/// `u32` and non-numbers are still errors (400 `invalid_request`).
+fn integer_u32<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u32, D::Error> {
+    struct IntegerU32;
+
+    impl Visitor<'_> for IntegerU32 {
+        type Value = u32;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a non-negative integer that fits in 32 bits")
+        }
+
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<u32, E> {
+            u32::try_from(v).map_err(|_| E::invalid_value(Unexpected::Unsigned(v), &self))
+        }
+
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<u32, E> {
+            u32::try_from(v).map_err(|_| E::invalid_value(Unexpected::Signed(v), &self))
+        }
+
+        fn visit_f64<E: de::Error>(self, v: f64) -> Result<u32, E> {
+            if v.fract() == 0.0 && (0.0..=f64::from(u32::MAX)).contains(&v) {
+                // Integral and in range, so the conversion is exact.
+                Ok(v as u32)
+            } else {
+                Err(E::invalid_value(Unexpected::Float(v), &self))
+            }
+        }
+    }
+
+    deserializer.deserialize_u32(IntegerU32)
+}
+
 /// RFC 3339 in UTC with milliseconds.
 #[must_use]
 pub fn rfc3339(t: Timestamp) -> String {
     let ms = u64::try_from(t.as_millis()).unwrap_or(0);
     humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn available(json: &str) -> Result<u32, serde_json::Error> {
+        serde_json::from_str::<SetStockRequest>(&format!(r#"{{"available": {json}}}"#)).map(|r| r.available)
+    }
+
+    #[test]
+    fn integral_numbers_are_integers_whatever_their_spelling() {
+        for (json, want) in [("0", 0), ("7", 7), ("7.0", 7), ("1e3", 1000), ("-0.0", 0), ("4294967295", u32::MAX)] {
+            assert_eq!(available(json).unwrap(), want, "{json}");
+        }
+    }
+
+    #[test]
+    fn fractions_negatives_huge_numbers_and_non_numbers_are_refused() {
+        for json in
+            ["1.5", "-1", "-1.0", "4294967296", "4294967296.0", "1e30", "18446744073709551616", "\"1\"", "null", "true"]
+        {
+            assert!(available(json).is_err(), "{json} was accepted");
+        }
+    }
 }
