@@ -101,7 +101,7 @@ run() { # name, command...
   local name=$1; shift
   log "$name"
   local line
-  line=$("$@" 2>&1 | tee "$OUT/$name.log" | grep -E '^RESULT|requests per second|^tps = ' | tail -n 1)
+  line=$("$@" 2>&1 | tr '\r' '\n' | tee "$OUT/$name.log" | grep -E '^RESULT|requests per second|^tps = ' | tail -n 1)
   printf '%s %s\n' "$name" "$line" | tee -a "$results" >&2
 }
 W="$PEERS/wrk"

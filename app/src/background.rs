@@ -45,38 +45,53 @@ impl Shutdown {
 
 /// Every `interval`, releases carts past their deadline in batches of `batch`
 /// until none are left, then waits again.
-pub async fn sweeper<B: Backend>(state: Arc<AppState<B>>, interval: Duration, batch: u32, mut shutdown: Shutdown) {
+///
+/// `concurrency` batches run at once: the inventory hands each a different set
+/// of carts (`SKIP LOCKED`), so a storm of carts expiring together is spread
+/// over the database's cores.
+pub async fn sweeper<B: Backend>(
+    state: Arc<AppState<B>>,
+    interval: Duration,
+    batch: u32,
+    concurrency: usize,
+    mut shutdown: Shutdown,
+) {
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    tracing::info!(?interval, batch, "sweeper started");
+    tracing::info!(?interval, batch, concurrency, "sweeper started");
     loop {
         tokio::select! {
             _ = ticker.tick() => {}
             () = shutdown.wait() => break,
         }
-        loop {
-            match state.service.release_expired(batch).await {
-                Ok(released) => {
-                    if released.carts > 0 {
-                        tracing::debug!(
-                            carts = released.carts,
-                            units = released.units,
-                            "sweeper released expired carts"
-                        );
-                    }
-                    if released.carts < u64::from(batch) {
-                        break;
-                    }
+        let mut drains = tokio::task::JoinSet::new();
+        for _ in 0..concurrency.max(1) {
+            drains.spawn(drain(state.clone(), batch));
+        }
+        while drains.join_next().await.is_some() {}
+    }
+    tracing::info!("sweeper stopped");
+}
+
+/// Releases batches of expired carts until a batch comes back short.
+async fn drain<B: Backend>(state: Arc<AppState<B>>, batch: u32) {
+    loop {
+        match state.service.release_expired(batch).await {
+            Ok(released) => {
+                if released.carts > 0 {
+                    tracing::debug!(carts = released.carts, units = released.units, "sweeper released expired carts");
                 }
-                Err(e) => {
-                    count_store_error(&state, &e);
-                    tracing::warn!(error = %error_chain(&e), "sweeper could not release expired carts; will retry");
+                if released.carts < u64::from(batch) {
                     break;
                 }
             }
+            Err(e) => {
+                count_store_error(&state, &e);
+                tracing::warn!(error = %error_chain(&e), "sweeper could not release expired carts; will retry");
+                break;
+            }
         }
     }
-    tracing::info!("sweeper stopped");
 }
 
 /// Releases in flight at once from expiry events: enough to keep up with a

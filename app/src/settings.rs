@@ -52,6 +52,7 @@ sliding = false
 [sweeper]
 interval_ms = 1000
 batch = 500
+concurrency = 2
 
 [limits]
 max_quantity = 100
@@ -191,6 +192,7 @@ struct RawSession {
 struct RawSweeper {
     interval_ms: u64,
     batch: u32,
+    concurrency: usize,
 }
 
 #[derive(Debug, Deserialize)]
@@ -324,6 +326,8 @@ pub struct Settings {
     pub sweeper_interval: Duration,
     /// Carts released per sweeper batch.
     pub sweeper_batch: u32,
+    /// Sweeper batches running at once.
+    pub sweeper_concurrency: usize,
     /// Cart size limits.
     pub limits: Limits,
     /// The admin bearer token; `None` means generate one at start.
@@ -405,6 +409,9 @@ impl Settings {
         }
         if raw.sweeper.batch == 0 {
             return Err(invalid("sweeper.batch", "must be at least 1"));
+        }
+        if !(1..=16).contains(&raw.sweeper.concurrency) {
+            return Err(invalid("sweeper.concurrency", "must be between 1 and 16"));
         }
         if !(256..=16 * 1024 * 1024).contains(&raw.http.max_body_bytes) {
             return Err(invalid("http.max_body_bytes", "must be between 256 and 16777216"));
@@ -510,6 +517,7 @@ impl Settings {
             expiry: ExpiryPolicy { ttl, mode },
             sweeper_interval: Duration::from_millis(raw.sweeper.interval_ms),
             sweeper_batch: raw.sweeper.batch,
+            sweeper_concurrency: raw.sweeper.concurrency,
             limits,
             admin_token,
             cors_allowed_origins,

@@ -229,8 +229,10 @@ fn wire<B: Backend>(state: Arc<AppState<B>>, settings: &Settings) -> (Router, Sp
         request_timeout: settings.http.request_timeout,
     };
     let router = router(state.clone(), &options);
-    let (interval, batch) = (settings.sweeper_interval, settings.sweeper_batch);
-    let spawner: Spawner = Box::new(move |shutdown| vec![tokio::spawn(sweeper(state, interval, batch, shutdown))]);
+    let (interval, batch, concurrency) =
+        (settings.sweeper_interval, settings.sweeper_batch, settings.sweeper_concurrency);
+    let spawner: Spawner =
+        Box::new(move |shutdown| vec![tokio::spawn(sweeper(state, interval, batch, concurrency, shutdown))]);
     (router, spawner)
 }
 
