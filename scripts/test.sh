@@ -18,9 +18,9 @@ scripts/services.sh
 # Tests work in Redis key prefixes `test-*` and PostgreSQL schemas `test_*` of
 # their own; clear what earlier runs left behind.
 redis-cli -h 127.0.0.1 --scan --pattern 'test-*' | xargs -r -n 500 redis-cli -h 127.0.0.1 del >/dev/null
-PGPASSWORD=cartd psql -h 127.0.0.1 -U cartd -d cartd -qtAX -c \
+PGOPTIONS=--client-min-messages=warning PGPASSWORD=cartd psql -h 127.0.0.1 -U cartd -d cartd -qtAX -c \
   "select 'drop schema ' || nspname || ' cascade;' from pg_namespace where nspname like 'test\_%'" |
-  PGPASSWORD=cartd psql -h 127.0.0.1 -U cartd -d cartd -q >/dev/null
+  PGOPTIONS=--client-min-messages=warning PGPASSWORD=cartd psql -h 127.0.0.1 -U cartd -d cartd -q >/dev/null
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check

@@ -40,7 +40,7 @@ pool_size = 16
 timeout_ms = 2000
 migrate_on_start = true
 hold_batch_max = 256
-hold_batches_in_flight = 2
+hold_batches_in_flight = 1
 
 [listener]
 enabled = true
