@@ -151,9 +151,19 @@ impl Application {
                 let schema = settings.postgres.schema.clone();
                 let migrate = settings.postgres.migrate_on_start;
                 let spawn: Spawner = Box::new(move |shutdown: Shutdown| {
-                    let mut tasks = spawn(shutdown.clone());
+                    let mut tasks = Vec::new();
                     if migrate {
-                        tasks.push(tokio::spawn(migrate_until_done(inventory, schema, shutdown.clone())));
+                        // The sweeper starts once the schema is in place:
+                        // before that every sweep would fail and say so.
+                        let after = shutdown.clone();
+                        tasks.push(tokio::spawn(async move {
+                            migrate_until_done(inventory, schema, after.clone()).await;
+                            for task in spawn(after) {
+                                let _ = task.await;
+                            }
+                        }));
+                    } else {
+                        tasks.extend(spawn(shutdown.clone()));
                     }
                     if let Some(listener_settings) = listener_settings {
                         match RedisExpiryListener::spawn(&listener_settings) {
