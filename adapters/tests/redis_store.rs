@@ -28,14 +28,7 @@ fn redis_url() -> String {
 }
 
 fn describe(e: &PortError) -> String {
-    let mut s = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cause = c.source();
-    }
-    s
+    domain::error_chain(e)
 }
 
 fn unreachable(url: &str, e: &dyn std::fmt::Display) -> ! {

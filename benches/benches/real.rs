@@ -37,14 +37,7 @@ fn env_or(name: &str, default: &str) -> String {
 
 /// `e` and its sources, for the skip message.
 fn chain(e: &dyn StdError) -> String {
-    let mut s = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cause = c.source();
-    }
-    s
+    domain::error_chain(e)
 }
 
 /// Hides the password of a `scheme://user:password@host` URL.

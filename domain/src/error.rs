@@ -39,6 +39,20 @@ pub enum CartError {
     Unavailable(#[source] PortError),
 }
 
+/// `err: cause: cause...` on one line: an error and its whole `source()` chain,
+/// for logs and messages (adapters keep the driver's error as the source).
+#[must_use]
+pub fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut out = err.to_string();
+    let mut source = err.source();
+    while let Some(e) = source {
+        out.push_str(": ");
+        out.push_str(&e.to_string());
+        source = e.source();
+    }
+    out
+}
+
 impl From<PortError> for CartError {
     fn from(e: PortError) -> Self {
         CartError::Unavailable(e)

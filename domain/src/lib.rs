@@ -18,7 +18,7 @@ pub mod service;
 pub mod time;
 
 pub use cart::{Cart, Line, Order, StockLevel};
-pub use error::CartError;
+pub use error::{CartError, error_chain};
 pub use ids::{CartId, IdError, InventoryId, OrderId, ProductId};
 pub use policy::{ExpiryMode, ExpiryPolicy, Limits, PolicyError, SessionTtl};
 pub use quantity::{Quantity, QuantityError, StockCount};

@@ -3,6 +3,9 @@
 -- sale. 200 = held, 409 = sold out. Carts need a line limit high enough for
 -- requests / sessions lines (CART__LIMITS__MAX_LINES, at most 1000).
 -- usage: wrk -t2 -c64 -d15s -s flash-sale.lua http://127.0.0.1:8080 -- sessions.txt ITEM
+local dir = debug.getinfo(1, "S").source:match("^@(.*/)") or "./"
+local common = dofile(dir .. "common.lua")
+
 local counter = 0
 function setup(thread)
   counter = counter + 1
@@ -11,8 +14,7 @@ end
 
 local ids, n, item, seq
 function init(args)
-  ids = {}
-  for line in io.lines(args[1]) do if #line > 0 then ids[#ids + 1] = line end end
+  ids = common.load_ids(args[1])
   n = #ids
   item = args[2] or "flash-1"
   seq = 0
@@ -27,11 +29,4 @@ function request()
   return wrk.format("PUT", "/v1/cart/items/f-" .. (tid or 0) .. "-" .. seq, headers, body)
 end
 
-function done(summary, latency, requests)
-  local secs = summary.duration / 1e6
-  local e = summary.errors
-  io.write(string.format(
-    "RESULT requests=%d duration_s=%.2f rps=%.0f p50_ms=%.3f p99_ms=%.3f non2xx=%d connect_err=%d read_err=%d write_err=%d timeout=%d\n",
-    summary.requests, secs, summary.requests / secs, latency:percentile(50) / 1000, latency:percentile(99) / 1000,
-    e.status, e.connect, e.read, e.write, e.timeout))
-end
+done = common.done

@@ -5,6 +5,9 @@
 --   ITEMS: inventory ids PREFIX1..PREFIX<ITEMS> (default 10000, PREFIX "sku-")
 --   PRODUCTS: product ids per cart (default 20; the cart's line limit must allow it)
 -- Prints the same RESULT line as ../shared/peers/wrk scripts.
+local dir = debug.getinfo(1, "S").source:match("^@(.*/)") or "./"
+local common = dofile(dir .. "common.lua")
+
 local counter = 0
 function setup(thread)
   counter = counter + 1
@@ -13,8 +16,7 @@ end
 
 local ids, n, items, prefix, products
 function init(args)
-  ids = {}
-  for line in io.lines(args[1]) do if #line > 0 then ids[#ids + 1] = line end end
+  ids = common.load_ids(args[1])
   n = #ids
   items = tonumber(args[2] or "10000")
   prefix = args[3] or "sku-"
@@ -29,11 +31,4 @@ function request()
   return wrk.format("PUT", "/v1/cart/items/p-" .. math.random(products), headers, body)
 end
 
-function done(summary, latency, requests)
-  local secs = summary.duration / 1e6
-  local e = summary.errors
-  io.write(string.format(
-    "RESULT requests=%d duration_s=%.2f rps=%.0f p50_ms=%.3f p99_ms=%.3f non2xx=%d connect_err=%d read_err=%d write_err=%d timeout=%d\n",
-    summary.requests, secs, summary.requests / secs, latency:percentile(50) / 1000, latency:percentile(99) / 1000,
-    e.status, e.connect, e.read, e.write, e.timeout))
-end
+done = common.done

@@ -181,9 +181,13 @@ impl PgInventory {
 
     /// Whether PostgreSQL answers and the schema is in place.
     pub async fn ready(&self) -> bool {
-        let latest = embedded::migrations::runner().get_migrations().iter().map(|m| i64::from(m.version())).max();
         // Every migration this build knows must be applied, not just the first:
         // until then the functions the requests call may be missing or old.
+        // Probes come often; the embedded list is read once.
+        static LATEST: OnceLock<Option<i64>> = OnceLock::new();
+        let latest = *LATEST.get_or_init(|| {
+            embedded::migrations::runner().get_migrations().iter().map(|m| i64::from(m.version())).max()
+        });
         match self.query_one("select max(version)::bigint from refinery_schema_history", &[]).await {
             Ok(row) => row.try_get::<_, Option<i64>>(0).ok().flatten() >= latest,
             Err(_) => false,

@@ -27,7 +27,8 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::{Instant, sleep, sleep_until, timeout};
 
 use super::layout::session_of_key;
-use super::{Error, RedisSettings, chain, check_prefix, client, redacted};
+use super::{Error, RedisSettings, check_prefix, client, redacted};
+use domain::error_chain as chain;
 
 /// Notices waiting for [`ExpiryEvents::next_expired`]; when full the task
 /// stops reading until the consumer catches up.

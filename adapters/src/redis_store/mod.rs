@@ -148,15 +148,3 @@ fn check_prefix(prefix: &str) -> Result<(), Error> {
 fn client(url: &str) -> Result<redis::Client, Error> {
     redis::Client::open(url).map_err(|source| Error::Url { url: redacted(url), source })
 }
-
-/// `e` and its causes on one line, for logs.
-fn chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut s = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cause = c.source();
-    }
-    s
-}

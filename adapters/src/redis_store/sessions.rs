@@ -14,7 +14,8 @@ use redis::aio::MultiplexedConnection;
 use redis::{Cmd, FromRedisValue, RedisError, ScriptInvocation};
 
 use super::layout::{cart_from_hash, line_value, product_field, session_key};
-use super::{Error, RedisSettings, chain, check_prefix, redacted, scripts};
+use super::{Error, RedisSettings, check_prefix, redacted, scripts};
+use domain::error_chain as chain;
 
 /// The Redis [`SessionStore`]. Cheap to share behind an `Arc`; all methods
 /// take `&self`.

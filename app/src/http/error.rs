@@ -127,17 +127,7 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// `err: cause: cause...` on one line, for logs.
-pub fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut out = err.to_string();
-    let mut source = err.source();
-    while let Some(e) = source {
-        out.push_str(": ");
-        out.push_str(&e.to_string());
-        source = e.source();
-    }
-    out
-}
+pub use domain::error_chain;
 
 #[cfg(test)]
 mod tests {

@@ -1,0 +1,27 @@
+-- Shared helpers for cartd's wrk scripts (loaded with dofile from the script's
+-- own directory): the session file and the RESULT line, in the same format as
+-- ../shared/peers/wrk, so both sets of scripts can be compared line by line.
+local M = {}
+
+-- One session id per line of `path`.
+function M.load_ids(path)
+  assert(path, "pass the sessions file after --, e.g. wrk ... -- /path/sessions.txt")
+  local ids = {}
+  for line in io.lines(path) do
+    if #line > 0 then ids[#ids + 1] = line end
+  end
+  assert(#ids > 0, "no session ids in " .. path)
+  return ids
+end
+
+-- One machine-parseable line, printed once at the end.
+function M.done(summary, latency, requests)
+  local secs = summary.duration / 1e6
+  local e = summary.errors
+  io.write(string.format(
+    "RESULT requests=%d duration_s=%.2f rps=%.0f p50_ms=%.3f p99_ms=%.3f non2xx=%d connect_err=%d read_err=%d write_err=%d timeout=%d\n",
+    summary.requests, secs, summary.requests / secs, latency:percentile(50) / 1000, latency:percentile(99) / 1000,
+    e.status, e.connect, e.read, e.write, e.timeout))
+end
+
+return M
