@@ -41,6 +41,7 @@ timeout_ms = 2000
 migrate_on_start = true
 hold_batch_max = 256
 hold_batches_in_flight = 1
+hold_batch_mode = "planned"
 
 [listener]
 enabled = true
@@ -85,6 +86,18 @@ pub enum Backend {
     Memory,
     /// Redis for sessions, PostgreSQL for stock and holds.
     Redis,
+}
+
+/// How a batch of holds runs in PostgreSQL.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HoldBatchMode {
+    /// Lock and read what the batch touches, replay its holds in memory, write
+    /// the net changes: a few statements per batch. The default.
+    Planned,
+    /// The PL/pgSQL loop: one `cartd_set_hold` call (several statements) per
+    /// hold. Slower; kept to compare against.
+    Reference,
 }
 
 /// Log line format.
@@ -172,6 +185,7 @@ struct RawPostgres {
     migrate_on_start: bool,
     hold_batch_max: usize,
     hold_batches_in_flight: usize,
+    hold_batch_mode: HoldBatchMode,
 }
 
 #[derive(Debug, Deserialize)]
@@ -305,6 +319,8 @@ pub struct PostgresSettings {
     pub hold_batch_max: usize,
     /// Batches of holds running at once (each on its own connection).
     pub hold_batches_in_flight: usize,
+    /// How a batch of holds runs.
+    pub hold_batch_mode: HoldBatchMode,
 }
 
 /// Typed, validated settings.
@@ -512,6 +528,7 @@ impl Settings {
                 migrate_on_start: raw.postgres.migrate_on_start,
                 hold_batch_max: raw.postgres.hold_batch_max,
                 hold_batches_in_flight: raw.postgres.hold_batches_in_flight,
+                hold_batch_mode: raw.postgres.hold_batch_mode,
             },
             listener_enabled: raw.listener.enabled,
             expiry: ExpiryPolicy { ttl, mode },

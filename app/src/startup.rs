@@ -6,7 +6,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 
-use adapters::postgres_store::{PgInventory, PgSettings};
+use adapters::postgres_store::{HoldBatchMode as PgHoldBatchMode, PgInventory, PgSettings};
 use adapters::redis_store::{
     ListenerSettings, ListenerStatus, RedisExpiryListener, RedisSessions, RedisSettings as StoreSettings,
 };
@@ -22,7 +22,7 @@ use crate::clock::TokioClock;
 use crate::http::{AppState, Backend, RouterOptions, router};
 use crate::metrics::{Metrics, PoolUse};
 use crate::server::{ServeOptions, serve};
-use crate::settings::{Backend as BackendKind, Secret, Settings};
+use crate::settings::{Backend as BackendKind, HoldBatchMode, Secret, Settings};
 
 /// The in-memory adapters: the embedded default.
 #[derive(Debug, Default)]
@@ -266,6 +266,10 @@ pub fn pg_settings(settings: &Settings) -> PgSettings {
         pool_size: settings.postgres.pool_size,
         hold_batch_max: settings.postgres.hold_batch_max,
         hold_batches_in_flight: settings.postgres.hold_batches_in_flight,
+        hold_batch_mode: match settings.postgres.hold_batch_mode {
+            HoldBatchMode::Planned => PgHoldBatchMode::Planned,
+            HoldBatchMode::Reference => PgHoldBatchMode::Reference,
+        },
         op_timeout: settings.postgres.timeout,
         connect_timeout: settings.postgres.timeout,
     }

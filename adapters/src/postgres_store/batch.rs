@@ -1,6 +1,11 @@
 //! Group commit for holds: `set_hold` requests that arrive while a batch is
-//! running wait for the next one, and each batch is one call of
-//! `cartd_set_hold_batch`: one round trip, one transaction, one commit.
+//! running wait for the next one, and each batch is one transaction and one
+//! commit. By default ([`Mode::Planned`]) a batch takes two round trips: lock
+//! and read what its calls touch, replay the calls in memory
+//! ([`super::plan`]), write the net changes with one statement per table and
+//! commit. [`Mode::Reference`] runs `cartd_set_hold_batch` instead, a PL/pgSQL
+//! loop of several statements per hold; the planned path is tested against it
+//! and falls back to it for the rare batch that meets a cart past its deadline.
 //!
 //! Under light load a batch holds one request, so latency is what a single
 //! call costs. Under heavy load the batch grows with the queue, which is what
@@ -13,8 +18,10 @@ use std::time::Duration;
 
 use deadpool_postgres::Pool;
 use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio_postgres::types::ToSql;
 use uuid::Uuid;
 
+use super::plan::{CartState, Held, Plan, Snapshot, Writes, plan};
 use super::{PgError, RETRIES, is_retryable};
 
 /// One `cartd_set_hold` call, as its arguments.
@@ -48,15 +55,28 @@ pub(super) struct Batcher {
     queue: mpsc::Sender<(HoldCall, Reply)>,
 }
 
-const SQL: &str = "select o_status, o_version, o_deadline_ms, o_available, o_taken, o_released \
-                   from cartd_set_hold_batch($1, $2, $3, $4, $5, $6, $7)";
+/// The reference path: `cartd_set_hold` once per call, in one SQL function.
+const REFERENCE_SQL: &str = "select o_status, o_version, o_deadline_ms, o_available, o_taken, o_released \
+                             from cartd_set_hold_batch($1, $2, $3, $4, $5, $6, $7)";
+
+/// How a batch runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Lock and read, plan in memory, write the net changes: a few
+    /// statements per batch ([`super::plan`]). The default.
+    Planned,
+    /// `cartd_set_hold_batch`, a PL/pgSQL loop of `cartd_set_hold` calls:
+    /// several statements per hold. Kept as the reference the planned path
+    /// is tested against, and as its fallback for carts past their deadline.
+    Reference,
+}
 
 impl Batcher {
     /// Starts the batching task on the current Tokio runtime. It stops when
     /// the last handle is dropped.
-    pub fn start(pool: Pool, op_timeout: Duration, max_batch: usize, in_flight: usize) -> Self {
+    pub fn start(pool: Pool, op_timeout: Duration, max_batch: usize, in_flight: usize, mode: Mode) -> Self {
         let (queue, rx) = mpsc::channel(max_batch * in_flight.max(1) * 4);
-        tokio::spawn(run(pool, rx, op_timeout, max_batch.max(1), in_flight.max(1)));
+        tokio::spawn(run(pool, rx, op_timeout, max_batch.max(1), in_flight.max(1), mode));
         Self { queue }
     }
 
@@ -75,6 +95,7 @@ async fn run(
     op_timeout: Duration,
     max_batch: usize,
     in_flight: usize,
+    mode: Mode,
 ) {
     let slots = Arc::new(Semaphore::new(in_flight));
     while let Some(first) = rx.recv().await {
@@ -93,16 +114,16 @@ async fn run(
         jobs.sort_by(|a, b| a.0.item.cmp(&b.0.item));
         let pool = pool.clone();
         tokio::spawn(async move {
-            execute(&pool, jobs, op_timeout).await;
+            execute(&pool, jobs, op_timeout, mode).await;
             drop(permit);
         });
     }
 }
 
-async fn execute(pool: &Pool, jobs: Vec<(HoldCall, Reply)>, op_timeout: Duration) {
+async fn execute(pool: &Pool, jobs: Vec<(HoldCall, Reply)>, op_timeout: Duration, mode: Mode) {
     let (calls, replies): (Vec<HoldCall>, Vec<Reply>) = jobs.into_iter().unzip();
     let started = std::time::Instant::now();
-    let result = with_retries(pool, &calls, op_timeout).await;
+    let result = with_retries(pool, &calls, op_timeout, mode).await;
     tracing::debug!(holds = calls.len(), elapsed = ?started.elapsed(), ok = result.is_ok(), "hold batch");
     match result {
         Ok(rows) if rows.len() == calls.len() => {
@@ -125,11 +146,18 @@ async fn execute(pool: &Pool, jobs: Vec<(HoldCall, Reply)>, op_timeout: Duration
     }
 }
 
-async fn with_retries(pool: &Pool, calls: &[HoldCall], op_timeout: Duration) -> Result<Vec<HoldRow>, PgError> {
+/// Runs one batch, retrying it whole when PostgreSQL aborted it for a
+/// deadlock or a serialization failure.
+pub(super) async fn with_retries(
+    pool: &Pool,
+    calls: &[HoldCall],
+    op_timeout: Duration,
+    mode: Mode,
+) -> Result<Vec<HoldRow>, PgError> {
     let mut attempt = 0;
     loop {
         attempt += 1;
-        let result = match tokio::time::timeout(op_timeout, once(pool, calls)).await {
+        let result = match tokio::time::timeout(op_timeout, once(pool, calls, mode)).await {
             Ok(result) => result,
             Err(_) => Err(PgError::Timeout(op_timeout)),
         };
@@ -142,18 +170,73 @@ async fn with_retries(pool: &Pool, calls: &[HoldCall], op_timeout: Duration) -> 
     }
 }
 
-async fn once(pool: &Pool, calls: &[HoldCall]) -> Result<Vec<HoldRow>, PgError> {
-    let carts: Vec<Uuid> = calls.iter().map(|c| c.cart).collect();
-    let products: Vec<&str> = calls.iter().map(|c| c.product.as_str()).collect();
-    let items: Vec<Option<&str>> = calls.iter().map(|c| c.item.as_deref()).collect();
-    let quantities: Vec<Option<i32>> = calls.iter().map(|c| c.quantity).collect();
-    let deadlines: Vec<Option<i64>> = calls.iter().map(|c| c.deadline).collect();
-    let max_lines: Vec<i32> = calls.iter().map(|c| c.max_lines).collect();
-    let nows: Vec<i64> = calls.iter().map(|c| c.now).collect();
-    let client = pool.get().await?;
-    let statement = client.prepare_cached(SQL).await?;
-    let rows =
-        client.query(&statement, &[&carts, &products, &items, &quantities, &deadlines, &max_lines, &nows]).await?;
+async fn once(pool: &Pool, calls: &[HoldCall], mode: Mode) -> Result<Vec<HoldRow>, PgError> {
+    let client = Exclusive(Some(pool.get().await?));
+    let rows = match mode {
+        Mode::Planned => planned(client.get(), calls).await?,
+        Mode::Reference => {
+            let statement = client.get().prepare_cached(REFERENCE_SQL).await?;
+            read_rows(&client.get().query(&statement, &reference_params(calls).as_params()).await?)?
+        }
+    };
+    client.keep();
+    Ok(rows)
+}
+
+/// A pooled connection that goes back to the pool only when [`Exclusive::keep`]
+/// says so. Dropped otherwise (an error, or a timeout cancelling the future
+/// halfway), it is closed instead, so a transaction left open can never reach
+/// the next user of the connection; PostgreSQL rolls it back.
+struct Exclusive(Option<deadpool_postgres::Object>);
+
+impl Exclusive {
+    fn get(&self) -> &deadpool_postgres::Object {
+        self.0.as_ref().expect("present until keep or drop")
+    }
+
+    fn keep(mut self) {
+        drop(self.0.take());
+    }
+}
+
+impl Drop for Exclusive {
+    fn drop(&mut self) {
+        if let Some(object) = self.0.take() {
+            drop(deadpool_postgres::Object::take(object));
+        }
+    }
+}
+
+/// The SQL function's arguments, column by column.
+struct ReferenceParams<'a> {
+    carts: Vec<Uuid>,
+    products: Vec<&'a str>,
+    items: Vec<Option<&'a str>>,
+    quantities: Vec<Option<i32>>,
+    deadlines: Vec<Option<i64>>,
+    max_lines: Vec<i32>,
+    nows: Vec<i64>,
+}
+
+impl ReferenceParams<'_> {
+    fn as_params(&self) -> [&(dyn ToSql + Sync); 7] {
+        [&self.carts, &self.products, &self.items, &self.quantities, &self.deadlines, &self.max_lines, &self.nows]
+    }
+}
+
+fn reference_params(calls: &[HoldCall]) -> ReferenceParams<'_> {
+    ReferenceParams {
+        carts: calls.iter().map(|c| c.cart).collect(),
+        products: calls.iter().map(|c| c.product.as_str()).collect(),
+        items: calls.iter().map(|c| c.item.as_deref()).collect(),
+        quantities: calls.iter().map(|c| c.quantity).collect(),
+        deadlines: calls.iter().map(|c| c.deadline).collect(),
+        max_lines: calls.iter().map(|c| c.max_lines).collect(),
+        nows: calls.iter().map(|c| c.now).collect(),
+    }
+}
+
+fn read_rows(rows: &[tokio_postgres::Row]) -> Result<Vec<HoldRow>, PgError> {
     rows.iter()
         .map(|r| {
             Ok(HoldRow {
@@ -167,4 +250,191 @@ async fn once(pool: &Pool, calls: &[HoldCall]) -> Result<Vec<HoldRow>, PgError> 
         })
         .collect::<Result<_, tokio_postgres::Error>>()
         .map_err(PgError::from)
+}
+
+/// Starts the planned path's transaction. Every statement in it looks rows up
+/// by key, and the plans PostgreSQL caches for them must stay index lookups
+/// even when they were made on stale statistics (a fresh deployment, a table
+/// growing by thousands of rows a second): with sequential scans and hash and
+/// merge joins priced out, they do (where no index exists it still scans).
+const BEGIN: &str = "begin; set local enable_seqscan = off; set local enable_hashjoin = off; \
+                     set local enable_mergejoin = off; set local plan_cache_mode = force_generic_plan";
+
+// The planned path's statements. Locks are taken in the usual order: the
+// carts by id, then the items by id; the reads that follow see what the
+// transactions that held those locks committed.
+const LOCK_CARTS: &str = "select cart_id, deadline_ms, version, lines from carts \
+                          where cart_id = any ($1::uuid[]) order by cart_id for update";
+const READ_LINES: &str = "select h.cart_id, h.product_id, h.inventory_id, h.quantity \
+                          from holds h join unnest($1::uuid[], $2::text[]) as c(cart_id, product_id) \
+                          on h.cart_id = c.cart_id and h.product_id = c.product_id";
+const LOCK_ITEMS: &str = "select inventory_id, available from items \
+                          where inventory_id in (select unnest($3::text[]) \
+                                                 union \
+                                                 select h.inventory_id from holds h \
+                                                   join unnest($1::uuid[], $2::text[]) as c(cart_id, product_id) \
+                                                     on h.cart_id = c.cart_id and h.product_id = c.product_id) \
+                          order by inventory_id for update";
+const READ_ITEMS: &str = "select inventory_id, available from items where inventory_id = any ($1::text[])";
+const RELEASE_EXPIRED_HOLDERS: &str = "select cartd_release_expired_holders($1::text[], $2::uuid[], $3::bigint)";
+const WRITE_ITEMS: &str = "update items i set available = i.available - d.units, reserved = i.reserved + d.units \
+                           from unnest($1::text[], $2::bigint[]) as d(inventory_id, units) \
+                           where i.inventory_id = d.inventory_id";
+const INSERT_LINES: &str = "insert into holds (cart_id, product_id, inventory_id, quantity) \
+                            select * from unnest($1::uuid[], $2::text[], $3::text[], $4::integer[])";
+const UPDATE_LINES: &str = "update holds h set inventory_id = d.inventory_id, quantity = d.quantity \
+                            from unnest($1::uuid[], $2::text[], $3::text[], $4::integer[]) \
+                              as d(cart_id, product_id, inventory_id, quantity) \
+                            where h.cart_id = d.cart_id and h.product_id = d.product_id";
+const DELETE_LINES: &str = "delete from holds h using unnest($1::uuid[], $2::text[]) as d(cart_id, product_id) \
+                            where h.cart_id = d.cart_id and h.product_id = d.product_id";
+const WRITE_CARTS: &str = "update carts c set version = d.version, deadline_ms = d.deadline_ms, lines = d.lines \
+                           from unnest($1::uuid[], $2::bigint[], $3::bigint[], $4::integer[]) \
+                             as d(cart_id, version, deadline_ms, lines) \
+                           where c.cart_id = d.cart_id";
+
+/// One batch as one transaction of two round trips: lock and read (pipelined
+/// behind `begin`), then plan in memory and write the net changes (pipelined
+/// in front of `commit`). See [`super::plan`].
+async fn planned(client: &deadpool_postgres::Object, calls: &[HoldCall]) -> Result<Vec<HoldRow>, PgError> {
+    let carts: Vec<Uuid> = calls.iter().map(|c| c.cart).collect();
+    let products: Vec<&str> = calls.iter().map(|c| c.product.as_str()).collect();
+    let items: Vec<&str> = calls.iter().filter_map(|c| c.item.as_deref()).collect();
+    let (lock_carts, read_lines, lock_items) = tokio::try_join!(
+        client.prepare_cached(LOCK_CARTS),
+        client.prepare_cached(READ_LINES),
+        client.prepare_cached(LOCK_ITEMS),
+    )?;
+    let by_cart: [&(dyn ToSql + Sync); 1] = [&carts];
+    let by_line: [&(dyn ToSql + Sync); 2] = [&carts, &products];
+    let by_call: [&(dyn ToSql + Sync); 3] = [&carts, &products, &items];
+    let (_, cart_rows, line_rows, item_rows) = tokio::try_join!(
+        client.batch_execute(BEGIN),
+        client.query(&lock_carts, &by_cart),
+        client.query(&read_lines, &by_line),
+        client.query(&lock_items, &by_call),
+    )?;
+    let mut snapshot = Snapshot::default();
+    for r in &cart_rows {
+        let lines: i32 = r.try_get(3)?;
+        snapshot.carts.insert(
+            r.try_get(0)?,
+            CartState { deadline: r.try_get(1)?, version: r.try_get(2)?, lines: i64::from(lines) },
+        );
+    }
+    for r in &line_rows {
+        snapshot.lines.insert((r.try_get(0)?, r.try_get(1)?), Held { item: r.try_get(2)?, quantity: r.try_get(3)? });
+    }
+    for r in &item_rows {
+        snapshot.available.insert(r.try_get(0)?, r.try_get(1)?);
+    }
+
+    let mut ready = match plan(calls, &snapshot) {
+        Plan::Ready(ready) => ready,
+        Plan::Reference => {
+            let statement = client.prepare_cached(REFERENCE_SQL).await?;
+            let params = reference_params(calls);
+            let params = params.as_params();
+            let (rows, ()) = tokio::try_join!(client.query(&statement, &params), client.batch_execute("commit"))?;
+            return read_rows(&rows);
+        }
+    };
+    if !ready.short.is_empty() {
+        // Stock held by carts past their deadline never blocks a hold: give it
+        // back, then plan again on the new counts (once: what is released now
+        // stays released).
+        let short: Vec<&str> = ready.short.iter().map(String::as_str).collect();
+        let now = calls.iter().map(|c| c.now).min().unwrap_or(0);
+        let statement = client.prepare_cached(RELEASE_EXPIRED_HOLDERS).await?;
+        let units: i64 = client.query_one(&statement, &[&short, &carts, &now]).await?.try_get(0)?;
+        if units > 0 {
+            let names: Vec<&str> = snapshot.available.keys().map(String::as_str).collect();
+            let statement = client.prepare_cached(READ_ITEMS).await?;
+            for r in client.query(&statement, &[&names]).await? {
+                snapshot.available.insert(r.try_get(0)?, r.try_get(1)?);
+            }
+            ready = match plan(calls, &snapshot) {
+                Plan::Ready(ready) => ready,
+                Plan::Reference => return Err(PgError::Protocol("a batch's carts expired while it ran".into())),
+            };
+        }
+    }
+    write(client, &ready.writes).await?;
+    Ok(ready.rows)
+}
+
+/// The writes of a plan and `commit`, pipelined: one round trip.
+async fn write(client: &deadpool_postgres::Object, w: &Writes) -> Result<(), PgError> {
+    type Pending<'a> =
+        std::pin::Pin<Box<dyn std::future::Future<Output = Result<u64, tokio_postgres::Error>> + Send + 'a>>;
+    let (write_items, insert_lines, update_lines, delete_lines, write_carts) = tokio::try_join!(
+        client.prepare_cached(WRITE_ITEMS),
+        client.prepare_cached(INSERT_LINES),
+        client.prepare_cached(UPDATE_LINES),
+        client.prepare_cached(DELETE_LINES),
+        client.prepare_cached(WRITE_CARTS),
+    )?;
+    let item_ids: Vec<&str> = w.reserve.keys().map(String::as_str).collect();
+    let item_units: Vec<i64> = w.reserve.values().copied().collect();
+    let inserts = LineColumns::of(&w.insert);
+    let updates = LineColumns::of(&w.update);
+    let delete_carts: Vec<Uuid> = w.delete.iter().map(|d| d.0).collect();
+    let delete_products: Vec<&str> = w.delete.iter().map(|d| d.1.as_str()).collect();
+    let cart_ids: Vec<Uuid> = w.carts.iter().map(|c| c.0).collect();
+    let cart_versions: Vec<i64> = w.carts.iter().map(|c| c.1).collect();
+    let cart_deadlines: Vec<i64> = w.carts.iter().map(|c| c.2).collect();
+    let cart_lines: Vec<i32> = w.carts.iter().map(|c| i32::try_from(c.3).unwrap_or(i32::MAX)).collect();
+
+    let item_params: [&(dyn ToSql + Sync); 2] = [&item_ids, &item_units];
+    let delete_params: [&(dyn ToSql + Sync); 2] = [&delete_carts, &delete_products];
+    let update_params = updates.params();
+    let insert_params = inserts.params();
+    let cart_params: [&(dyn ToSql + Sync); 4] = [&cart_ids, &cart_versions, &cart_deadlines, &cart_lines];
+
+    let mut pending: Vec<Pending<'_>> = Vec::with_capacity(6);
+    if !item_ids.is_empty() {
+        pending.push(Box::pin(client.execute(&write_items, &item_params)));
+    }
+    // Deletes before inserts: a line removed and added again in one batch is
+    // an update, never both, but keep the order safe anyway.
+    if !delete_carts.is_empty() {
+        pending.push(Box::pin(client.execute(&delete_lines, &delete_params)));
+    }
+    if !updates.carts.is_empty() {
+        pending.push(Box::pin(client.execute(&update_lines, &update_params)));
+    }
+    if !inserts.carts.is_empty() {
+        pending.push(Box::pin(client.execute(&insert_lines, &insert_params)));
+    }
+    if !cart_ids.is_empty() {
+        pending.push(Box::pin(client.execute(&write_carts, &cart_params)));
+    }
+    // A failed statement aborts the transaction, and `commit` then rolls it
+    // back; the error is what `try_join_all` returns.
+    pending.push(Box::pin(async { client.batch_execute("commit").await.map(|()| 0) }));
+    futures_util::future::try_join_all(pending).await?;
+    Ok(())
+}
+
+/// Lines to write, column by column, as the `unnest` statements take them.
+struct LineColumns<'a> {
+    carts: Vec<Uuid>,
+    products: Vec<&'a str>,
+    items: Vec<&'a str>,
+    quantities: Vec<i32>,
+}
+
+impl<'a> LineColumns<'a> {
+    fn of(lines: &'a [(Uuid, String, String, i32)]) -> Self {
+        Self {
+            carts: lines.iter().map(|l| l.0).collect(),
+            products: lines.iter().map(|l| l.1.as_str()).collect(),
+            items: lines.iter().map(|l| l.2.as_str()).collect(),
+            quantities: lines.iter().map(|l| l.3).collect(),
+        }
+    }
+
+    fn params(&self) -> [&(dyn ToSql + Sync); 4] {
+        [&self.carts, &self.products, &self.items, &self.quantities]
+    }
 }

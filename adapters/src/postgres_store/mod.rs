@@ -9,11 +9,13 @@
 //! retried a few times; driver errors and timeouts become [`PortError`]s.
 
 mod batch;
+mod plan;
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use batch::{Batcher, HoldCall};
+pub use batch::Mode as HoldBatchMode;
+use batch::{Batcher, HoldCall, HoldRow};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use domain::ports::{HoldReceipt, Inventory, LineChange, PortError, Released};
 use domain::{
@@ -47,6 +49,9 @@ pub struct PgSettings {
     /// server's cores, at the risk of batches deadlocking on shared items
     /// (they are then retried).
     pub hold_batches_in_flight: usize,
+    /// How a batch of holds runs; [`HoldBatchMode::Planned`] unless a test
+    /// wants the reference path.
+    pub hold_batch_mode: HoldBatchMode,
 }
 
 impl PgSettings {
@@ -61,6 +66,7 @@ impl PgSettings {
             connect_timeout: Duration::from_secs(2),
             hold_batch_max: 256,
             hold_batches_in_flight: 1,
+            hold_batch_mode: HoldBatchMode::Planned,
         }
     }
 }
@@ -108,6 +114,7 @@ pub struct PgInventory {
     op_timeout: Duration,
     batch_max: usize,
     batches_in_flight: usize,
+    batch_mode: HoldBatchMode,
     /// Started on first use, so constructing the adapter needs no runtime.
     batcher: Arc<OnceLock<Batcher>>,
 }
@@ -147,6 +154,7 @@ impl PgInventory {
             op_timeout: settings.op_timeout,
             batch_max: settings.hold_batch_max,
             batches_in_flight: settings.hold_batches_in_flight,
+            batch_mode: settings.hold_batch_mode,
             batcher: Arc::new(OnceLock::new()),
         })
     }
@@ -353,6 +361,93 @@ fn lines_of(products: Vec<String>, items: Vec<String>, quantities: Vec<i32>) -> 
         .collect()
 }
 
+fn hold_call(
+    cart: CartId,
+    change: &LineChange,
+    new_deadline: Option<Timestamp>,
+    max_lines: u16,
+    now: Timestamp,
+) -> HoldCall {
+    let (item, quantity) = match &change.line {
+        Some((item, q)) => (Some(item.to_string()), Some(i32::try_from(q.get()).unwrap_or(i32::MAX))),
+        None => (None, None),
+    };
+    HoldCall {
+        cart: cart.as_uuid(),
+        product: change.product_id.to_string(),
+        item,
+        quantity,
+        deadline: new_deadline.map(ms),
+        max_lines: i32::from(max_lines),
+        now: ms(now),
+    }
+}
+
+fn receipt_of(row: &HoldRow, max_lines: u16) -> Result<HoldReceipt, CartError> {
+    match row.status.as_str() {
+        "ok" => Ok(HoldReceipt {
+            version: u64_of(row.version),
+            expires_at: Timestamp::from_millis(row.deadline),
+            taken: u32_of(row.taken),
+            released: u32_of(row.released),
+        }),
+        "session_not_found" => Err(CartError::SessionNotFound),
+        "unknown_item" => Err(CartError::UnknownItem),
+        "too_many_lines" => Err(CartError::TooManyLines { max: max_lines }),
+        "insufficient_stock" => Err(CartError::InsufficientStock { available: row.available }),
+        other => Err(PgError::Protocol(format!("cartd_set_hold status {other:?}")).into()),
+    }
+}
+
+/// One `set_hold`, as [`PgInventory::set_holds_in_one_batch`] takes it.
+#[doc(hidden)]
+#[derive(Clone, Debug)]
+pub struct BatchedHold {
+    pub cart: CartId,
+    pub change: LineChange,
+    pub new_deadline: Option<Timestamp>,
+    pub max_lines: u16,
+    pub now: Timestamp,
+}
+
+impl PgInventory {
+    /// Runs `holds` as exactly one batch, in this order, in `mode`, bypassing
+    /// the queue that normally forms batches. For tests that compare the
+    /// planned path with the reference one on identical batches.
+    ///
+    /// # Errors
+    /// [`PortError`] when the batch's transaction fails.
+    #[doc(hidden)]
+    pub async fn set_holds_in_one_batch(
+        &self,
+        holds: &[BatchedHold],
+        mode: HoldBatchMode,
+    ) -> Result<Vec<Result<HoldReceipt, CartError>>, PortError> {
+        // The queue sorts a batch by item (stably); do the same, so both paths
+        // see the batches the service would send.
+        let mut order: Vec<usize> = (0..holds.len()).collect();
+        order.sort_by(|&a, &b| {
+            holds[a].change.line.as_ref().map(|l| &l.0).cmp(&holds[b].change.line.as_ref().map(|l| &l.0))
+        });
+        let sorted: Vec<HoldCall> = order
+            .iter()
+            .map(|&i| {
+                hold_call(holds[i].cart, &holds[i].change, holds[i].new_deadline, holds[i].max_lines, holds[i].now)
+            })
+            .collect();
+        let rows = batch::with_retries(&self.pool, &sorted, self.op_timeout, mode).await?;
+        let mut out: Vec<Option<Result<HoldReceipt, CartError>>> = (0..holds.len()).map(|_| None).collect();
+        for (&i, row) in order.iter().zip(&rows) {
+            out[i] = Some(receipt_of(row, holds[i].max_lines));
+        }
+        out.into_iter()
+            .map(|r| {
+                r.ok_or_else(|| PgError::Protocol(format!("{} rows for {} holds", rows.len(), holds.len())).into())
+            })
+            .collect()
+    }
+}
+
 impl Inventory for PgInventory {
     async fn open_cart(&self, id: CartId, deadline: Timestamp) -> Result<(), PortError> {
         self.query_one(
@@ -372,36 +467,12 @@ impl Inventory for PgInventory {
         max_lines: u16,
         now: Timestamp,
     ) -> Result<HoldReceipt, CartError> {
-        let (item, quantity) = match &change.line {
-            Some((item, q)) => (Some(item.to_string()), Some(i32::try_from(q.get()).unwrap_or(i32::MAX))),
-            None => (None, None),
-        };
-        let call = HoldCall {
-            cart: cart.as_uuid(),
-            product: change.product_id.to_string(),
-            item,
-            quantity,
-            deadline: new_deadline.map(ms),
-            max_lines: i32::from(max_lines),
-            now: ms(now),
-        };
-        let batcher = self
-            .batcher
-            .get_or_init(|| Batcher::start(self.pool.clone(), self.op_timeout, self.batch_max, self.batches_in_flight));
+        let call = hold_call(cart, change, new_deadline, max_lines, now);
+        let batcher = self.batcher.get_or_init(|| {
+            Batcher::start(self.pool.clone(), self.op_timeout, self.batch_max, self.batches_in_flight, self.batch_mode)
+        });
         let row = batcher.submit(call).await.map_err(|e| CartError::Unavailable(PortError::new("postgres", e)))?;
-        match row.status.as_str() {
-            "ok" => Ok(HoldReceipt {
-                version: u64_of(row.version),
-                expires_at: Timestamp::from_millis(row.deadline),
-                taken: u32_of(row.taken),
-                released: u32_of(row.released),
-            }),
-            "session_not_found" => Err(CartError::SessionNotFound),
-            "unknown_item" => Err(CartError::UnknownItem),
-            "too_many_lines" => Err(CartError::TooManyLines { max: max_lines }),
-            "insufficient_stock" => Err(CartError::InsufficientStock { available: row.available }),
-            other => Err(PgError::Protocol(format!("cartd_set_hold status {other:?}")).into()),
-        }
+        receipt_of(&row, max_lines)
     }
 
     async fn release(&self, cart: CartId) -> Result<Released, PortError> {

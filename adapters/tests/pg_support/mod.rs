@@ -2,7 +2,7 @@
 //! starts (`CARTD_TEST_POSTGRES_URL`, default the local `cartd` database).
 #![allow(dead_code)]
 
-use cartd_adapters::postgres_store::{PgInventory, PgSettings};
+use cartd_adapters::postgres_store::{HoldBatchMode, PgInventory, PgSettings};
 use domain::CartId;
 
 pub fn url() -> String {
@@ -16,10 +16,16 @@ pub async fn fresh_inventory() -> PgInventory {
 
 /// A migrated inventory in a schema of its own, and that schema's name.
 pub async fn fresh_inventory_with_schema() -> (PgInventory, String) {
+    fresh_inventory_in_mode(HoldBatchMode::Planned).await
+}
+
+/// As [`fresh_inventory_with_schema`], running batches of holds in `mode`.
+pub async fn fresh_inventory_in_mode(mode: HoldBatchMode) -> (PgInventory, String) {
     let schema = format!("test_{}", CartId::random().as_uuid().simple());
     let mut settings = PgSettings::new(url());
     settings.schema = Some(schema.clone());
     settings.pool_size = 8;
+    settings.hold_batch_mode = mode;
     let inv = PgInventory::connect(&settings).expect("valid settings");
     if let Err(e) = inv.migrate(Some(&schema)).await {
         panic!(
