@@ -209,3 +209,38 @@ async fn create_cart_opens_an_empty_session_and_ledger_entry() {
     assert!(matches!(svc.checkout(cart.id).await, Err(CartError::CartEmpty)));
     assert!(matches!(svc.stock(&item("nope")).await, Err(CartError::UnknownItem)));
 }
+
+#[tokio::test]
+async fn add_line_makes_the_same_change_as_set_line_without_the_cart() {
+    let svc = service(ExpiryMode::Fixed);
+    stocked(&svc, "sku-a", 5).await;
+    let unknown = CartId::random();
+    let added = svc.add_line(Target::ExistingOrNew(unknown), product("p1"), item("sku-a"), 2).await.unwrap();
+    assert!(added.created);
+    assert_ne!(added.id, unknown);
+    let cart = svc.get_cart(added.id).await.unwrap();
+    assert_eq!(cart.lines, vec![line("p1", "sku-a", 2)]);
+    assert_eq!(svc.stock(&item("sku-a")).await.unwrap(), level(3, 2, 0));
+    // Into the same session: set, not add; 0 removes the line and its hold.
+    let again = svc.add_line(Target::ExistingOrNew(added.id), product("p1"), item("sku-a"), 4).await.unwrap();
+    assert_eq!((again.id, again.created), (added.id, false));
+    assert_eq!(svc.get_cart(added.id).await.unwrap().lines, vec![line("p1", "sku-a", 4)]);
+    assert!(matches!(
+        svc.add_line(Target::Existing(added.id), product("p2"), item("sku-a"), 2).await,
+        Err(CartError::InsufficientStock { available: 1 })
+    ));
+    assert!(matches!(
+        svc.add_line(Target::Existing(added.id), product("p2"), item("sku-a"), 11).await,
+        Err(CartError::QuantityOverLimit { max: 10 })
+    ));
+    svc.add_line(Target::Existing(added.id), product("p1"), item("sku-a"), 0).await.unwrap();
+    assert_eq!(svc.get_cart(added.id).await.unwrap().lines, vec![]);
+    assert_eq!(svc.stock(&item("sku-a")).await.unwrap(), level(5, 0, 0));
+    // A session the store lost: the ledger's hold does not outlive it.
+    svc.sessions().close(added.id, START).await.unwrap();
+    assert!(matches!(
+        svc.add_line(Target::Existing(added.id), product("p1"), item("sku-a"), 1).await,
+        Err(CartError::SessionNotFound)
+    ));
+    assert_eq!(svc.stock(&item("sku-a")).await.unwrap(), level(5, 0, 0));
+}

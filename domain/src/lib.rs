@@ -22,5 +22,5 @@ pub use error::{CartError, error_chain};
 pub use ids::{CartId, IdError, InventoryId, OrderId, ProductId};
 pub use policy::{ExpiryMode, ExpiryPolicy, Limits, PolicyError, SessionTtl};
 pub use quantity::{Quantity, QuantityError, StockCount};
-pub use service::{CartService, CheckoutResult, SetLineResult, Target};
+pub use service::{CartService, CheckoutResult, LineAdded, SetLineResult, Target};
 pub use time::Timestamp;

@@ -124,6 +124,24 @@ pub trait SessionStore: Send + Sync + 'static {
         now: Timestamp,
     ) -> impl Future<Output = Result<Option<Cart>, PortError>> + Send;
 
+    /// [`SessionStore::apply`] for callers that do not need the cart back:
+    /// `true` when the session exists (the change is then applied, or was
+    /// already superseded), `false` when it does not. The default calls
+    /// `apply`; a store that would otherwise read the whole cart back should
+    /// override it, so that the cost of a change does not grow with the cart.
+    ///
+    /// # Errors
+    /// [`PortError`] when the store cannot be reached.
+    fn apply_only(
+        &self,
+        id: CartId,
+        change: &LineChange,
+        receipt: HoldReceipt,
+        now: Timestamp,
+    ) -> impl Future<Output = Result<bool, PortError>> + Send {
+        async move { Ok(self.apply(id, change, receipt, now).await?.is_some()) }
+    }
+
     /// Ends the session and removes everything kept for it. Returns whether it
     /// was live at `now`.
     ///

@@ -38,6 +38,15 @@ pub struct SetLineResult {
     pub created: bool,
 }
 
+/// The outcome of [`CartService::add_line`]: the line is set, in this session.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LineAdded {
+    /// The session the line is in.
+    pub id: CartId,
+    /// Whether a new session was created for it.
+    pub created: bool,
+}
+
 /// The outcome of a checkout.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CheckoutResult {
@@ -45,6 +54,22 @@ pub struct CheckoutResult {
     pub order: Order,
     /// `false` when this is a retry that found the order made earlier.
     pub created: bool,
+}
+
+/// What a change returns besides the session id.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Want {
+    Cart,
+    Nothing,
+}
+
+/// A store's `apply` said the session exists but returned no cart: a broken
+/// adapter, reported as such rather than as a missing session.
+fn missing_cart(id: CartId) -> CartError {
+    CartError::Unavailable(crate::ports::PortError::new(
+        "session store",
+        std::io::Error::other(format!("applied a change to session {id} but returned no cart")),
+    ))
 }
 
 /// The cart use cases over a session store `S`, an inventory `I` and a clock `C`.
@@ -133,17 +158,42 @@ impl<S: SessionStore, I: Inventory, C: Clock> CartService<S, I, C> {
         item: InventoryId,
         quantity: u32,
     ) -> Result<SetLineResult, CartError> {
-        let line = match Quantity::new(quantity) {
+        let line = self.line_of(item, quantity)?;
+        let (id, cart, created) = self.change(target, LineChange { product_id: product, line }, Want::Cart).await?;
+        cart.map(|cart| SetLineResult { cart, created }).ok_or_else(|| missing_cart(id))
+    }
+
+    /// [`CartService::set_line`] for callers that need only the session id
+    /// (the tutorial's `add-to-cart`): the same change, without reading the
+    /// cart back from the session store, so its cost does not grow with the
+    /// cart.
+    ///
+    /// # Errors
+    /// As [`CartService::set_line`].
+    pub async fn add_line(
+        &self,
+        target: Target,
+        product: ProductId,
+        item: InventoryId,
+        quantity: u32,
+    ) -> Result<LineAdded, CartError> {
+        let line = self.line_of(item, quantity)?;
+        let (id, _, created) = self.change(target, LineChange { product_id: product, line }, Want::Nothing).await?;
+        Ok(LineAdded { id, created })
+    }
+
+    /// The line `quantity` units of `item` make: `None` for 0 (remove it).
+    fn line_of(&self, item: InventoryId, quantity: u32) -> Result<Option<(InventoryId, Quantity)>, CartError> {
+        match Quantity::new(quantity) {
             Ok(q) if q.get() > self.limits.max_quantity() => {
-                return Err(CartError::QuantityOverLimit { max: self.limits.max_quantity() });
+                Err(CartError::QuantityOverLimit { max: self.limits.max_quantity() })
             }
-            Ok(q) => Some((item, q)),
-            Err(QuantityError::Zero) => None,
+            Ok(q) => Ok(Some((item, q))),
+            Err(QuantityError::Zero) => Ok(None),
             Err(QuantityError::TooLarge { .. }) => {
-                return Err(CartError::QuantityOverLimit { max: self.limits.max_quantity() });
+                Err(CartError::QuantityOverLimit { max: self.limits.max_quantity() })
             }
-        };
-        self.change(target, LineChange { product_id: product, line }).await
+        }
     }
 
     /// Removes the line for `product`, releasing its hold.
@@ -152,26 +202,32 @@ impl<S: SessionStore, I: Inventory, C: Clock> CartService<S, I, C> {
     /// [`CartError::SessionNotFound`], [`CartError::Unavailable`].
     pub async fn remove_line(&self, id: CartId, product: ProductId) -> Result<Cart, CartError> {
         let change = LineChange { product_id: product, line: None };
-        Ok(self.change(Target::Existing(id), change).await?.cart)
+        let (id, cart, _) = self.change(Target::Existing(id), change, Want::Cart).await?;
+        cart.ok_or_else(|| missing_cart(id))
     }
 
-    async fn change(&self, target: Target, change: LineChange) -> Result<SetLineResult, CartError> {
+    /// The session's id, the cart when `want` asks for it, and whether the
+    /// session is new.
+    async fn change(
+        &self,
+        target: Target,
+        change: LineChange,
+        want: Want,
+    ) -> Result<(CartId, Option<Cart>, bool), CartError> {
         match target {
-            Target::Existing(id) => {
-                self.change_existing(id, &change).await.map(|cart| SetLineResult { cart, created: false })
-            }
-            Target::ExistingOrNew(id) => match self.change_existing(id, &change).await {
-                Err(CartError::SessionNotFound) => self.change_new(&change).await,
-                other => other.map(|cart| SetLineResult { cart, created: false }),
+            Target::Existing(id) => self.change_existing(id, &change, want).await.map(|cart| (id, cart, false)),
+            Target::ExistingOrNew(id) => match self.change_existing(id, &change, want).await {
+                Err(CartError::SessionNotFound) => self.change_new(&change, want).await,
+                other => other.map(|cart| (id, cart, false)),
             },
-            Target::New => self.change_new(&change).await,
+            Target::New => self.change_new(&change, want).await,
         }
     }
 
-    async fn change_new(&self, change: &LineChange) -> Result<SetLineResult, CartError> {
+    async fn change_new(&self, change: &LineChange, want: Want) -> Result<(CartId, Option<Cart>, bool), CartError> {
         let id = self.create_cart().await?.id;
-        match self.change_existing(id, change).await {
-            Ok(cart) => Ok(SetLineResult { cart, created: true }),
+        match self.change_existing(id, change, want).await {
+            Ok(cart) => Ok((id, cart, true)),
             Err(e) => {
                 // The client never learns this cart's id: do not leave it behind.
                 // Best effort; its deadline removes it otherwise. It holds
@@ -183,12 +239,18 @@ impl<S: SessionStore, I: Inventory, C: Clock> CartService<S, I, C> {
         }
     }
 
-    async fn change_existing(&self, id: CartId, change: &LineChange) -> Result<Cart, CartError> {
+    /// The change on an existing session; `Ok(None)` when `want` is
+    /// [`Want::Nothing`].
+    async fn change_existing(&self, id: CartId, change: &LineChange, want: Want) -> Result<Option<Cart>, CartError> {
         let now = self.clock.now();
         let deadline = self.policy.deadline_on_change(now);
         let receipt = self.inventory.set_hold(id, change, deadline, self.limits.max_lines(), now).await?;
         self.events.line_changed(receipt.taken, receipt.released);
-        match self.sessions.apply(id, change, receipt, now).await? {
+        let applied = match want {
+            Want::Cart => self.sessions.apply(id, change, receipt, now).await?.map(Some),
+            Want::Nothing => self.sessions.apply_only(id, change, receipt, now).await?.then_some(None),
+        };
+        match applied {
             Some(cart) => Ok(cart),
             None => {
                 // The ledger knew the cart but the session is gone (expired at

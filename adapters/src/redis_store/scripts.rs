@@ -32,7 +32,8 @@ return 1
 /// writes the line unless it already carries a version at least as new, moves
 /// the deadline (field and key expiry) to the receipt's if that is later
 /// (deadlines never move back, so receipts applied out of order cannot shorten
-/// a session) and returns the whole hash.
+/// a session) and returns the whole hash, or just 1 when `ARGV[6]` is `1`
+/// (the caller does not need the cart: the answer then does not grow with it).
 pub(super) static APPLY: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
@@ -55,6 +56,9 @@ end
 if tonumber(ARGV[3]) > deadline then
   redis.call('HSET', KEYS[1], '@', ARGV[3])
   redis.call('PEXPIREAT', KEYS[1], ARGV[3])
+end
+if ARGV[6] == '1' then
+  return 1
 end
 return redis.call('HGETALL', KEYS[1])
 ",

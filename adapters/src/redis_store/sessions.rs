@@ -149,6 +149,27 @@ impl RedisSessions {
         let state = self.pool.state();
         (state.connections, state.idle_connections)
     }
+
+    /// The `APPLY` script's call for this change; `quiet` makes it answer 1
+    /// instead of the whole hash.
+    fn apply_invocation(
+        &self,
+        id: CartId,
+        change: &LineChange,
+        receipt: HoldReceipt,
+        now: Timestamp,
+        quiet: bool,
+    ) -> ScriptInvocation<'static> {
+        let mut inv = scripts::APPLY.prepare_invoke();
+        inv.key(session_key(&self.prefix, id))
+            .arg(now.as_millis())
+            .arg(receipt.version)
+            .arg(receipt.expires_at.as_millis())
+            .arg(product_field(&change.product_id))
+            .arg(line_value(receipt.version, change.line.as_ref()))
+            .arg(u8::from(quiet));
+        inv
+    }
 }
 
 /// A request [`RedisSessions::exec`] can send.
@@ -179,17 +200,23 @@ impl SessionStore for RedisSessions {
         receipt: HoldReceipt,
         now: Timestamp,
     ) -> Result<Option<Cart>, PortError> {
-        let mut inv = scripts::APPLY.prepare_invoke();
-        inv.key(session_key(&self.prefix, id))
-            .arg(now.as_millis())
-            .arg(receipt.version)
-            .arg(receipt.expires_at.as_millis())
-            .arg(product_field(&change.product_id))
-            .arg(line_value(receipt.version, change.line.as_ref()));
+        let inv = self.apply_invocation(id, change, receipt, now, false);
         let fields: Option<Vec<Vec<u8>>> = self.exec("apply", Request::Script(&inv)).await?;
         // The script found the session live at `now` and never moves its
         // deadline back, so the cart it returns needs no second check.
         Ok(fields.and_then(|fields| cart_from_hash(id, &fields, None)))
+    }
+
+    async fn apply_only(
+        &self,
+        id: CartId,
+        change: &LineChange,
+        receipt: HoldReceipt,
+        now: Timestamp,
+    ) -> Result<bool, PortError> {
+        let inv = self.apply_invocation(id, change, receipt, now, true);
+        let applied: Option<i64> = self.exec("apply", Request::Script(&inv)).await?;
+        Ok(applied.is_some())
     }
 
     async fn close(&self, id: CartId, now: Timestamp) -> Result<bool, PortError> {

@@ -135,6 +135,7 @@ macro_rules! session_store_contract {
                 apply_ignores_older_versions_of_a_line,
                 removed_line_is_not_resurrected_by_an_older_change,
                 apply_on_missing_session_changes_nothing,
+                apply_only_applies_like_apply_and_says_whether_the_session_exists,
                 apply_does_not_revive_an_ended_session,
                 close_reports_whether_session_was_live,
                 closed_session_keeps_nothing,

@@ -117,6 +117,32 @@ pub async fn apply_on_missing_session_changes_nothing(store: impl SessionStore, 
     assert_eq!(store.load(closed, t0).await.unwrap(), None);
 }
 
+/// `apply_only` is `apply` without the cart: the same writes, the same rules
+/// (line versions, deadlines that only move later), `true`/`false` for
+/// whether the session exists.
+pub async fn apply_only_applies_like_apply_and_says_whether_the_session_exists(
+    store: impl SessionStore,
+    clock: impl Clock,
+) {
+    let t0 = clock.now();
+    let id = created(&store, t0, 60).await;
+    assert!(store.apply_only(id, &set("p1", "sku-a", 5), receipt(2, secs(t0, 90)), t0).await.unwrap());
+    // An older change of the same line is ignored, a newer one of another applies.
+    assert!(store.apply_only(id, &set("p1", "sku-a", 2), receipt(1, secs(t0, 60)), t0).await.unwrap());
+    assert!(store.apply_only(id, &set("p2", "sku-b", 1), receipt(3, secs(t0, 60)), t0).await.unwrap());
+    let expected = Cart { id, expires_at: secs(t0, 90), lines: vec![line("p1", "sku-a", 5), line("p2", "sku-b", 1)] };
+    assert_eq!(store.load(id, t0).await.unwrap(), Some(expected), "deadline moved later, never back");
+    assert!(store.apply_only(id, &remove("p1"), receipt(4, secs(t0, 90)), t0).await.unwrap());
+    assert_eq!(store.load(id, t0).await.unwrap().expect("live").lines, vec![line("p2", "sku-b", 1)]);
+    // A missing or closed session stays missing.
+    let missing = CartId::random();
+    assert!(!store.apply_only(missing, &set("p1", "sku-a", 2), receipt(1, secs(t0, 60)), t0).await.unwrap());
+    assert_eq!(store.load(missing, t0).await.unwrap(), None);
+    assert!(store.close(id, t0).await.unwrap());
+    assert!(!store.apply_only(id, &set("p1", "sku-a", 2), receipt(9, secs(t0, 120)), t0).await.unwrap());
+    assert_eq!(store.load(id, t0).await.unwrap(), None);
+}
+
 // REDIS: needs real sleeping (until t0 + 3 s) if expiry relies on the key TTL alone.
 pub async fn apply_does_not_revive_an_ended_session(store: impl SessionStore, clock: impl Clock) {
     let t0 = clock.now();

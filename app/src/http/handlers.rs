@@ -59,8 +59,8 @@ pub async fn add_to_cart<B: Backend>(
         Ok(Some(id)) => Target::ExistingOrNew(id),
         Ok(None) | Err(_) => Target::New,
     };
-    let result = app.service.set_line(target, product, item, req.quantity).await?;
-    let id = result.cart.id;
+    // The answer carries only the session id: no need to read the cart back.
+    let id = app.service.add_line(target, product, item, req.quantity).await?.id;
     let body =
         AddToCartResponse { message: "Product added to cart successfully".to_owned(), cart_session_id: id.to_string() };
     Ok(with_session(id, (StatusCode::OK, Json(body)).into_response()))
