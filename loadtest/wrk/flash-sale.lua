@@ -1,7 +1,9 @@
 -- wrk script: every request asks for one more unit of the same item on a new
 -- line (a product id never used before) of a random existing cart: the flash
--- sale. 200 = held, 409 = sold out. Carts need a line limit high enough for
--- requests / sessions lines (CART__LIMITS__MAX_LINES, at most 1000).
+-- sale. 200 = held, 409 = sold out. Each cart gains about requests / sessions
+-- lines, which the line limit must allow (CART__LIMITS__MAX_LINES); every
+-- answer carries the whole cart, so give it many sessions (scripts/perf.sh
+-- uses 20,000 empty carts) to measure holds rather than big carts.
 -- usage: wrk -t2 -c64 -d15s -s flash-sale.lua http://127.0.0.1:8080 -- sessions.txt ITEM
 local dir = debug.getinfo(1, "S").source:match("^@(.*/)") or "./"
 local common = dofile(dir .. "common.lua")
