@@ -11,12 +11,13 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
+use adapters::postgres_store::HoldBatchStats;
 use domain::Timestamp;
 use domain::ports::{ReleaseCause, Released, StockEvents};
 use http::Method;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::encoding::prometheus_text;
-use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
@@ -85,6 +86,9 @@ pub struct ScrapeState {
     /// Whether the expiry listener is connected; `None` when there is no
     /// listener (memory backend, or disabled).
     pub listener_connected: Option<bool>,
+    /// Running totals of the batches of holds; `None` when holds are not
+    /// batched (memory backend).
+    pub hold_batches: Option<HoldBatchStats>,
 }
 
 /// The request duration buckets: 0.5 ms to about 16 s.
@@ -231,6 +235,25 @@ fn scrape_registry(scrape: &ScrapeState) -> Registry {
             pools,
         );
     }
+    if let Some(b) = scrape.hold_batches {
+        registry.register(
+            "cartd_hold_batches",
+            "Batches of holds run in PostgreSQL, each one transaction",
+            ConstCounter::new(b.batches),
+        );
+        registry.register("cartd_hold_batch_holds", "Holds in those batches", ConstCounter::new(b.holds));
+        registry.register(
+            "cartd_hold_batch_busy_seconds",
+            "Time the batches took, summed (the rate is the share of time a batch was running)",
+            ConstCounter::new(b.busy_seconds),
+        );
+        registry.register("cartd_hold_batch_failures", "Batches that failed", ConstCounter::new(b.failed));
+        registry.register(
+            "cartd_hold_batch_reference_fallbacks",
+            "Planned batches that met a cart past its deadline and ran the PL/pgSQL loop instead",
+            ConstCounter::new(b.reference_fallbacks),
+        );
+    }
     if let Some(connected) = scrape.listener_connected {
         let gauge = Gauge::<i64>::default();
         gauge.set(i64::from(connected));
@@ -318,6 +341,20 @@ mod tests {
     }
 
     #[test]
+    fn hold_batch_totals_are_counters_read_at_scrape_time() {
+        let m = Metrics::new();
+        assert!(!m.encode(&ScrapeState::default()).contains("cartd_hold_batches"), "none without batches");
+        let stats = HoldBatchStats { batches: 4, holds: 90, busy_seconds: 0.25, failed: 1, reference_fallbacks: 2 };
+        let text = m.encode(&ScrapeState { hold_batches: Some(stats), ..ScrapeState::default() });
+        assert_eq!(sample(&text, "cartd_hold_batches_total"), Some(4.0));
+        assert_eq!(sample(&text, "cartd_hold_batch_holds_total"), Some(90.0));
+        assert_eq!(sample(&text, "cartd_hold_batch_busy_seconds_total"), Some(0.25));
+        assert_eq!(sample(&text, "cartd_hold_batch_failures_total"), Some(1.0));
+        assert_eq!(sample(&text, "cartd_hold_batch_reference_fallbacks_total"), Some(2.0));
+        assert!(text.contains("# TYPE cartd_hold_batches_total counter"), "{text}");
+    }
+
+    #[test]
     fn scrape_gauges_are_left_out_when_unknown() {
         let m = Metrics::new();
         let text = m.encode(&ScrapeState { held_units: None, ..ScrapeState::default() });
@@ -328,6 +365,7 @@ mod tests {
             held_units: Some(7),
             pools: vec![PoolUse { store: "postgres", idle: 2, in_use: 1, max: 16 }],
             listener_connected: Some(true),
+            hold_batches: None,
         });
         assert_eq!(sample(&text, "cartd_held_units"), Some(7.0));
         assert_eq!(sample(&text, r#"cartd_pool_connections{store="postgres",state="max"}"#), Some(16.0));

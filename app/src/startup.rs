@@ -6,7 +6,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 
-use adapters::postgres_store::{HoldBatchMode as PgHoldBatchMode, PgInventory, PgSettings};
+use adapters::postgres_store::{HoldBatchMode as PgHoldBatchMode, HoldBatchStats, PgInventory, PgSettings};
 use adapters::redis_store::{
     ListenerSettings, ListenerStatus, RedisExpiryListener, RedisSessions, RedisSettings as StoreSettings,
 };
@@ -82,6 +82,10 @@ impl Backend for RedisBackend {
         // Enabled but not (yet) started counts as disconnected, so an
         // alert on 0 also catches a listener that failed to start.
         self.listener_enabled.then(|| self.listener.get().is_some_and(ListenerStatus::is_connected))
+    }
+
+    fn hold_batches(&self, service: &CartService<RedisSessions, PgInventory, TokioClock>) -> Option<HoldBatchStats> {
+        Some(service.inventory().hold_batch_stats())
     }
 }
 

@@ -418,5 +418,11 @@ async fn i_metrics_show_the_listener_connected_and_both_pools() {
     }
     assert_eq!(m.value("cartd_held_units", &[]), 2.0);
     assert_eq!(m.value("cartd_hold_units_total", &[("change", "taken"), ("cause", "line_change")]), 2.0);
+    // One hold so far, in one batch, which took some time and did not fail.
+    assert_eq!(m.value("cartd_hold_batches_total", &[]), 1.0);
+    assert_eq!(m.value("cartd_hold_batch_holds_total", &[]), 1.0);
+    assert!(m.value("cartd_hold_batch_busy_seconds_total", &[]) > 0.0, "{}", m.text);
+    assert_eq!(m.value("cartd_hold_batch_failures_total", &[]), 0.0);
+    assert_eq!(m.value("cartd_hold_batch_reference_fallbacks_total", &[]), 0.0);
     assert!(!m.text.contains(&session));
 }

@@ -14,6 +14,7 @@
 //! many holds elsewhere.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use deadpool_postgres::Pool;
@@ -49,6 +50,29 @@ pub(super) struct HoldRow {
 
 type Reply = oneshot::Sender<Result<HoldRow, Arc<PgError>>>;
 
+/// What the batches have done so far, for metrics: running totals.
+#[derive(Debug, Default)]
+pub(super) struct Counters {
+    batches: AtomicU64,
+    holds: AtomicU64,
+    busy_micros: AtomicU64,
+    failed: AtomicU64,
+    fallbacks: AtomicU64,
+}
+
+impl Counters {
+    /// `(batches, holds, busy_micros, failed, fallbacks)`.
+    pub fn read(&self) -> (u64, u64, u64, u64, u64) {
+        (
+            self.batches.load(Ordering::Relaxed),
+            self.holds.load(Ordering::Relaxed),
+            self.busy_micros.load(Ordering::Relaxed),
+            self.failed.load(Ordering::Relaxed),
+            self.fallbacks.load(Ordering::Relaxed),
+        )
+    }
+}
+
 /// The queue in front of the batches.
 #[derive(Debug)]
 pub(super) struct Batcher {
@@ -74,9 +98,16 @@ pub enum Mode {
 impl Batcher {
     /// Starts the batching task on the current Tokio runtime. It stops when
     /// the last handle is dropped.
-    pub fn start(pool: Pool, op_timeout: Duration, max_batch: usize, in_flight: usize, mode: Mode) -> Self {
+    pub fn start(
+        pool: Pool,
+        op_timeout: Duration,
+        max_batch: usize,
+        in_flight: usize,
+        mode: Mode,
+        counters: Arc<Counters>,
+    ) -> Self {
         let (queue, rx) = mpsc::channel(max_batch * in_flight.max(1) * 4);
-        tokio::spawn(run(pool, rx, op_timeout, max_batch.max(1), in_flight.max(1), mode));
+        tokio::spawn(run(pool, rx, op_timeout, max_batch.max(1), in_flight.max(1), mode, counters));
         Self { queue }
     }
 
@@ -96,6 +127,7 @@ async fn run(
     max_batch: usize,
     in_flight: usize,
     mode: Mode,
+    counters: Arc<Counters>,
 ) {
     let slots = Arc::new(Semaphore::new(in_flight));
     while let Some(first) = rx.recv().await {
@@ -113,18 +145,26 @@ async fn run(
         // The sort is stable: changes to one item keep their arrival order.
         jobs.sort_by(|a, b| a.0.item.cmp(&b.0.item));
         let pool = pool.clone();
+        let counters = counters.clone();
         tokio::spawn(async move {
-            execute(&pool, jobs, op_timeout, mode).await;
+            execute(&pool, jobs, op_timeout, mode, &counters).await;
             drop(permit);
         });
     }
 }
 
-async fn execute(pool: &Pool, jobs: Vec<(HoldCall, Reply)>, op_timeout: Duration, mode: Mode) {
+async fn execute(pool: &Pool, jobs: Vec<(HoldCall, Reply)>, op_timeout: Duration, mode: Mode, counters: &Counters) {
     let (calls, replies): (Vec<HoldCall>, Vec<Reply>) = jobs.into_iter().unzip();
     let started = std::time::Instant::now();
-    let result = with_retries(pool, &calls, op_timeout, mode).await;
-    tracing::debug!(holds = calls.len(), elapsed = ?started.elapsed(), ok = result.is_ok(), "hold batch");
+    let result = with_retries(pool, &calls, op_timeout, mode, Some(counters)).await;
+    let elapsed = started.elapsed();
+    tracing::debug!(holds = calls.len(), ?elapsed, ok = result.is_ok(), "hold batch");
+    counters.batches.fetch_add(1, Ordering::Relaxed);
+    counters.holds.fetch_add(calls.len() as u64, Ordering::Relaxed);
+    counters.busy_micros.fetch_add(u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX), Ordering::Relaxed);
+    if result.is_err() {
+        counters.failed.fetch_add(1, Ordering::Relaxed);
+    }
     match result {
         Ok(rows) if rows.len() == calls.len() => {
             for (reply, row) in replies.into_iter().zip(rows) {
@@ -153,11 +193,12 @@ pub(super) async fn with_retries(
     calls: &[HoldCall],
     op_timeout: Duration,
     mode: Mode,
+    counters: Option<&Counters>,
 ) -> Result<Vec<HoldRow>, PgError> {
     let mut attempt = 0;
     loop {
         attempt += 1;
-        let result = match tokio::time::timeout(op_timeout, once(pool, calls, mode)).await {
+        let result = match tokio::time::timeout(op_timeout, once(pool, calls, mode, counters)).await {
             Ok(result) => result,
             Err(_) => Err(PgError::Timeout(op_timeout)),
         };
@@ -170,10 +211,15 @@ pub(super) async fn with_retries(
     }
 }
 
-async fn once(pool: &Pool, calls: &[HoldCall], mode: Mode) -> Result<Vec<HoldRow>, PgError> {
+async fn once(
+    pool: &Pool,
+    calls: &[HoldCall],
+    mode: Mode,
+    counters: Option<&Counters>,
+) -> Result<Vec<HoldRow>, PgError> {
     let client = Exclusive(Some(pool.get().await?));
     let rows = match mode {
-        Mode::Planned => planned(client.get(), calls).await?,
+        Mode::Planned => planned(client.get(), calls, counters).await?,
         Mode::Reference => {
             let statement = client.get().prepare_cached(REFERENCE_SQL).await?;
             read_rows(&client.get().query(&statement, &reference_params(calls).as_params()).await?)?
@@ -296,7 +342,11 @@ const WRITE_CARTS: &str = "update carts c set version = d.version, deadline_ms =
 /// One batch as one transaction of two round trips: lock and read (pipelined
 /// behind `begin`), then plan in memory and write the net changes (pipelined
 /// in front of `commit`). See [`super::plan`].
-async fn planned(client: &deadpool_postgres::Object, calls: &[HoldCall]) -> Result<Vec<HoldRow>, PgError> {
+async fn planned(
+    client: &deadpool_postgres::Object,
+    calls: &[HoldCall],
+    counters: Option<&Counters>,
+) -> Result<Vec<HoldRow>, PgError> {
     let carts: Vec<Uuid> = calls.iter().map(|c| c.cart).collect();
     let products: Vec<&str> = calls.iter().map(|c| c.product.as_str()).collect();
     let items: Vec<&str> = calls.iter().filter_map(|c| c.item.as_deref()).collect();
@@ -332,6 +382,9 @@ async fn planned(client: &deadpool_postgres::Object, calls: &[HoldCall]) -> Resu
     let mut ready = match plan(calls, &snapshot) {
         Plan::Ready(ready) => ready,
         Plan::Reference => {
+            if let Some(counters) = counters {
+                counters.fallbacks.fetch_add(1, Ordering::Relaxed);
+            }
             let statement = client.prepare_cached(REFERENCE_SQL).await?;
             let params = reference_params(calls);
             let params = params.as_params();

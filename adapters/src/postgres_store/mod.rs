@@ -15,7 +15,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 pub use batch::Mode as HoldBatchMode;
-use batch::{Batcher, HoldCall, HoldRow};
+use batch::{Batcher, Counters, HoldCall, HoldRow};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use domain::ports::{HoldReceipt, Inventory, LineChange, PortError, Released};
 use domain::{
@@ -117,6 +117,25 @@ pub struct PgInventory {
     batch_mode: HoldBatchMode,
     /// Started on first use, so constructing the adapter needs no runtime.
     batcher: Arc<OnceLock<Batcher>>,
+    batch_counters: Arc<Counters>,
+}
+
+/// What the batches of holds have done since the adapter started: running
+/// totals, for metrics (average batch size, share of time PostgreSQL is busy
+/// with holds).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct HoldBatchStats {
+    /// Batches run (each one transaction, retries included).
+    pub batches: u64,
+    /// Holds in those batches.
+    pub holds: u64,
+    /// Time from a batch's start to its last row, summed.
+    pub busy_seconds: f64,
+    /// Batches that failed (their holds got 503s).
+    pub failed: u64,
+    /// Planned batches that met a cart past its deadline and ran the
+    /// reference loop instead.
+    pub reference_fallbacks: u64,
 }
 
 impl std::fmt::Debug for PgInventory {
@@ -156,6 +175,7 @@ impl PgInventory {
             batches_in_flight: settings.hold_batches_in_flight,
             batch_mode: settings.hold_batch_mode,
             batcher: Arc::new(OnceLock::new()),
+            batch_counters: Arc::new(Counters::default()),
         })
     }
 
@@ -222,6 +242,15 @@ impl PgInventory {
                 other => return other,
             }
         }
+    }
+
+    /// What the batches of holds have done so far.
+    #[must_use]
+    pub fn hold_batch_stats(&self) -> HoldBatchStats {
+        let (batches, holds, busy_micros, failed, reference_fallbacks) = self.batch_counters.read();
+        #[allow(clippy::cast_precision_loss)] // microseconds as f64 seconds: exact up to 285 years
+        let busy_seconds = busy_micros as f64 / 1e6;
+        HoldBatchStats { batches, holds, busy_seconds, failed, reference_fallbacks }
     }
 
     /// The pool's connections: `(open, idle, max)`; open but not idle ones
@@ -435,7 +464,7 @@ impl PgInventory {
                 hold_call(holds[i].cart, &holds[i].change, holds[i].new_deadline, holds[i].max_lines, holds[i].now)
             })
             .collect();
-        let rows = batch::with_retries(&self.pool, &sorted, self.op_timeout, mode).await?;
+        let rows = batch::with_retries(&self.pool, &sorted, self.op_timeout, mode, None).await?;
         let mut out: Vec<Option<Result<HoldReceipt, CartError>>> = (0..holds.len()).map(|_| None).collect();
         for (&i, row) in order.iter().zip(&rows) {
             out[i] = Some(receipt_of(row, holds[i].max_lines));
@@ -469,7 +498,14 @@ impl Inventory for PgInventory {
     ) -> Result<HoldReceipt, CartError> {
         let call = hold_call(cart, change, new_deadline, max_lines, now);
         let batcher = self.batcher.get_or_init(|| {
-            Batcher::start(self.pool.clone(), self.op_timeout, self.batch_max, self.batches_in_flight, self.batch_mode)
+            Batcher::start(
+                self.pool.clone(),
+                self.op_timeout,
+                self.batch_max,
+                self.batches_in_flight,
+                self.batch_mode,
+                self.batch_counters.clone(),
+            )
         });
         let row = batcher.submit(call).await.map_err(|e| CartError::Unavailable(PortError::new("postgres", e)))?;
         receipt_of(&row, max_lines)

@@ -14,6 +14,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use adapters::postgres_store::HoldBatchStats;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Extension, Router};
@@ -51,6 +52,15 @@ pub trait Backend: Send + Sync + 'static {
 
     /// Whether the expiry listener is connected; `None` when there is none.
     fn listener_connected(&self) -> Option<bool> {
+        None
+    }
+
+    /// What the inventory's batches of holds have done, for metrics; `None`
+    /// when holds are not batched (in-memory stores).
+    fn hold_batches(
+        &self,
+        _service: &CartService<Self::Sessions, Self::Inventory, Self::Clock>,
+    ) -> Option<HoldBatchStats> {
         None
     }
 }
