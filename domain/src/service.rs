@@ -15,8 +15,11 @@ use crate::ids::{CartId, InventoryId, OrderId, ProductId};
 use crate::policy::{ExpiryPolicy, Limits};
 use std::sync::Arc;
 
-use crate::ports::{Clock, Inventory, LineChange, NoEvents, ReleaseCause, Released, SessionStore, StockEvents};
+use crate::ports::{
+    Clock, HoldReceipt, Inventory, LineChange, NoEvents, PortError, ReleaseCause, Released, SessionStore, StockEvents,
+};
 use crate::quantity::{Quantity, QuantityError, StockCount};
+use crate::time::Timestamp;
 
 /// Which session a change applies to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -56,20 +59,52 @@ pub struct CheckoutResult {
     pub created: bool,
 }
 
-/// What a change returns besides the session id.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Want {
-    Cart,
-    Nothing,
+/// How a change reaches the session store, and what comes back from it:
+/// `None` when the session does not exist.
+trait ApplyStep<S: SessionStore> {
+    type Out: Send;
+
+    fn apply(
+        sessions: &S,
+        id: CartId,
+        change: &LineChange,
+        receipt: HoldReceipt,
+        now: Timestamp,
+    ) -> impl Future<Output = Result<Option<Self::Out>, PortError>> + Send;
 }
 
-/// A store's `apply` said the session exists but returned no cart: a broken
-/// adapter, reported as such rather than as a missing session.
-fn missing_cart(id: CartId) -> CartError {
-    CartError::Unavailable(crate::ports::PortError::new(
-        "session store",
-        std::io::Error::other(format!("applied a change to session {id} but returned no cart")),
-    ))
+/// [`SessionStore::apply`]: the cart after the change.
+struct WithCart;
+
+impl<S: SessionStore> ApplyStep<S> for WithCart {
+    type Out = Cart;
+
+    fn apply(
+        sessions: &S,
+        id: CartId,
+        change: &LineChange,
+        receipt: HoldReceipt,
+        now: Timestamp,
+    ) -> impl Future<Output = Result<Option<Cart>, PortError>> + Send {
+        sessions.apply(id, change, receipt, now)
+    }
+}
+
+/// [`SessionStore::apply_only`]: nothing read back but the session's id.
+struct WithoutCart;
+
+impl<S: SessionStore> ApplyStep<S> for WithoutCart {
+    type Out = CartId;
+
+    async fn apply(
+        sessions: &S,
+        id: CartId,
+        change: &LineChange,
+        receipt: HoldReceipt,
+        now: Timestamp,
+    ) -> Result<Option<CartId>, PortError> {
+        Ok(sessions.apply_only(id, change, receipt, now).await?.then_some(id))
+    }
 }
 
 /// The cart use cases over a session store `S`, an inventory `I` and a clock `C`.
@@ -159,8 +194,8 @@ impl<S: SessionStore, I: Inventory, C: Clock> CartService<S, I, C> {
         quantity: u32,
     ) -> Result<SetLineResult, CartError> {
         let line = self.line_of(item, quantity)?;
-        let (id, cart, created) = self.change(target, LineChange { product_id: product, line }, Want::Cart).await?;
-        cart.map(|cart| SetLineResult { cart, created }).ok_or_else(|| missing_cart(id))
+        let (cart, created) = self.change::<WithCart>(target, LineChange { product_id: product, line }).await?;
+        Ok(SetLineResult { cart, created })
     }
 
     /// [`CartService::set_line`] for callers that need only the session id
@@ -178,7 +213,7 @@ impl<S: SessionStore, I: Inventory, C: Clock> CartService<S, I, C> {
         quantity: u32,
     ) -> Result<LineAdded, CartError> {
         let line = self.line_of(item, quantity)?;
-        let (id, _, created) = self.change(target, LineChange { product_id: product, line }, Want::Nothing).await?;
+        let (id, created) = self.change::<WithoutCart>(target, LineChange { product_id: product, line }).await?;
         Ok(LineAdded { id, created })
     }
 
@@ -202,32 +237,25 @@ impl<S: SessionStore, I: Inventory, C: Clock> CartService<S, I, C> {
     /// [`CartError::SessionNotFound`], [`CartError::Unavailable`].
     pub async fn remove_line(&self, id: CartId, product: ProductId) -> Result<Cart, CartError> {
         let change = LineChange { product_id: product, line: None };
-        let (id, cart, _) = self.change(Target::Existing(id), change, Want::Cart).await?;
-        cart.ok_or_else(|| missing_cart(id))
+        Ok(self.change::<WithCart>(Target::Existing(id), change).await?.0)
     }
 
-    /// The session's id, the cart when `want` asks for it, and whether the
-    /// session is new.
-    async fn change(
-        &self,
-        target: Target,
-        change: LineChange,
-        want: Want,
-    ) -> Result<(CartId, Option<Cart>, bool), CartError> {
+    /// What the session step `A` gave back, and whether the session is new.
+    async fn change<A: ApplyStep<S>>(&self, target: Target, change: LineChange) -> Result<(A::Out, bool), CartError> {
         match target {
-            Target::Existing(id) => self.change_existing(id, &change, want).await.map(|cart| (id, cart, false)),
-            Target::ExistingOrNew(id) => match self.change_existing(id, &change, want).await {
-                Err(CartError::SessionNotFound) => self.change_new(&change, want).await,
-                other => other.map(|cart| (id, cart, false)),
+            Target::Existing(id) => Ok((self.change_existing::<A>(id, &change).await?, false)),
+            Target::ExistingOrNew(id) => match self.change_existing::<A>(id, &change).await {
+                Err(CartError::SessionNotFound) => self.change_new::<A>(&change).await,
+                other => Ok((other?, false)),
             },
-            Target::New => self.change_new(&change, want).await,
+            Target::New => self.change_new::<A>(&change).await,
         }
     }
 
-    async fn change_new(&self, change: &LineChange, want: Want) -> Result<(CartId, Option<Cart>, bool), CartError> {
+    async fn change_new<A: ApplyStep<S>>(&self, change: &LineChange) -> Result<(A::Out, bool), CartError> {
         let id = self.create_cart().await?.id;
-        match self.change_existing(id, change, want).await {
-            Ok(cart) => Ok((id, cart, true)),
+        match self.change_existing::<A>(id, change).await {
+            Ok(out) => Ok((out, true)),
             Err(e) => {
                 // The client never learns this cart's id: do not leave it behind.
                 // Best effort; its deadline removes it otherwise. It holds
@@ -239,19 +267,14 @@ impl<S: SessionStore, I: Inventory, C: Clock> CartService<S, I, C> {
         }
     }
 
-    /// The change on an existing session; `Ok(None)` when `want` is
-    /// [`Want::Nothing`].
-    async fn change_existing(&self, id: CartId, change: &LineChange, want: Want) -> Result<Option<Cart>, CartError> {
+    /// The change on an existing session: the ledger's hold, then the session.
+    async fn change_existing<A: ApplyStep<S>>(&self, id: CartId, change: &LineChange) -> Result<A::Out, CartError> {
         let now = self.clock.now();
         let deadline = self.policy.deadline_on_change(now);
         let receipt = self.inventory.set_hold(id, change, deadline, self.limits.max_lines(), now).await?;
         self.events.line_changed(receipt.taken, receipt.released);
-        let applied = match want {
-            Want::Cart => self.sessions.apply(id, change, receipt, now).await?.map(Some),
-            Want::Nothing => self.sessions.apply_only(id, change, receipt, now).await?.then_some(None),
-        };
-        match applied {
-            Some(cart) => Ok(cart),
+        match A::apply(&self.sessions, id, change, receipt, now).await? {
+            Some(out) => Ok(out),
             None => {
                 // The ledger knew the cart but the session is gone (expired at
                 // the same moment, or the session store lost it): its holds
