@@ -23,7 +23,7 @@ use tokio_postgres::types::ToSql;
 use uuid::Uuid;
 
 use super::plan::{CartState, Held, Plan, Snapshot, Writes, plan};
-use super::{PgError, RETRIES, is_retryable};
+use super::{HoldBatchStats, PgError, retrying};
 
 /// One `cartd_set_hold` call, as its arguments.
 #[derive(Debug)]
@@ -61,15 +61,16 @@ pub(super) struct Counters {
 }
 
 impl Counters {
-    /// `(batches, holds, busy_micros, failed, fallbacks)`.
-    pub fn read(&self) -> (u64, u64, u64, u64, u64) {
-        (
-            self.batches.load(Ordering::Relaxed),
-            self.holds.load(Ordering::Relaxed),
-            self.busy_micros.load(Ordering::Relaxed),
-            self.failed.load(Ordering::Relaxed),
-            self.fallbacks.load(Ordering::Relaxed),
-        )
+    pub fn read(&self) -> HoldBatchStats {
+        #[allow(clippy::cast_precision_loss)] // microseconds as f64 seconds: exact up to 285 years
+        let busy_seconds = self.busy_micros.load(Ordering::Relaxed) as f64 / 1e6;
+        HoldBatchStats {
+            batches: self.batches.load(Ordering::Relaxed),
+            holds: self.holds.load(Ordering::Relaxed),
+            busy_seconds,
+            failed: self.failed.load(Ordering::Relaxed),
+            reference_fallbacks: self.fallbacks.load(Ordering::Relaxed),
+        }
     }
 }
 
@@ -140,10 +141,6 @@ async fn run(
                 Err(_) => break,
             }
         }
-        // Take item locks in one order in every batch, as the SQL functions
-        // do, so batches of several instances do not deadlock on shared items.
-        // The sort is stable: changes to one item keep their arrival order.
-        jobs.sort_by(|a, b| a.0.item.cmp(&b.0.item));
         let pool = pool.clone();
         let counters = counters.clone();
         tokio::spawn(async move {
@@ -156,25 +153,20 @@ async fn run(
 async fn execute(pool: &Pool, jobs: Vec<(HoldCall, Reply)>, op_timeout: Duration, mode: Mode, counters: &Counters) {
     let (calls, replies): (Vec<HoldCall>, Vec<Reply>) = jobs.into_iter().unzip();
     let started = std::time::Instant::now();
-    let result = with_retries(pool, &calls, op_timeout, mode, Some(counters)).await;
+    let n = calls.len();
+    let result = run_batch(pool, calls, op_timeout, mode, counters).await;
     let elapsed = started.elapsed();
-    tracing::debug!(holds = calls.len(), ?elapsed, ok = result.is_ok(), "hold batch");
+    tracing::debug!(holds = n, ?elapsed, ok = result.is_ok(), "hold batch");
     counters.batches.fetch_add(1, Ordering::Relaxed);
-    counters.holds.fetch_add(calls.len() as u64, Ordering::Relaxed);
+    counters.holds.fetch_add(n as u64, Ordering::Relaxed);
     counters.busy_micros.fetch_add(u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX), Ordering::Relaxed);
     if result.is_err() {
         counters.failed.fetch_add(1, Ordering::Relaxed);
     }
     match result {
-        Ok(rows) if rows.len() == calls.len() => {
+        Ok(rows) => {
             for (reply, row) in replies.into_iter().zip(rows) {
                 let _ = reply.send(Ok(row));
-            }
-        }
-        Ok(rows) => {
-            let e = Arc::new(PgError::Protocol(format!("{} rows for {} holds", rows.len(), calls.len())));
-            for reply in replies {
-                let _ = reply.send(Err(e.clone()));
             }
         }
         Err(e) => {
@@ -186,37 +178,33 @@ async fn execute(pool: &Pool, jobs: Vec<(HoldCall, Reply)>, op_timeout: Duration
     }
 }
 
-/// Runs one batch, retrying it whole when PostgreSQL aborted it for a
-/// deadlock or a serialization failure.
-pub(super) async fn with_retries(
+/// Runs one batch, retried whole when PostgreSQL aborted it for a deadlock or
+/// a serialization failure: one row per call, in the calls' order.
+///
+/// The calls run sorted by item, so that every batch takes item locks in one
+/// order, as the SQL functions do, and batches of several instances do not
+/// deadlock on shared items. The sort is stable: changes to one item keep
+/// their arrival order.
+pub(super) async fn run_batch(
     pool: &Pool,
-    calls: &[HoldCall],
+    calls: Vec<HoldCall>,
     op_timeout: Duration,
     mode: Mode,
-    counters: Option<&Counters>,
+    counters: &Counters,
 ) -> Result<Vec<HoldRow>, PgError> {
-    let mut attempt = 0;
-    loop {
-        attempt += 1;
-        let result = match tokio::time::timeout(op_timeout, once(pool, calls, mode, counters)).await {
-            Ok(result) => result,
-            Err(_) => Err(PgError::Timeout(op_timeout)),
-        };
-        match result {
-            Err(PgError::Query(e)) if attempt < RETRIES && is_retryable(&e) => {
-                tracing::debug!(error = %e, attempt, holds = calls.len(), "retrying a batch of holds");
-            }
-            other => return other,
-        }
+    let mut indexed: Vec<(usize, HoldCall)> = calls.into_iter().enumerate().collect();
+    indexed.sort_by(|a, b| a.1.item.cmp(&b.1.item));
+    let (order, sorted): (Vec<usize>, Vec<HoldCall>) = indexed.into_iter().unzip();
+    let rows = retrying(op_timeout, || once(pool, &sorted, mode, counters)).await?;
+    if rows.len() != sorted.len() {
+        return Err(PgError::Protocol(format!("{} rows for {} holds", rows.len(), sorted.len())));
     }
+    let mut answered: Vec<(usize, HoldRow)> = order.into_iter().zip(rows).collect();
+    answered.sort_by_key(|(i, _)| *i);
+    Ok(answered.into_iter().map(|(_, row)| row).collect())
 }
 
-async fn once(
-    pool: &Pool,
-    calls: &[HoldCall],
-    mode: Mode,
-    counters: Option<&Counters>,
-) -> Result<Vec<HoldRow>, PgError> {
+async fn once(pool: &Pool, calls: &[HoldCall], mode: Mode, counters: &Counters) -> Result<Vec<HoldRow>, PgError> {
     let client = Exclusive(Some(pool.get().await?));
     let rows = match mode {
         Mode::Planned => planned(client.get(), calls, counters).await?,
@@ -345,7 +333,7 @@ const WRITE_CARTS: &str = "update carts c set version = d.version, deadline_ms =
 async fn planned(
     client: &deadpool_postgres::Object,
     calls: &[HoldCall],
-    counters: Option<&Counters>,
+    counters: &Counters,
 ) -> Result<Vec<HoldRow>, PgError> {
     let carts: Vec<Uuid> = calls.iter().map(|c| c.cart).collect();
     let products: Vec<&str> = calls.iter().map(|c| c.product.as_str()).collect();
@@ -382,9 +370,7 @@ async fn planned(
     let mut ready = match plan(calls, &snapshot) {
         Plan::Ready(ready) => ready,
         Plan::Reference => {
-            if let Some(counters) = counters {
-                counters.fallbacks.fetch_add(1, Ordering::Relaxed);
-            }
+            counters.fallbacks.fetch_add(1, Ordering::Relaxed);
             let statement = client.prepare_cached(REFERENCE_SQL).await?;
             let params = reference_params(calls);
             let params = params.as_params();

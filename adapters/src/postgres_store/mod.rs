@@ -223,34 +223,18 @@ impl PgInventory {
     }
 
     async fn query_one(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Row, PgError> {
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let run = async {
-                let client = self.pool.get().await?;
-                let statement = client.prepare_cached(sql).await?;
-                Ok::<_, PgError>(client.query_one(&statement, params).await?)
-            };
-            let result = match tokio::time::timeout(self.op_timeout, run).await {
-                Ok(result) => result,
-                Err(_) => Err(PgError::Timeout(self.op_timeout)),
-            };
-            match result {
-                Err(PgError::Query(e)) if attempt < RETRIES && is_retryable(&e) => {
-                    tracing::debug!(error = %e, attempt, "retrying postgres transaction");
-                }
-                other => return other,
-            }
-        }
+        retrying(self.op_timeout, || async {
+            let client = self.pool.get().await?;
+            let statement = client.prepare_cached(sql).await?;
+            Ok(client.query_one(&statement, params).await?)
+        })
+        .await
     }
 
     /// What the batches of holds have done so far.
     #[must_use]
     pub fn hold_batch_stats(&self) -> HoldBatchStats {
-        let (batches, holds, busy_micros, failed, reference_fallbacks) = self.batch_counters.read();
-        #[allow(clippy::cast_precision_loss)] // microseconds as f64 seconds: exact up to 285 years
-        let busy_seconds = busy_micros as f64 / 1e6;
-        HoldBatchStats { batches, holds, busy_seconds, failed, reference_fallbacks }
+        self.batch_counters.read()
     }
 
     /// The pool's connections: `(open, idle, max)`; open but not idle ones
@@ -351,6 +335,29 @@ impl Drift {
     }
 }
 
+/// Runs `op`, one transaction, within `op_timeout`; again (up to [`RETRIES`]
+/// times in all) when PostgreSQL aborted it for a deadlock or a serialization
+/// failure.
+async fn retrying<T, F>(op_timeout: Duration, mut op: impl FnMut() -> F) -> Result<T, PgError>
+where
+    F: Future<Output = Result<T, PgError>>,
+{
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let result = match tokio::time::timeout(op_timeout, op()).await {
+            Ok(result) => result,
+            Err(_) => Err(PgError::Timeout(op_timeout)),
+        };
+        match result {
+            Err(PgError::Query(e)) if attempt < RETRIES && is_retryable(&e) => {
+                tracing::debug!(error = %e, attempt, "retrying postgres transaction");
+            }
+            other => return other,
+        }
+    }
+}
+
 fn is_retryable(e: &tokio_postgres::Error) -> bool {
     matches!(e.code(), Some(c) if *c == SqlState::T_R_DEADLOCK_DETECTED || *c == SqlState::T_R_SERIALIZATION_FAILURE)
 }
@@ -440,9 +447,9 @@ pub struct BatchedHold {
 }
 
 impl PgInventory {
-    /// Runs `holds` as exactly one batch, in this order, in `mode`, bypassing
-    /// the queue that normally forms batches. For tests that compare the
-    /// planned path with the reference one on identical batches.
+    /// Runs `holds` as exactly one batch in `mode`, bypassing the queue that
+    /// normally forms batches. For tests that compare the planned path with
+    /// the reference one on identical batches.
     ///
     /// # Errors
     /// [`PortError`] when the batch's transaction fails.
@@ -452,28 +459,9 @@ impl PgInventory {
         holds: &[BatchedHold],
         mode: HoldBatchMode,
     ) -> Result<Vec<Result<HoldReceipt, CartError>>, PortError> {
-        // The queue sorts a batch by item (stably); do the same, so both paths
-        // see the batches the service would send.
-        let mut order: Vec<usize> = (0..holds.len()).collect();
-        order.sort_by(|&a, &b| {
-            holds[a].change.line.as_ref().map(|l| &l.0).cmp(&holds[b].change.line.as_ref().map(|l| &l.0))
-        });
-        let sorted: Vec<HoldCall> = order
-            .iter()
-            .map(|&i| {
-                hold_call(holds[i].cart, &holds[i].change, holds[i].new_deadline, holds[i].max_lines, holds[i].now)
-            })
-            .collect();
-        let rows = batch::with_retries(&self.pool, &sorted, self.op_timeout, mode, None).await?;
-        let mut out: Vec<Option<Result<HoldReceipt, CartError>>> = (0..holds.len()).map(|_| None).collect();
-        for (&i, row) in order.iter().zip(&rows) {
-            out[i] = Some(receipt_of(row, holds[i].max_lines));
-        }
-        out.into_iter()
-            .map(|r| {
-                r.ok_or_else(|| PgError::Protocol(format!("{} rows for {} holds", rows.len(), holds.len())).into())
-            })
-            .collect()
+        let calls = holds.iter().map(|h| hold_call(h.cart, &h.change, h.new_deadline, h.max_lines, h.now)).collect();
+        let rows = batch::run_batch(&self.pool, calls, self.op_timeout, mode, &self.batch_counters).await?;
+        Ok(rows.iter().zip(holds).map(|(row, h)| receipt_of(row, h.max_lines)).collect())
     }
 }
 
