@@ -354,14 +354,13 @@ async fn planned(
     )?;
     let mut snapshot = Snapshot::default();
     for r in &cart_rows {
-        let lines: i32 = r.try_get(3)?;
-        snapshot.carts.insert(
-            r.try_get(0)?,
-            CartState { deadline: r.try_get(1)?, version: r.try_get(2)?, lines: i64::from(lines) },
-        );
+        snapshot
+            .carts
+            .insert(r.try_get(0)?, CartState { deadline: r.try_get(1)?, version: r.try_get(2)?, lines: r.try_get(3)? });
     }
     for r in &line_rows {
-        snapshot.lines.insert((r.try_get(0)?, r.try_get(1)?), Held { item: r.try_get(2)?, quantity: r.try_get(3)? });
+        let held = Held { item: r.try_get(2)?, quantity: r.try_get(3)? };
+        snapshot.lines.entry(r.try_get(0)?).or_default().insert(r.try_get(1)?, held);
     }
     for r in &item_rows {
         snapshot.available.insert(r.try_get(0)?, r.try_get(1)?);
@@ -422,7 +421,7 @@ async fn write(client: &deadpool_postgres::Object, w: &Writes) -> Result<(), PgE
     let cart_ids: Vec<Uuid> = w.carts.iter().map(|c| c.0).collect();
     let cart_versions: Vec<i64> = w.carts.iter().map(|c| c.1).collect();
     let cart_deadlines: Vec<i64> = w.carts.iter().map(|c| c.2).collect();
-    let cart_lines: Vec<i32> = w.carts.iter().map(|c| i32::try_from(c.3).unwrap_or(i32::MAX)).collect();
+    let cart_lines: Vec<i32> = w.carts.iter().map(|c| c.3).collect();
 
     let item_params: [&(dyn ToSql + Sync); 2] = [&item_ids, &item_units];
     let delete_params: [&(dyn ToSql + Sync); 2] = [&delete_carts, &delete_products];

@@ -28,7 +28,7 @@ pub(super) struct CartState {
     pub deadline: i64,
     pub version: i64,
     /// Its number of lines (`carts.lines`).
-    pub lines: i64,
+    pub lines: i32,
 }
 
 /// One line of the ledger: which item it holds, how many units.
@@ -43,10 +43,17 @@ pub(super) struct Held {
 pub(super) struct Snapshot {
     /// The calls' carts that exist.
     pub carts: HashMap<Uuid, CartState>,
-    /// The lines the calls name (cart, product) that exist.
-    pub lines: HashMap<(Uuid, String), Held>,
+    /// The lines the calls name that exist: by cart, then by product.
+    pub lines: HashMap<Uuid, HashMap<String, Held>>,
     /// `available` of every existing item the calls name or their lines hold.
     pub available: HashMap<String, i64>,
+}
+
+impl Snapshot {
+    /// The line `product` of `cart`, if it exists.
+    pub fn line(&self, cart: Uuid, product: &str) -> Option<&Held> {
+        self.lines.get(&cart).and_then(|by_product| by_product.get(product))
+    }
 }
 
 /// The outcome of planning.
@@ -79,8 +86,8 @@ pub(super) struct Writes {
     pub update: Vec<(Uuid, String, String, i32)>,
     /// Lines to remove.
     pub delete: Vec<(Uuid, String)>,
-    /// Carts' new version, deadline and number of lines.
-    pub carts: Vec<(Uuid, i64, i64, i64)>,
+    /// Carts' new version, deadline and number of lines, by id.
+    pub carts: Vec<(Uuid, i64, i64, i32)>,
 }
 
 fn row(status: &str, version: i64, deadline: i64, available: i64, taken: i64, released: i64) -> HoldRow {
@@ -98,11 +105,10 @@ fn row(status: &str, version: i64, deadline: i64, available: i64, taken: i64, re
 pub(super) fn plan(calls: &[HoldCall], snapshot: &Snapshot) -> Plan {
     let mut carts = snapshot.carts.clone();
     let mut available = snapshot.available.clone();
-    // Lines as they stand now; a key absent here is as in the snapshot.
-    let mut lines: HashMap<(Uuid, &str), Option<Held>> = HashMap::new();
+    // The lines the calls changed, as they stand now; a line absent here is
+    // as in the snapshot.
+    let mut lines: BTreeMap<(Uuid, &str), Option<Held>> = BTreeMap::new();
     let mut reserve: BTreeMap<String, i64> = BTreeMap::new();
-    let mut touched_carts: Vec<Uuid> = Vec::new();
-    let mut touched_lines: Vec<(Uuid, &str)> = Vec::new();
     let mut short = BTreeSet::new();
     let mut rows = Vec::with_capacity(calls.len());
 
@@ -117,14 +123,11 @@ pub(super) fn plan(calls: &[HoldCall], snapshot: &Snapshot) -> Plan {
         // Every call on a live cart takes a version, as the SQL does, even
         // one that is then refused.
         cart.version += 1;
-        if !touched_carts.contains(&call.cart) {
-            touched_carts.push(call.cart);
-        }
         let version = cart.version;
         let key = (call.cart, call.product.as_str());
         let old = match lines.get(&key) {
             Some(line) => line.clone(),
-            None => snapshot.lines.get(&(call.cart, call.product.clone())).cloned(),
+            None => snapshot.line(call.cart, &call.product).cloned(),
         };
         let (taken, released, new_line) = match (call.quantity, &call.item) {
             (Some(quantity), item) => {
@@ -133,7 +136,7 @@ pub(super) fn plan(calls: &[HoldCall], snapshot: &Snapshot) -> Plan {
                     continue;
                 };
                 let exists = available.contains_key(item);
-                if old.is_none() && cart.lines >= i64::from(call.max_lines) {
+                if old.is_none() && cart.lines >= call.max_lines {
                     let status = if exists { "too_many_lines" } else { "unknown_item" };
                     rows.push(row(status, version, 0, 0, 0, 0));
                     continue;
@@ -179,9 +182,6 @@ pub(super) fn plan(calls: &[HoldCall], snapshot: &Snapshot) -> Plan {
                 None => (0, 0, None),
             },
         };
-        if !touched_lines.contains(&key) {
-            touched_lines.push(key);
-        }
         lines.insert(key, new_line);
         if let Some(deadline) = call.deadline
             && deadline > cart.deadline
@@ -194,20 +194,21 @@ pub(super) fn plan(calls: &[HoldCall], snapshot: &Snapshot) -> Plan {
     let mut writes = Writes::default();
     reserve.retain(|_, units| *units != 0);
     writes.reserve = reserve;
-    for (cart, product) in touched_lines {
-        let before = snapshot.lines.get(&(cart, product.to_owned()));
-        let after = lines.get(&(cart, product)).and_then(Option::as_ref);
-        match (before, after) {
+    for ((cart, product), after) in lines {
+        match (snapshot.line(cart, product), after.as_ref()) {
             (None, Some(h)) => writes.insert.push((cart, product.to_owned(), h.item.clone(), h.quantity)),
             (Some(_), None) => writes.delete.push((cart, product.to_owned())),
             (Some(b), Some(a)) if a != b => writes.update.push((cart, product.to_owned(), a.item.clone(), a.quantity)),
             _ => {}
         }
     }
-    for id in touched_carts {
-        let cart = carts[&id];
-        writes.carts.push((id, cart.version, cart.deadline, cart.lines));
-    }
+    // Every call on a live cart moved its version: those are the carts to write.
+    writes.carts = carts
+        .into_iter()
+        .filter(|(id, cart)| snapshot.carts.get(id).is_some_and(|before| before.version != cart.version))
+        .map(|(id, cart)| (id, cart.version, cart.deadline, cart.lines))
+        .collect();
+    writes.carts.sort_unstable_by_key(|c| c.0);
     Plan::Ready(Ready { rows, short, writes })
 }
 
@@ -235,7 +236,7 @@ mod tests {
             s.carts.insert(*c, CartState { deadline: NOW + 100, version: 7, lines: 0 });
         }
         for (c, p, i, q) in lines {
-            s.lines.insert((*c, (*p).to_owned()), Held { item: (*i).to_owned(), quantity: *q });
+            s.lines.entry(*c).or_default().insert((*p).to_owned(), Held { item: (*i).to_owned(), quantity: *q });
             s.carts.get_mut(c).expect("lines of known carts").lines += 1;
         }
         for (i, a) in items {
