@@ -181,8 +181,8 @@ impl Metrics {
 
     /// Records one answered request. `route` must be a route template (or
     /// [`UNMATCHED`]), never a raw path.
-    pub fn observe_request(&self, route: &str, method: &Method, status: u16, elapsed: Duration) {
-        let labels = HttpLabels { route: route.to_owned(), method: method_label(method), status };
+    pub fn observe_request(&self, route: String, method: &Method, status: u16, elapsed: Duration) {
+        let labels = HttpLabels { route, method: method_label(method), status };
         self.requests.get_or_create(&labels).inc();
         self.durations.get_or_create(&labels).observe(elapsed.as_secs_f64());
     }
@@ -375,7 +375,7 @@ mod tests {
     #[test]
     fn unusual_methods_share_one_label() {
         let m = Metrics::new();
-        m.observe_request("/healthz", &Method::from_bytes(b"BREW").unwrap(), 405, Duration::from_millis(1));
+        m.observe_request("/healthz".to_owned(), &Method::from_bytes(b"BREW").unwrap(), 405, Duration::from_millis(1));
         let text = m.encode(&ScrapeState::default());
         assert!(
             text.contains(r#"cartd_http_requests_total{route="/healthz",method="other",status="405"} 1"#),

@@ -56,7 +56,7 @@ pub async fn observe(State(metrics): State<Arc<Metrics>>, mut req: Request, next
     let mut response = next.run(req).instrument(span.clone()).await;
     let elapsed = started.elapsed();
     let status = response.status().as_u16();
-    metrics.observe_request(&route, &method, status, elapsed);
+    metrics.observe_request(route, &method, status, elapsed);
     if let Some(FailedStore(store)) = response.extensions().get::<FailedStore>() {
         metrics.store_error(store);
     }
