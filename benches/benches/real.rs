@@ -248,6 +248,15 @@ async fn held_cart(inv: &PgInventory, p: &ProductId, sku: &InventoryId) -> CartI
     id
 }
 
+/// `n` carts from [`held_cart`], opened one after the other.
+async fn held_carts(inv: &PgInventory, p: &ProductId, sku: &InventoryId, n: u64) -> Vec<CartId> {
+    let mut carts = Vec::new();
+    for _ in 0..n {
+        carts.push(held_cart(inv, p, sku).await);
+    }
+    carts
+}
+
 fn postgres_benches(c: &mut Criterion, rt: &Runtime, inv: &PgInventory) {
     let sku = item("sku-0");
     let p0 = product(0);
@@ -268,10 +277,7 @@ fn postgres_benches(c: &mut Criterion, rt: &Runtime, inv: &PgInventory) {
         b.to_async(rt).iter_custom(|iters| {
             let (p0, sku) = (&p0, &sku);
             async move {
-                let mut carts = Vec::new();
-                for _ in 0..iters {
-                    carts.push(held_cart(inv, p0, sku).await);
-                }
+                let carts = held_carts(inv, p0, sku, iters).await;
                 let start = Instant::now();
                 for &id in &carts {
                     black_box(inv.release(id).await.expect("release"));
@@ -285,10 +291,7 @@ fn postgres_benches(c: &mut Criterion, rt: &Runtime, inv: &PgInventory) {
         b.to_async(rt).iter_custom(|iters| {
             let (p0, sku) = (&p0, &sku);
             async move {
-                let mut carts = Vec::new();
-                for _ in 0..iters {
-                    carts.push(held_cart(inv, p0, sku).await);
-                }
+                let carts = held_carts(inv, p0, sku, iters).await;
                 let start = Instant::now();
                 for &id in &carts {
                     black_box(inv.checkout(id, OrderId::random(), SystemClock.now()).await.expect("checkout"));

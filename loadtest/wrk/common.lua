@@ -1,7 +1,22 @@
 -- Shared helpers for cartd's wrk scripts (loaded with dofile from the script's
--- own directory): the session file and the RESULT line, in the same format as
+-- own directory): thread numbering and seeding, the session file and the
+-- RESULT line, in the same format as
 -- ../shared/peers/wrk, so both sets of scripts can be compared line by line.
 local M = {}
+
+-- wrk's setup(): numbers the threads, so each has its own `tid` (1, 2, ...).
+-- Use as `setup = common.setup`.
+local counter = 0
+function M.setup(thread)
+  counter = counter + 1
+  thread:set("tid", counter)
+end
+
+-- Seeds this thread's random numbers apart from the other threads'. Call
+-- from init(); `tid` is the global M.setup gave this thread.
+function M.seed()
+  math.randomseed(os.time() * 1000 + (tid or 0))
+end
 
 -- One session id per line of `path`.
 function M.load_ids(path)

@@ -8,11 +8,7 @@
 local dir = debug.getinfo(1, "S").source:match("^@(.*/)") or "./"
 local common = dofile(dir .. "common.lua")
 
-local counter = 0
-function setup(thread)
-  counter = counter + 1
-  thread:set("tid", counter)
-end
+setup = common.setup
 
 local ids, n, item, seq
 function init(args)
@@ -20,7 +16,7 @@ function init(args)
   n = #ids
   item = args[2] or "flash-1"
   seq = 0
-  math.randomseed(os.time() * 1000 + (tid or 0))
+  common.seed()
 end
 
 local headers = { ["Content-Type"] = "application/json" }

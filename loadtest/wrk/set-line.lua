@@ -8,11 +8,7 @@
 local dir = debug.getinfo(1, "S").source:match("^@(.*/)") or "./"
 local common = dofile(dir .. "common.lua")
 
-local counter = 0
-function setup(thread)
-  counter = counter + 1
-  thread:set("tid", counter)
-end
+setup = common.setup
 
 local ids, n, items, prefix, products
 function init(args)
@@ -21,7 +17,7 @@ function init(args)
   items = tonumber(args[2] or "10000")
   prefix = args[3] or "sku-"
   products = tonumber(args[4] or "20")
-  math.randomseed(os.time() * 1000 + (tid or 0))
+  common.seed()
 end
 
 local headers = { ["Content-Type"] = "application/json" }

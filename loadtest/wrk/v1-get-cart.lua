@@ -3,17 +3,13 @@
 local dir = debug.getinfo(1, "S").source:match("^@(.*/)") or "./"
 local common = dofile(dir .. "common.lua")
 
-local counter = 0
-function setup(thread)
-  counter = counter + 1
-  thread:set("tid", counter)
-end
+setup = common.setup
 
 local ids, n
 function init(args)
   ids = common.load_ids(args[1])
   n = #ids
-  math.randomseed(os.time() * 1000 + (tid or 0))
+  common.seed()
 end
 
 local headers = {}
