@@ -3,6 +3,7 @@
 //! transactions and row locks.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::ops::Bound;
 use std::sync::Mutex;
 
 use domain::ports::{HoldReceipt, Inventory, LineChange, PortError, Released};
@@ -21,7 +22,8 @@ struct LedgerCart {
 
 #[derive(Debug, Default)]
 struct Inner {
-    items: HashMap<InventoryId, StockLevel>,
+    /// Ordered by id, so listing pages by id cost no sort.
+    items: BTreeMap<InventoryId, StockLevel>,
     carts: HashMap<CartId, LedgerCart>,
     by_deadline: BTreeSet<(Timestamp, CartId)>,
     orders: HashMap<CartId, Order>,
@@ -175,9 +177,7 @@ impl MemoryInventory {
     /// All items with their counts, for tests and invariant checks.
     #[must_use]
     pub fn snapshot(&self) -> Vec<(InventoryId, StockLevel)> {
-        let mut v: Vec<_> = lock(&self.inner).items.iter().map(|(k, v)| (k.clone(), *v)).collect();
-        v.sort_by(|a, b| a.0.cmp(&b.0));
-        v
+        lock(&self.inner).items.iter().map(|(k, v)| (k.clone(), *v)).collect()
     }
 
     /// The lines the ledger holds for `cart` (empty when it holds nothing).
@@ -250,6 +250,23 @@ impl Inventory for MemoryInventory {
 
     async fn stock(&self, item: &InventoryId) -> Result<Option<StockLevel>, PortError> {
         Ok(lock(&self.inner).items.get(item).copied())
+    }
+
+    async fn list_stock(
+        &self,
+        after: Option<&InventoryId>,
+        limit: u32,
+    ) -> Result<Vec<(InventoryId, StockLevel)>, PortError> {
+        let inner = lock(&self.inner);
+        let from = after.map_or(Bound::Unbounded, Bound::Excluded);
+        let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+        Ok(inner.items.range((from, Bound::Unbounded)).take(limit).map(|(k, v)| (k.clone(), *v)).collect())
+    }
+
+    async fn stock_of(&self, items: &[InventoryId]) -> Result<Vec<(InventoryId, StockLevel)>, PortError> {
+        let inner = lock(&self.inner);
+        let wanted: BTreeSet<&InventoryId> = items.iter().collect();
+        Ok(wanted.into_iter().filter_map(|id| inner.items.get(id).map(|l| (id.clone(), *l))).collect())
     }
 
     async fn set_available(&self, item: &InventoryId, available: StockCount) -> Result<StockLevel, PortError> {

@@ -231,6 +231,15 @@ impl PgInventory {
         .await
     }
 
+    async fn query(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>, PgError> {
+        retrying(self.op_timeout, || async {
+            let client = self.pool.get().await?;
+            let statement = client.prepare_cached(sql).await?;
+            Ok(client.query(&statement, params).await?)
+        })
+        .await
+    }
+
     /// What the batches of holds have done so far.
     #[must_use]
     pub fn hold_batch_stats(&self) -> HoldBatchStats {
@@ -393,6 +402,18 @@ fn lines_of(products: Vec<String>, items: Vec<String>, quantities: Vec<i32>) -> 
                 inventory_id: InventoryId::parse(&i).map_err(|_| bad("inventory id"))?,
                 quantity: u32::try_from(q).ok().and_then(|q| Quantity::new(q).ok()).ok_or_else(|| bad("quantity"))?,
             })
+        })
+        .collect()
+}
+
+/// `(inventory_id, available, reserved, sold)` rows as counts.
+fn levels_of(rows: &[Row]) -> Result<Vec<(InventoryId, StockLevel)>, PgError> {
+    rows.iter()
+        .map(|row| {
+            let id: &str = row.try_get(0)?;
+            let id = InventoryId::parse(id)
+                .map_err(|_| PgError::Protocol(format!("stored item has an invalid inventory id {id:?}")))?;
+            Ok((id, StockLevel { available: row.try_get(1)?, reserved: row.try_get(2)?, sold: row.try_get(3)? }))
         })
         .collect()
 }
@@ -573,6 +594,38 @@ impl Inventory for PgInventory {
                 sold: row.try_get::<_, Option<i64>>(2).map_err(PgError::from)?.unwrap_or(0),
             }),
         })
+    }
+
+    async fn list_stock(
+        &self,
+        after: Option<&InventoryId>,
+        limit: u32,
+    ) -> Result<Vec<(InventoryId, StockLevel)>, PortError> {
+        // `collate "C"` orders by bytes, as the in-memory adapter does, so a
+        // cursor means the same on both. The catalogue is small: sorting it
+        // outside the primary key's index is cheap.
+        let limit = i64::from(limit);
+        let rows = self
+            .query(
+                "select inventory_id, available, reserved, sold from items \
+                 where $1::text is null or inventory_id collate \"C\" > $1 \
+                 order by inventory_id collate \"C\" limit $2",
+                &[&after.map(InventoryId::as_str), &limit],
+            )
+            .await?;
+        Ok(levels_of(&rows)?)
+    }
+
+    async fn stock_of(&self, items: &[InventoryId]) -> Result<Vec<(InventoryId, StockLevel)>, PortError> {
+        let ids: Vec<&str> = items.iter().map(InventoryId::as_str).collect();
+        let rows = self
+            .query(
+                "select inventory_id, available, reserved, sold from items \
+                 where inventory_id = any($1) order by inventory_id collate \"C\"",
+                &[&ids],
+            )
+            .await?;
+        Ok(levels_of(&rows)?)
     }
 
     async fn set_available(&self, item: &InventoryId, available: StockCount) -> Result<StockLevel, PortError> {
