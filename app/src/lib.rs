@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 pub mod background;
+pub mod catalog;
 pub mod clock;
 pub mod http;
 pub mod metrics;

@@ -69,6 +69,10 @@ allowed_origins = []
 format = "human"
 filter = "info"
 
+[storefront]
+enabled = true
+catalog = ""
+
 [demo]
 seed = true
 items = 100
@@ -150,6 +154,23 @@ struct Raw {
     cors: RawCors,
     log: RawLog,
     demo: Demo,
+    storefront: RawStorefront,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStorefront {
+    enabled: bool,
+    catalog: String,
+}
+
+/// The storefront page (`GET /`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StorefrontSettings {
+    /// Whether `/`, its assets and `/v1/catalog` are served.
+    pub enabled: bool,
+    /// A JSON catalogue file; `None` means the built-in demo catalogue.
+    pub catalog: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -356,6 +377,8 @@ pub struct Settings {
     pub log_filter: String,
     /// Demo catalogue.
     pub demo: Demo,
+    /// The storefront page.
+    pub storefront: StorefrontSettings,
 }
 
 /// A configuration error, naming the key at fault.
@@ -541,6 +564,10 @@ impl Settings {
             log_format: raw.log.format,
             log_filter: raw.log.filter,
             demo: raw.demo,
+            storefront: StorefrontSettings {
+                enabled: raw.storefront.enabled,
+                catalog: (!raw.storefront.catalog.is_empty()).then(|| raw.storefront.catalog.into()),
+            },
         })
     }
 }
@@ -646,6 +673,21 @@ mod tests {
         assert_eq!(s.expiry.ttl.get(), Duration::from_secs(60));
         assert_eq!(s.limits.max_lines(), 9);
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_storefront_is_on_with_the_demo_catalogue_unless_configured() {
+        let s = load(vec![]).unwrap();
+        assert_eq!(s.storefront, StorefrontSettings { enabled: true, catalog: None });
+        let s = load(vec![
+            ("CART__STOREFRONT__ENABLED", "false"),
+            ("CART__STOREFRONT__CATALOG", "/etc/cartd/catalog.json"),
+        ])
+        .unwrap();
+        assert_eq!(
+            s.storefront,
+            StorefrontSettings { enabled: false, catalog: Some("/etc/cartd/catalog.json".into()) }
+        );
     }
 
     #[test]

@@ -18,7 +18,9 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 use crate::background::{Shutdown, expiry_listener, shutdown_pair, sweeper};
+use crate::catalog::Catalog;
 use crate::clock::TokioClock;
+use crate::http::storefront::Storefront;
 use crate::http::{AppState, Backend, RouterOptions, router};
 use crate::metrics::{Metrics, PoolUse};
 use crate::server::{ServeOptions, serve};
@@ -113,6 +115,8 @@ impl Application {
             None => (Secret::new(uuid::Uuid::new_v4().simple().to_string()), true),
         };
         let metrics = Arc::new(Metrics::new());
+        // Before any store is touched: a bad catalogue stops the start at once.
+        let storefront = storefront(&settings)?;
         let (router, spawn_background) = match settings.backend {
             BackendKind::Memory => {
                 let service = CartService::new(
@@ -132,7 +136,7 @@ impl Application {
                 if settings.demo.seed {
                     seed_demo(&state, &settings).await?;
                 }
-                wire(state, &settings)
+                wire(state, &settings, storefront)
             }
             BackendKind::Redis => {
                 let inventory = PgInventory::connect(&pg_settings(&settings)).context("postgres settings")?;
@@ -147,7 +151,7 @@ impl Application {
                 };
                 let state =
                     Arc::new(AppState { service, backend, admin_token: admin_token.clone(), metrics: metrics.clone() });
-                let (router, spawn) = wire(state.clone(), &settings);
+                let (router, spawn) = wire(state.clone(), &settings, storefront);
                 let listener_settings = settings.listener_enabled.then(|| ListenerSettings {
                     configure_notifications: settings.redis.configure_notifications,
                     ..ListenerSettings::for_store(&redis_settings(&settings))
@@ -236,11 +240,16 @@ impl Application {
     }
 }
 
-fn wire<B: Backend>(state: Arc<AppState<B>>, settings: &Settings) -> (Router, Spawner) {
+fn wire<B: Backend>(
+    state: Arc<AppState<B>>,
+    settings: &Settings,
+    storefront: Option<Arc<Storefront>>,
+) -> (Router, Spawner) {
     let options = RouterOptions {
         max_body_bytes: settings.http.max_body_bytes,
         cors_allowed_origins: settings.cors_allowed_origins.clone(),
         request_timeout: settings.http.request_timeout,
+        storefront,
     };
     let router = router(state.clone(), &options);
     let (interval, batch, concurrency) =
@@ -248,6 +257,19 @@ fn wire<B: Backend>(state: Arc<AppState<B>>, settings: &Settings) -> (Router, Sp
     let spawner: Spawner =
         Box::new(move |shutdown| vec![tokio::spawn(sweeper(state, interval, batch, concurrency, shutdown))]);
     (router, spawner)
+}
+
+/// The storefront page with its catalogue (validated here), when enabled.
+fn storefront(settings: &Settings) -> anyhow::Result<Option<Arc<Storefront>>> {
+    if !settings.storefront.enabled {
+        return Ok(None);
+    }
+    let catalog = match &settings.storefront.catalog {
+        Some(path) => Catalog::load(path).context("storefront.catalog")?,
+        None => Catalog::demo(),
+    };
+    tracing::info!(products = catalog.products.len(), "storefront enabled at /");
+    Ok(Some(Arc::new(Storefront::new(&catalog))))
 }
 
 /// Items `inv-1` ..= `inv-N`, each with the configured units available.
