@@ -27,6 +27,9 @@ struct Inner {
     carts: HashMap<CartId, LedgerCart>,
     by_deadline: BTreeSet<(Timestamp, CartId)>,
     orders: HashMap<CartId, Order>,
+    /// Items whose counts changed since [`MemoryInventory::take_changed`]
+    /// last ran (at most every item once).
+    changed: BTreeSet<InventoryId>,
 }
 
 impl Inner {
@@ -43,6 +46,7 @@ impl Inner {
     }
 
     fn unhold(&mut self, inv: &InventoryId, q: u32) {
+        self.changed.insert(inv.clone());
         // Every held line was taken from an existing item, and items are never
         // deleted, so the entry exists.
         let level = self.items.entry(inv.clone()).or_default();
@@ -104,6 +108,7 @@ impl Inner {
             self.unhold(inv, q.get());
         }
         if let Some((inv, q)) = &change.line {
+            self.changed.insert(inv.clone());
             let level = self.items.get_mut(inv).expect("checked above that the item exists");
             level.available -= i64::from(q.get());
             level.reserved += i64::from(q.get());
@@ -139,6 +144,7 @@ impl Inner {
         self.by_deadline.remove(&(cart.deadline, id));
         let mut lines = Vec::with_capacity(cart.lines.len());
         for (product_id, (inventory_id, quantity)) in cart.lines {
+            self.changed.insert(inventory_id.clone());
             let level = self.items.entry(inventory_id.clone()).or_default();
             level.reserved -= i64::from(quantity.get());
             level.sold += i64::from(quantity.get());
@@ -189,6 +195,13 @@ impl MemoryInventory {
                 .map(|(p, (i, q))| Line { product_id: p.clone(), inventory_id: i.clone(), quantity: *q })
                 .collect()
         })
+    }
+
+    /// The items whose counts changed since the last call (each once, in id
+    /// order): what live stock pages need to hear about.
+    #[must_use]
+    pub fn take_changed(&self) -> Vec<InventoryId> {
+        std::mem::take(&mut lock(&self.inner).changed).into_iter().collect()
     }
 
     /// Number of carts open in the ledger.
@@ -271,6 +284,7 @@ impl Inventory for MemoryInventory {
 
     async fn set_available(&self, item: &InventoryId, available: StockCount) -> Result<StockLevel, PortError> {
         let mut inner = lock(&self.inner);
+        inner.changed.insert(item.clone());
         let level = inner.items.entry(item.clone()).or_default();
         level.available = i64::from(available.get());
         Ok(*level)
