@@ -6,6 +6,7 @@ pub mod background;
 pub mod catalog;
 pub mod clock;
 pub mod http;
+pub mod live;
 pub mod metrics;
 pub mod reconcile;
 pub mod server;

@@ -73,6 +73,12 @@ filter = "info"
 enabled = true
 catalog = ""
 
+[live]
+max_streams = 2000
+tick_ms = 200
+resync_ms = 2000
+keep_alive_ms = 15000
+
 [demo]
 seed = true
 items = 100
@@ -155,6 +161,16 @@ struct Raw {
     log: RawLog,
     demo: Demo,
     storefront: RawStorefront,
+    live: RawLive,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLive {
+    max_streams: usize,
+    tick_ms: u64,
+    resync_ms: u64,
+    keep_alive_ms: u64,
 }
 
 #[derive(Debug, Deserialize)]
@@ -379,6 +395,8 @@ pub struct Settings {
     pub demo: Demo,
     /// The storefront page.
     pub storefront: StorefrontSettings,
+    /// Live stock streams.
+    pub live: crate::live::LiveSettings,
 }
 
 /// A configuration error, naming the key at fault.
@@ -523,6 +541,18 @@ impl Settings {
         if !schema_ok {
             return Err(invalid("postgres.schema", "must be a lowercase identifier"));
         }
+        if !(1..=100_000).contains(&raw.live.max_streams) {
+            return Err(invalid("live.max_streams", "must be between 1 and 100000"));
+        }
+        if !(10..=10_000).contains(&raw.live.tick_ms) {
+            return Err(invalid("live.tick_ms", "must be between 10 and 10000"));
+        }
+        if raw.live.resync_ms < raw.live.tick_ms {
+            return Err(invalid("live.resync_ms", "must be at least live.tick_ms"));
+        }
+        if !(1000..=300_000).contains(&raw.live.keep_alive_ms) {
+            return Err(invalid("live.keep_alive_ms", "must be between 1000 and 300000"));
+        }
         tracing_subscriber::EnvFilter::try_new(&raw.log.filter).map_err(|e| invalid("log.filter", e))?;
         Ok(Self {
             backend: raw.backend,
@@ -564,6 +594,13 @@ impl Settings {
             log_format: raw.log.format,
             log_filter: raw.log.filter,
             demo: raw.demo,
+            live: crate::live::LiveSettings {
+                max_streams: raw.live.max_streams,
+                tick: Duration::from_millis(raw.live.tick_ms),
+                resync: Duration::from_millis(raw.live.resync_ms),
+                keep_alive: Duration::from_millis(raw.live.keep_alive_ms),
+                ..crate::live::LiveSettings::default()
+            },
             storefront: StorefrontSettings {
                 enabled: raw.storefront.enabled,
                 catalog: (!raw.storefront.catalog.is_empty()).then(|| raw.storefront.catalog.into()),
@@ -657,6 +694,10 @@ mod tests {
             (vec![("CART__HTTP__MAX_HEADER_BYTES", "1048577")], "http.max_header_bytes"),
             (vec![("CART__HTTP__MAX_HEADERS", "7")], "http.max_headers"),
             (vec![("CART__HTTP__MAX_HEADERS", "1001")], "http.max_headers"),
+            (vec![("CART__LIVE__MAX_STREAMS", "0")], "live.max_streams"),
+            (vec![("CART__LIVE__TICK_MS", "5")], "live.tick_ms"),
+            (vec![("CART__LIVE__RESYNC_MS", "100")], "live.resync_ms"),
+            (vec![("CART__LIVE__KEEP_ALIVE_MS", "10")], "live.keep_alive_ms"),
         ] {
             let err = load(vars.clone()).unwrap_err().to_string();
             assert!(err.contains(key), "{vars:?}: {err}");

@@ -367,6 +367,7 @@ async fn the_openapi_document_lists_every_route() {
         ("/v1/cart/items/{product_id}", "delete"),
         ("/v1/cart/checkout", "post"),
         ("/v1/inventory", "get"),
+        ("/v1/inventory/events", "get"),
         ("/v1/inventory/{inventory_id}", "get"),
         ("/v1/inventory/{inventory_id}", "put"),
         ("/healthz", "get"),

@@ -56,6 +56,16 @@ pub trait Backend: Send + Sync + 'static {
         None
     }
 
+    /// Items whose counts changed since the last call, when the inventory
+    /// itself can say (in-memory); the Redis + PostgreSQL backend learns
+    /// them from its stock listener instead.
+    fn take_stock_changes(
+        &self,
+        _service: &CartService<Self::Sessions, Self::Inventory, Self::Clock>,
+    ) -> Vec<domain::InventoryId> {
+        Vec::new()
+    }
+
     /// What the inventory's batches of holds have done, for metrics; `None`
     /// when holds are not batched (in-memory stores).
     fn hold_batches(
@@ -89,6 +99,8 @@ pub struct RouterOptions {
     pub request_timeout: Duration,
     /// The storefront page and its catalogue; `None` when turned off.
     pub storefront: Option<Arc<storefront::Storefront>>,
+    /// Live stock (`GET /v1/inventory/events`); `None` leaves the route out.
+    pub live: Option<Arc<crate::live::StockHub>>,
 }
 
 impl Default for RouterOptions {
@@ -98,6 +110,7 @@ impl Default for RouterOptions {
             cors_allowed_origins: Vec::new(),
             request_timeout: Duration::from_secs(10),
             storefront: None,
+            live: None,
         }
     }
 }
@@ -126,6 +139,10 @@ pub fn router<B: Backend>(state: Arc<AppState<B>>, options: &RouterOptions) -> R
         .with_state(state);
     let router = match &options.storefront {
         Some(page) => router.merge(storefront::routes(page.clone())),
+        None => router,
+    };
+    let router = match &options.live {
+        Some(hub) => router.merge(crate::live::routes(hub.clone())),
         None => router,
     };
     let router = router

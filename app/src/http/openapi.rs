@@ -31,6 +31,7 @@ use super::wire;
         handlers::abandon_cart,
         handlers::checkout,
         handlers::list_stock,
+        crate::live::events,
         handlers::get_stock,
         handlers::set_stock,
         handlers::healthz,
@@ -43,7 +44,7 @@ use super::wire;
     ),
     components(schemas(
         wire::AddToCartRequest, wire::AddToCartResponse, wire::GetCartResponse, wire::LineBody, wire::CartBody,
-        wire::SetLineRequest, wire::OrderBody, wire::StockBody, wire::StockPage, wire::SetStockRequest, wire::ErrorBody,
+        wire::SetLineRequest, wire::OrderBody, wire::StockBody, wire::StockPage, crate::live::StockEventBody, wire::SetStockRequest, wire::ErrorBody,
         wire::StatusBody, crate::catalog::Catalog, crate::catalog::Product,
     )),
     modifiers(&AdminToken),
