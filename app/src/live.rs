@@ -119,6 +119,22 @@ pub struct StockEventBody {
     pub items: Vec<StockBody>,
 }
 
+/// One event of the stream, as the OpenAPI document describes it (the
+/// stream itself is `text/event-stream`, not JSON).
+#[derive(Debug, ToSchema)]
+#[allow(dead_code)]
+pub struct StockEvent {
+    /// `snapshot` or `stock`.
+    #[schema(pattern = "^(snapshot|stock)$")]
+    event: String,
+    /// `<instance>-<version>`.
+    id: String,
+    /// A [`StockEventBody`] as JSON.
+    data: String,
+    /// Milliseconds a browser waits before reconnecting (on snapshots).
+    retry: Option<u64>,
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
@@ -348,7 +364,7 @@ struct StreamState {
         (status = 200, description = "`text/event-stream`: a `snapshot` event, then `stock` events with the items that changed \
             (each data line a `StockEventBody`), `:` comments to keep the connection open. A request without \
             `Accept: text/event-stream` gets the snapshot only and the stream ends (see docs/storefront.md)",
-            content_type = "text/event-stream", body = String),
+            content_type = "text/event-stream", body = StockEvent),
         (status = 400, body = ErrorBody),
         (status = 503, description = "`too_many_streams`: the cap on open streams is reached", body = ErrorBody),
     )

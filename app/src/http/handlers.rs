@@ -257,7 +257,7 @@ pub const MAX_STOCK_IDS: usize = 100;
         ("cursor" = Option<String>, Query, description = "The `next_cursor` of the previous page",
             min_length = 1, max_length = 64, pattern = "^[A-Za-z0-9._:-]+$"),
         ("ids" = Option<String>, Query,
-            description = "Only these items: 1-100 comma-separated ids (unknown ones are left out); not with `limit` or `cursor`",
+            description = "Only these items: 1-100 comma-separated ids (unknown ones are left out); `limit` and `cursor` page through them",
             min_length = 1, pattern = "^[A-Za-z0-9._:-]{1,64}(,[A-Za-z0-9._:-]{1,64}){0,99}$"),
     ),
     responses(
@@ -270,18 +270,17 @@ pub async fn list_stock<B: Backend>(
     query: Result<Query<StockQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(q) = query.map_err(|e| ApiError::invalid(format!("invalid query: {}", e.body_text())))?;
-    if let Some(ids) = q.ids {
-        if q.limit.is_some() || q.cursor.is_some() {
-            return Err(ApiError::invalid("ids cannot be combined with limit or cursor"));
+    let ids = match q.ids {
+        None => None,
+        Some(ids) => {
+            let ids =
+                ids.split(',').map(|raw| parse_id("ids", raw, InventoryId::parse)).collect::<Result<Vec<_>, _>>()?;
+            if ids.len() > MAX_STOCK_IDS {
+                return Err(ApiError::invalid(format!("ids names more than {MAX_STOCK_IDS} items")));
+            }
+            Some(ids)
         }
-        let ids = ids.split(',').map(|raw| parse_id("ids", raw, InventoryId::parse)).collect::<Result<Vec<_>, _>>()?;
-        if ids.len() > MAX_STOCK_IDS {
-            return Err(ApiError::invalid(format!("ids names more than {MAX_STOCK_IDS} items")));
-        }
-        let levels = app.service.stock_of(&ids).await?;
-        let items = levels.iter().map(|(id, level)| StockBody::new(id, *level)).collect();
-        return Ok(Json(StockPage { items, next_cursor: None }).into_response());
-    }
+    };
     let limit = match q.limit.as_deref() {
         None => DEFAULT_STOCK_PAGE,
         Some(raw) => raw
@@ -292,7 +291,15 @@ pub async fn list_stock<B: Backend>(
     };
     let cursor = q.cursor.as_deref().map(|raw| parse_id("cursor", raw, InventoryId::parse)).transpose()?;
     // One more than asked tells whether another page follows.
-    let mut levels = app.service.list_stock(cursor.as_ref(), limit + 1).await?;
+    let mut levels = match ids {
+        None => app.service.list_stock(cursor.as_ref(), limit + 1).await?,
+        // At most 100, in id order: page through them in memory.
+        Some(ids) => {
+            let mut levels = app.service.stock_of(&ids).await?;
+            levels.retain(|(id, _)| cursor.as_ref().is_none_or(|c| id > c));
+            levels
+        }
+    };
     let more = levels.len() > limit as usize;
     levels.truncate(limit as usize);
     let next_cursor = if more { levels.last().map(|(id, _)| id.to_string()) } else { None };

@@ -44,7 +44,7 @@ use super::wire;
     ),
     components(schemas(
         wire::AddToCartRequest, wire::AddToCartResponse, wire::GetCartResponse, wire::LineBody, wire::CartBody,
-        wire::SetLineRequest, wire::OrderBody, wire::StockBody, wire::StockPage, crate::live::StockEventBody, wire::SetStockRequest, wire::ErrorBody,
+        wire::SetLineRequest, wire::OrderBody, wire::StockBody, wire::StockPage, crate::live::StockEventBody, crate::live::StockEvent, wire::SetStockRequest, wire::ErrorBody,
         wire::StatusBody, crate::catalog::Catalog, crate::catalog::Product,
     )),
     modifiers(&AdminToken),
