@@ -374,12 +374,13 @@ async fn planned(
         Plan::Ready(ready) => ready,
         Plan::Reference => {
             counters.fallbacks.fetch_add(1, Ordering::Relaxed);
-            let statement = client.prepare_cached(REFERENCE_SQL).await?;
+            let (statement, notify) =
+                tokio::try_join!(client.prepare_cached(REFERENCE_SQL), client.prepare_cached(super::NOTIFY_STOCK))?;
             let params = reference_params(calls);
             let params = params.as_params();
             let (rows, _, ()) = tokio::try_join!(
                 client.query(&statement, &params),
-                client.execute(super::NOTIFY_STOCK, &[&super::ALL_ITEMS]),
+                client.execute(&notify, &[&super::ALL_ITEMS]),
                 client.batch_execute("commit")
             )?;
             return read_rows(&rows);
@@ -419,12 +420,14 @@ async fn planned(
 async fn write(client: &deadpool_postgres::Object, w: &Writes, notice: &str) -> Result<(), PgError> {
     type Pending<'a> =
         std::pin::Pin<Box<dyn std::future::Future<Output = Result<u64, tokio_postgres::Error>> + Send + 'a>>;
-    let (write_items, insert_lines, update_lines, delete_lines, write_carts) = tokio::try_join!(
+    // Prepared once per connection, so the notice adds no round trip.
+    let (write_items, insert_lines, update_lines, delete_lines, write_carts, notify) = tokio::try_join!(
         client.prepare_cached(WRITE_ITEMS),
         client.prepare_cached(INSERT_LINES),
         client.prepare_cached(UPDATE_LINES),
         client.prepare_cached(DELETE_LINES),
         client.prepare_cached(WRITE_CARTS),
+        client.prepare_cached(super::NOTIFY_STOCK),
     )?;
     let item_ids: Vec<&str> = w.reserve.keys().map(String::as_str).collect();
     let item_units: Vec<i64> = w.reserve.values().copied().collect();
@@ -463,7 +466,7 @@ async fn write(client: &deadpool_postgres::Object, w: &Writes, notice: &str) -> 
         pending.push(Box::pin(client.execute(&write_carts, &cart_params)));
     }
     if !notice.is_empty() {
-        pending.push(Box::pin(client.execute(super::NOTIFY_STOCK, &notice_params)));
+        pending.push(Box::pin(client.execute(&notify, &notice_params)));
     }
     // A failed statement aborts the transaction, and `commit` then rolls it
     // back; the error is what `try_join_all` returns.
