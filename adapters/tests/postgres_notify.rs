@@ -97,7 +97,7 @@ async fn every_committed_change_of_counts_sends_one_notice_naming_what_changed()
     inv.set_hold(abandoned, &set("p1", "sku-b", 1), None, 10, t0).await.unwrap();
     assert_eq!(l.next().await, items(&["sku-b"]));
     inv.release(abandoned).await.unwrap();
-    assert_eq!(l.next().await, StockNotice::All, "a release does not say which items");
+    assert_eq!(l.next().await, items(&["sku-b"]), "a release names the items the cart held");
     inv.release(abandoned).await.unwrap();
     l.nothing_more().await;
 
@@ -106,7 +106,7 @@ async fn every_committed_change_of_counts_sends_one_notice_naming_what_changed()
     inv.set_hold(expiring, &set("p1", "sku-b", 1), None, 10, t0).await.unwrap();
     assert_eq!(l.next().await, items(&["sku-b"]));
     inv.release_expired(t0.plus(Duration::from_secs(2)), 10).await.unwrap();
-    assert_eq!(l.next().await, StockNotice::All);
+    assert_eq!(l.next().await, StockNotice::All, "the sweeper's batches do not say which items");
     inv.release_expired(t0.plus(Duration::from_secs(2)), 10).await.unwrap();
     l.nothing_more().await;
 }

@@ -79,6 +79,9 @@ const BACKLOG: usize = 64;
 struct Delta {
     version: u64,
     items: Vec<(String, StockLevel)>,
+    /// The event data for all of `items`, serialized once for every stream
+    /// that wants them all (the usual case: a tick changes few items).
+    json: String,
 }
 
 #[derive(Debug, Default)]
@@ -215,26 +218,23 @@ impl StockHub {
         }
         if !changed.is_empty() {
             current.version += 1;
+            let version = current.version;
+            let json = serde_json::to_string(&StockEventBody {
+                version,
+                items: changed.iter().map(|(id, l)| body(id, *l)).collect(),
+            })
+            .expect("stock events serialize");
             // No receiver is fine: nobody is watching.
-            let _ = self.tx.send(Arc::new(Delta { version: current.version, items: changed }));
+            let _ = self.tx.send(Arc::new(Delta { version, items: changed, json }));
         }
         Ok(())
     }
 
     async fn read_all<B: Backend>(&self, app: &AppState<B>) -> Result<Vec<(String, StockLevel)>, domain::CartError> {
-        let mut out = Vec::new();
-        let mut after: Option<InventoryId> = None;
-        while out.len() < self.settings.max_items as usize {
-            let page = app.service.list_stock(after.as_ref(), PAGE).await?;
-            let full = page.len() == PAGE as usize;
-            after = page.last().map(|(id, _)| id.clone());
-            out.extend(page.into_iter().map(|(id, l)| (id.to_string(), l)));
-            if !full {
-                break;
-            }
-        }
-        out.truncate(self.settings.max_items as usize);
-        Ok(out)
+        // One query: a re-read of everything may come every tick while the
+        // sweeper releases carts.
+        let all = app.service.list_stock(None, self.settings.max_items).await?;
+        Ok(all.into_iter().map(|(id, l)| (id.to_string(), l)).collect())
     }
 
     async fn read_some<B: Backend>(
@@ -444,13 +444,17 @@ async fn next_event(mut st: StreamState) -> Option<(Result<Event, Infallible>, S
                         continue;
                     }
                     st.seen = delta.version;
+                    let id = st.hub.event_id(delta.version);
+                    if delta.items.iter().all(|(item, _)| st.filter.wants(item)) {
+                        let event = Event::default().event("stock").id(id).data(&delta.json);
+                        return Some((Ok(event), st));
+                    }
                     let items: Vec<StockBody> =
                         delta.items.iter().filter(|(id, _)| st.filter.wants(id)).map(|(id, l)| body(id, *l)).collect();
                     if items.is_empty() {
                         continue;
                     }
-                    let event = data_event("stock", &st.hub.event_id(delta.version), delta.version, items);
-                    return Some((Ok(event), st));
+                    return Some((Ok(data_event("stock", &id, delta.version, items)), st));
                 }
                 Err(RecvError::Lagged(_)) => {
                     // Too slow for the backlog: start again from the latest counts.

@@ -560,12 +560,18 @@ impl Inventory for PgInventory {
 
     async fn release(&self, cart: CartId) -> Result<Released, PortError> {
         // The notice is part of the same statement, hence of the release's
-        // transaction, and is sent only when units went back.
+        // transaction, and is sent only when units went back. It names the
+        // items the cart held when the statement began (the statement's
+        // snapshot, before the release); a line changed by a transaction
+        // that committed in between is caught by the listeners' resync.
         let row = self
             .query_one(
-                "select o_units, o_deadline_ms, \
-                 case when o_units > 0 then pg_notify('cartd_stock_' || current_schema(), '*')::text end \
-                 from cartd_release($1)",
+                "with held as (select coalesce(string_agg(distinct inventory_id, ','), '*') as ids \
+                                 from holds where cart_id = $1) \
+                 select r.o_units, r.o_deadline_ms, \
+                 case when r.o_units > 0 then pg_notify('cartd_stock_' || current_schema(), \
+                   case when length(held.ids) <= 7000 then held.ids else '*' end)::text end \
+                 from cartd_release($1) r, held",
                 &[&cart.as_uuid()],
             )
             .await?;
