@@ -19,7 +19,9 @@ const state = {
   stock: new Map(), // inventory_id -> {available, reserved, sold}
   cart: null, // the server's last answer, or null
   order: null,
-  offsetMs: 0, // server clock minus browser clock
+  offsetMs: 0, // server clock minus browser clock, the middle of [offsetLo, offsetHi]
+  offsetLo: -Infinity,
+  offsetHi: Infinity,
   busy: false,
   checkingExpiry: false,
   events: null,
@@ -31,13 +33,24 @@ const $ = (id) => document.getElementById(id);
 
 // ---------- talking to the server ----------
 
-function noteServerClock(res) {
+// `Date` has whole seconds, cut down: when the server answered, its clock
+// read between `date` and `date + 1 s`, somewhere between our sending and our
+// receiving. Each answer bounds the offset; keep the tightest bounds seen.
+function noteServerClock(res, sentAt, receivedAt) {
   const date = res.headers.get('date');
-  if (!date) return;
-  const server = Date.parse(date);
-  // `Date` has whole seconds, cut down: the server's clock is somewhere in
-  // the second after it, so take the middle.
-  if (!Number.isNaN(server)) state.offsetMs = server + 500 - Date.now();
+  const server = date ? Date.parse(date) : Number.NaN;
+  if (Number.isNaN(server)) return;
+  const lo = Math.max(state.offsetLo, server - receivedAt);
+  const hi = Math.min(state.offsetHi, server + 1000 - sentAt);
+  if (lo <= hi) {
+    state.offsetLo = lo;
+    state.offsetHi = hi;
+  } else {
+    // The browser's clock moved: start again from this answer.
+    state.offsetLo = server - receivedAt;
+    state.offsetHi = server + 1000 - sentAt;
+  }
+  state.offsetMs = (state.offsetLo + state.offsetHi) / 2;
 }
 
 function serverNow() {
@@ -54,12 +67,13 @@ async function call(method, path, { body, session } = {}) {
   if (session) headers['cart-session-id'] = session;
   for (let attempt = 0; ; attempt++) {
     let res;
+    const sentAt = Date.now();
     try {
       res = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
     } catch (e) {
       res = null;
     }
-    if (res) noteServerClock(res);
+    if (res) noteServerClock(res, sentAt, Date.now());
     if (res && res.status !== 503) {
       let parsed = null;
       const text = await res.text();
@@ -102,8 +116,11 @@ function productById(id) {
   return state.catalog.products.find((p) => p.product_id === id);
 }
 
+// Whole seconds left, rounded down: the estimate of the server's clock can be
+// off by a fraction of a second, and showing more time than the hold has
+// would be the worse mistake.
 function formatLeft(ms) {
-  const s = Math.max(0, Math.ceil(ms / 1000));
+  const s = Math.max(0, Math.floor(ms / 1000));
   const m = Math.floor(s / 60);
   return `${m}:${String(s % 60).padStart(2, '0')}`;
 }
@@ -215,7 +232,7 @@ function renderTimer() {
   const left = Date.parse(state.cart.expires_at) - serverNow();
   timer.hidden = false;
   timer.textContent = `Items held for ${formatLeft(left)}`;
-  timer.dataset.left = String(Math.max(0, Math.ceil(left / 1000)));
+  timer.dataset.left = String(Math.max(0, Math.floor(left / 1000)));
   timer.classList.toggle('low', left < 120000);
   if (left <= 0) checkExpired();
 }

@@ -351,6 +351,8 @@ async fn adding_to_the_cart_lowers_the_count_and_starts_the_countdown() {
         ensure!(b.value("qty-prod-1").await.as_deref() == Some("1"), "one unit in the cart");
         ensure!(cartd.stock("inv-1").await == (4, 1, 0), "the server holds it");
         let first = eventually("a countdown", Duration::from_secs(5), || b.seconds_left()).await?;
+        // `Date` has whole seconds, so the page's idea of the server's clock
+        // is within half a second: never more than the 900 s the hold has.
         ensure!((890..=900).contains(&first), "15 minutes to go, not {first} s");
         let later = eventually("the countdown to move", Duration::from_secs(5), || async {
             b.seconds_left().await.filter(|s| *s < first)
