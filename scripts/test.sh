@@ -37,6 +37,10 @@ echo "== cargo clippy -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== cargo test"
 cargo test --workspace --locked
+# Every criterion benchmark once, as a test (criterion's test mode: no
+# timing), so that none of them rots between performance runs.
+echo "== benchmarks, once each"
+cargo test -p cartd-benches --benches --locked
 
 # --- Short load test (goose; see scripts/loadtest.sh) -----------------------
 # 200 users with no think time for 20 s against a release cartd on the Redis +
