@@ -8,6 +8,7 @@
 //! demand, so a test can show how its caller copes with an outage; [`clock`]
 //! has a [`ManualClock`] that moves only when told to.
 #![forbid(unsafe_code)]
+#![deny(missing_docs)]
 
 pub mod clock;
 pub mod faulty;

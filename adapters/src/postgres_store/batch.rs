@@ -88,7 +88,7 @@ const REFERENCE_SQL: &str = "select o_status, o_version, o_deadline_ms, o_availa
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
     /// Lock and read, plan in memory, write the net changes: a few
-    /// statements per batch ([`super::plan`]). The default.
+    /// statements per batch (`postgres_store/plan.rs`). The default.
     Planned,
     /// `cartd_set_hold_batch`, a PL/pgSQL loop of `cartd_set_hold` calls:
     /// several statements per hold. Kept as the reference the planned path
