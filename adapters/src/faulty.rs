@@ -51,6 +51,10 @@ use domain::{Cart, CartError, CartId, InventoryId, Order, OrderId, StockCount, S
 /// [`Clock`](domain::ports::Clock) and [`StockEvents`](domain::ports::StockEvents)
 /// have no operation here: they cannot fail. Move time with
 /// [`ManualClock`](crate::ManualClock) instead.
+///
+/// Invariant: [`Op::store`] is the store a real outage of that operation names. Proved by
+/// `fail_next_fails_exactly_the_next_n_calls_of_any_operation` and
+/// `a_fault_on_one_operation_leaves_the_others_alone_until_healed` (`adapters/tests/faulty.rs`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Op {
@@ -151,6 +155,11 @@ impl fmt::Display for Op {
 
 /// The cause inside the [`PortError`] of an injected failure, so logs say the
 /// outage was made on purpose.
+///
+/// Proved to be the `source()` of every injected failure by
+/// `fail_next_fails_exactly_the_next_n_calls_of_any_operation` and
+/// `a_fault_after_the_call_lets_the_store_commit_and_loses_the_answer`
+/// (`adapters/tests/faulty.rs`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("injected fault in {op} ({})", if *.after_call { "after the call, answer lost" } else { "before the call" })]
 pub struct InjectedFault {
@@ -162,6 +171,12 @@ pub struct InjectedFault {
 
 /// What to fail: which calls, how many, and whether the store does the work
 /// first. Arm it with [`Faults::inject`].
+///
+/// Invariant: fails only the calls it matches, as many times as it was told, before or after the
+/// call as chosen. Proved by `a_fault_on_one_operation_leaves_the_others_alone_until_healed`,
+/// `operations_that_return_a_cart_error_fail_with_unavailable` and
+/// `a_fault_after_the_call_lets_the_store_commit_and_loses_the_answer`
+/// (`adapters/tests/faulty.rs`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[must_use]
 pub struct Fault {
@@ -222,6 +237,12 @@ struct Plan {
 /// port moves into a `CartService` or a server. One `Faults` may be shared by
 /// several ports ([`Faulty::with_faults`]), so that e.g. [`Faults::fail_next`]
 /// counts calls to both stores.
+///
+/// Invariant: armed faults fire in the order they were armed, each for exactly its count, and the
+/// counts of calls and injected failures are exact. Proved by
+/// `fail_next_fails_exactly_the_next_n_calls_of_any_operation`,
+/// `faults_are_used_in_the_order_they_were_armed_and_run_out`, `one_plan_can_drive_several_ports`
+/// and `latency_delays_calls_on_tokios_clock` (`adapters/tests/faulty.rs`).
 #[derive(Clone, Debug, Default)]
 pub struct Faults(Arc<Mutex<State>>);
 
