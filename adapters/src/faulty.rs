@@ -147,6 +147,23 @@ impl Op {
     }
 }
 
+/// The text given to [`Op::from_str`](std::str::FromStr::from_str) is not
+/// the name of an operation.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("no port operation is named {0:?}")]
+pub struct UnknownOp(pub String);
+
+impl std::str::FromStr for Op {
+    type Err = UnknownOp;
+
+    /// The operation named `s`, as [`Op::name`] spells it (e.g.
+    /// `"inventory.checkout"`), so a fault can be chosen by name, from a
+    /// test's parameters or a configuration file.
+    fn from_str(s: &str) -> Result<Self, UnknownOp> {
+        Op::ALL.into_iter().find(|op| op.name() == s).ok_or_else(|| UnknownOp(s.to_owned()))
+    }
+}
+
 impl fmt::Display for Op {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())

@@ -17,5 +17,5 @@ pub mod postgres_store;
 pub mod redis_store;
 
 pub use clock::{ManualClock, SystemClock};
-pub use faulty::{Fault, Faults, Faulty, InjectedFault, Op};
+pub use faulty::{Fault, Faults, Faulty, InjectedFault, Op, UnknownOp};
 pub use memory::{MemoryInventory, MemorySessions};

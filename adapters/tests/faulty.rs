@@ -7,7 +7,9 @@ mod contract;
 
 use std::time::Duration;
 
-use cartd_adapters::{Fault, Faults, Faulty, InjectedFault, ManualClock, MemoryInventory, MemorySessions, Op};
+use cartd_adapters::{
+    Fault, Faults, Faulty, InjectedFault, ManualClock, MemoryInventory, MemorySessions, Op, UnknownOp,
+};
 use domain::ports::{ExpiryEvents, Inventory, PortError, SessionStore};
 use domain::{CartError, CartId, OrderId, StockCount, StockLevel, Timestamp};
 
@@ -159,6 +161,18 @@ mod wrapper {
         let t = tokio::time::Instant::now();
         inv.stock(&contract::item("sku-a")).await.unwrap();
         assert_eq!(t.elapsed(), Duration::ZERO);
+    }
+
+    #[test]
+    fn an_operation_can_be_named_and_every_name_is_distinct() {
+        for op in Op::ALL {
+            assert_eq!(op.name().parse::<Op>(), Ok(op));
+            assert_eq!(op.to_string(), op.name());
+        }
+        let names: std::collections::HashSet<_> = Op::ALL.iter().map(|op| op.name()).collect();
+        assert_eq!(names.len(), Op::ALL.len());
+        assert_eq!("inventory.checkout".parse::<Op>(), Ok(Op::Checkout));
+        assert_eq!("checkout".parse::<Op>(), Err(UnknownOp("checkout".to_owned())));
     }
 
     /// Expiry notices from a list, then none.
