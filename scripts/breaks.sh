@@ -68,7 +68,7 @@ cleanup() { git -C "$ROOT" worktree remove --force "$WT" >/dev/null 2>&1 || rm -
 trap cleanup EXIT
 cleanup
 git -C "$ROOT" worktree add --detach "$WT" "$REV" >/dev/null 2>&1 || { echo "breaks.sh: cannot check out $REV" >&2; exit 2; }
-git -C "$WT" apply "$PATCH" || { echo "breaks.sh: $NAME.patch does not apply to $REV" >&2; exit 2; }
+git -C "$WT" apply "$PATCH" 2>/dev/null || git -C "$WT" apply -3 "$PATCH" || { echo "breaks.sh: $NAME.patch does not apply to $REV" >&2; exit 2; }
 echo "breaks.sh: $NAME: ${WHAT[$NAME]}" >&2
 echo "breaks.sh: applied to $REV; running: ${CHECK[$NAME]}" >&2
 set +e
