@@ -127,12 +127,23 @@ run() { # name, command...
   log "$name"
   local line mark=""
   line=$("$@" 2>&1 | tr '\r' '\n' | tee "$OUT/$name.log" | grep -E '^RESULT|requests per second|^tps = ' | tail -n 1)
-  if [[ "$line" == RESULT* ]]; then
-    local bad
-    bad=$(sed -E 's/.*non2xx=([0-9]+) connect_err=([0-9]+) read_err=([0-9]+) write_err=([0-9]+) timeout=([0-9]+).*/\1 \2 \3 \4 \5/' <<<"$line")
-    if [ "$bad" != "0 0 0 0 0" ] && [ "${EXPECT_REFUSALS:-0}" != 1 ]; then
-      mark=" INVALID(non2xx connect read write timeout = $bad)"
+  if [[ "$line" == *non2xx=* ]]; then
+    local non2xx errors
+    non2xx=$(sed -E 's/.*non2xx=([0-9]+).*/\1/' <<<"$line")
+    errors=$(sed -E 's/.*connect_err=([0-9]+) read_err=([0-9]+) write_err=([0-9]+) timeout=([0-9]+).*/\1 \2 \3 \4/' <<<"$line")
+    if [ "$non2xx" != 0 ] && [ "${EXPECT_REFUSALS:-0}" != 1 ]; then
+      mark=" INVALID(non2xx=$non2xx)"
       invalid=$((invalid + 1))
+    elif [ "$errors" != "0 0 0 0" ]; then
+      # Socket errors (wrk's 2 s timeout included) make a cartd figure
+      # invalid; for a reference (the tutorial) they are part of what it
+      # does under that load, and are only noted.
+      if [[ "$name" == cartd_* ]]; then
+        mark=" INVALID(connect read write timeout = $errors)"
+        invalid=$((invalid + 1))
+      else
+        mark=" NOTE(reference socket errors: connect read write timeout = $errors)"
+      fi
     fi
   elif [ -z "$line" ]; then
     mark=" INVALID(no result line; see $OUT/$name.log)"
