@@ -901,7 +901,8 @@ def judge_faults(faults, load, n_inst):
             recovered = ""
             problems.append("the load ended before the fault's window closed: its recovery cannot be judged")
         evid = "; ".join(w for ok, w in f["evidence"] if ok)
-        lines.append(f"{label} {'ok' if not problems else 'BAD'}: {evid[:70]}" + (f"; {recovered}" if recovered else ""))
+        verdict = "ok" if not problems else "BAD (" + "; ".join(problems) + ")"
+        lines.append(f"{label} {verdict}: " + (f"{recovered}; " if recovered else "") + f"evidence: {evid[:70]}")
         for p_ in problems:
             fails.append(f"fault {label}: {p_}")
     return parsed, lines, fails
@@ -1138,16 +1139,15 @@ def cmd_check(a):
             "insufficient_stock", "line_changes_unanswered", "resolved_sold", "resolved_not_sold"]
     print("events: " + ", ".join(f"{k}={ev[k]}" for k in keys if ev.get(k)))
     t0 = load["started"]
-    bad_faults = {l_.split(" ")[0] + " " + l_.split(" ")[2] for l_ in fault_lines if " BAD:" in l_}
+    bad_faults = [l_ for l_ in fault_lines if " BAD (" in l_]
     print(f"faults: {len(parsed_faults)} injected, {len(parsed_faults) - len(bad_faults)} with evidence that they "
           f"took effect and recovery within {RECOVERY_BOUND:g} s (times in faults.log):")
     if len(fault_lines) <= 10:
         for fl in fault_lines:
-            print(f"  {fl[:W - 2]}")
+            print(f"  {fl[:2 * W]}")
     else:
-        for fl in fault_lines:
-            if " BAD:" in fl:
-                print(f"  {fl[:W - 2]}")
+        for fl in bad_faults:
+            print(f"  {fl[:2 * W]}")
         by_kind = collections.defaultdict(list)
         for kind, ws, _we, text in windows_all:
             by_kind[kind].append((ws + 0.5 - t0, text))
