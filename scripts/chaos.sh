@@ -121,6 +121,17 @@ note() {
   printf '%s %s NOTE %s\n' "$(date +%s.%3N)" "$(date +%T.%3N)" "$*" >>"$FAULTS"
   log "$*"
 }
+# What the server side shows of a fault, judged by chaos_client.py check:
+#   evidence ok|NONE TEXT   the fault took effect (or did not: the run fails)
+#   recovery ok|NONE TEXT   the server side came back (or did not: the run fails)
+evidence() {
+  printf '%s %s EVIDENCE %s: %s\n' "$(date +%s.%3N)" "$(date +%T.%3N)" "$1" "$2" >>"$FAULTS"
+  log "evidence $1: $2"
+}
+recovery() {
+  printf '%s %s RECOVERY %s: %s\n' "$(date +%s.%3N)" "$(date +%T.%3N)" "$1" "$2" >>"$FAULTS"
+  log "recovery $1: $2"
+}
 
 # ---------------------------------------------------------------- redis
 redis_cli() { redis-cli -h 127.0.0.1 -p "$REDIS_PORT" "$@"; }
@@ -167,6 +178,22 @@ pg_signal_all() {
     kill -"$sig" "$pm"
   fi
   echo $((1 + $(echo "$kids" | wc -w)))
+}
+
+# How many of the chaos cluster's processes (postmaster and children) are in
+# state T (stopped by a signal), and how many there are: "stopped total".
+pg_stopped_count() {
+  local pm pids stopped=0 total=0 p st
+  [ -n "$PG_DATA" ] && [ -f "$PG_DATA/postmaster.pid" ] || { echo "0 0"; return 0; }
+  pm=$(head -n 1 "$PG_DATA/postmaster.pid")
+  pids="$pm $(pgrep -P "$pm" 2>/dev/null | tr '\n' ' ')"
+  for p in $pids; do
+    st=$(awk '{ print $3 }' "/proc/$p/stat" 2>/dev/null || true)
+    [ -n "$st" ] || continue
+    total=$((total + 1))
+    [ "$st" = T ] && stopped=$((stopped + 1))
+  done
+  echo "$stopped $total"
 }
 
 # ---------------------------------------------------------------- cleanup
@@ -343,57 +370,120 @@ fault_kill() { # $1 = instance, $2 = seconds down
   fault "(1) KILL-9 instance $i (pid $pid, ${BASES[$i]})"
   kill -KILL "$pid" 2>/dev/null || true
   wait "$pid" 2>/dev/null || true
+  if kill -0 "$pid" 2>/dev/null; then
+    evidence NONE "pid $pid still running after SIGKILL"
+  else
+    evidence ok "pid $pid is gone; ${BASES[$i]}/readyz -> '$(http_code "${BASES[$i]}/readyz")' (000 = refused)"
+  fi
   sleep "$2"
   start_instance "$i"
   if wait_ready "$i" 20; then
     note "instance $i ready again (pid ${CARTD_PIDS[$i]})"
+    recovery ok "instance $i answers /readyz 200 as pid ${CARTD_PIDS[$i]}"
   else
     note "instance $i NOT ready 20 s after its restart"
+    recovery NONE "instance $i not ready 20 s after its restart"
   fi
 }
 
+redis_run_id() { redis_cli info server 2>/dev/null | tr -d '\r' | sed -n 's/^run_id://p'; }
 fault_redis_restart() {
-  local before
+  local before run_before run_after size_after
   before=$(redis_cli dbsize 2>/dev/null || echo '?')
+  run_before=$(redis_run_id)
   fault "(2) REDIS RESTART, all data lost (dbsize was $before)"
   redis_stop
+  if redis_cli ping >/dev/null 2>&1; then
+    evidence NONE "redis still answers PING after SHUTDOWN NOSAVE"
+  else
+    evidence ok "redis :$REDIS_PORT refuses connections (run_id was $run_before, dbsize $before)"
+  fi
   sleep 1
   redis_start || note "redis did not come back!"
-  note "redis back empty (dbsize $(redis_cli dbsize 2>/dev/null), notify-keyspace-events '$(notify_flags)')"
+  run_after=$(redis_run_id)
+  size_after=$(redis_cli dbsize 2>/dev/null || echo '?')
+  if [ -n "$run_after" ] && [ "$run_after" != "$run_before" ]; then
+    recovery ok "redis is a new process (run_id $run_after), dbsize $size_after"
+  else
+    recovery NONE "redis did not come back as a new process (run_id '$run_after')"
+  fi
+  note "redis back empty (dbsize $size_after, notify-keyspace-events '$(notify_flags)')"
 }
 
 fault_pg_pause() { # $1 = seconds
-  local n
+  local n state
   n=$(pg_signal_all STOP)
-  fault "(3) POSTGRESQL SIGSTOP: $n processes of $PG_VERSION/$PG_CLUSTER frozen for $1 s"
+  fault "(3) POSTGRESQL SIGSTOP: ${n:-0} processes of $PG_VERSION/$PG_CLUSTER frozen for $1 s"
+  # /proc says whether they really stopped (state T): a data directory that
+  # was not found, or a postmaster not running, freezes nothing.
+  sleep 0.2
+  read -r stopped total < <(pg_stopped_count)
+  if [ "$stopped" -gt 0 ] && [ "$stopped" -eq "$total" ]; then
+    evidence ok "$stopped of $total PostgreSQL processes are in state T (stopped)"
+  else
+    evidence NONE "$stopped of $total PostgreSQL processes stopped (data directory '$PG_DATA')"
+  fi
   sleep "$1"
   n=$(pg_signal_all CONT)
-  note "PostgreSQL resumed (SIGCONT to $n processes)"
+  sleep 0.2
+  read -r stopped total < <(pg_stopped_count)
+  if [ "$stopped" -eq 0 ] && pg_ready; then
+    recovery ok "PostgreSQL resumed: $total processes, none stopped, pg_isready ok"
+  else
+    recovery NONE "PostgreSQL not back: $stopped of $total processes still stopped"
+  fi
+  note "PostgreSQL resumed (SIGCONT to ${n:-0} processes)"
 }
 
 notify_flags() { redis_cli config get notify-keyspace-events 2>/dev/null | sed -n 2p; }
 pubsub_clients() { redis_cli client list type pubsub 2>/dev/null | grep -c . || true; }
 
 fault_pubsub_kill() {
-  local n
+  local n after
   n=$(redis_cli client kill type pubsub 2>/dev/null || echo '?')
   fault "(4) CLIENT KILL TYPE pubsub: $n listener connections killed"
+  if [[ "$n" =~ ^[0-9]+$ ]] && [ "$n" -ge 1 ]; then
+    evidence ok "$n pubsub connections killed"
+  else
+    evidence NONE "no pubsub connection was killed ('$n'): no listener was subscribed"
+  fi
   sleep 1.5
-  note "pubsub clients 1.5 s later: $(pubsub_clients)"
+  after=$(pubsub_clients)
+  # Each instance resubscribes within about a second of losing its listener.
+  if [ "$after" -ge "${#PORTS[@]}" ]; then
+    recovery ok "$after pubsub clients 1.5 s later"
+  else
+    recovery NONE "$after pubsub clients 1.5 s later (want ${#PORTS[@]})"
+  fi
+  note "pubsub clients 1.5 s later: $after"
 }
 
 fault_notify_off() { # $1 = seconds off before forcing a resubscribe
   local before
   before=$(notify_flags)
   redis_cli config set notify-keyspace-events "" >/dev/null
-  fault "(5) NOTIFICATIONS OFF: notify-keyspace-events '$before' -> '$(notify_flags)'"
+  local now_flags
+  now_flags=$(notify_flags)
+  fault "(5) NOTIFICATIONS OFF: notify-keyspace-events '$before' -> '$now_flags'"
+  if [ -z "$now_flags" ] && [ -n "$before" ]; then
+    evidence ok "notify-keyspace-events went from '$before' to ''"
+  else
+    evidence NONE "notify-keyspace-events was '$before' and is '$now_flags'"
+  fi
   sleep "$1"
   note "after $1 s notify-keyspace-events is '$(notify_flags)' (cartd checks only when its listener (re)subscribes)"
-  local n
+  local n flags
   n=$(redis_cli client kill type pubsub 2>/dev/null || echo '?')
   note "listener connections killed ($n) to make them resubscribe"
   sleep 2
-  note "2 s later notify-keyspace-events is '$(notify_flags)', pubsub clients $(pubsub_clients)"
+  flags=$(notify_flags)
+  # cartd switches expired events back on when its listener subscribes.
+  if [[ "$flags" == *x* ]] && [[ "$flags" == *E* || "$flags" == *A* ]]; then
+    recovery ok "notify-keyspace-events is '$flags' again after the listeners resubscribed"
+  else
+    recovery NONE "notify-keyspace-events is '$flags' after the listeners resubscribed"
+  fi
+  note "2 s later notify-keyspace-events is '$flags', pubsub clients $(pubsub_clients)"
 }
 
 # ---------------------------------------------------------------- load
@@ -411,9 +501,11 @@ LOAD_T0=$(date +%s.%N)
   --progress "$([ "$MODE" = long ] && echo 20 || echo 10)" >&2 &
 CLIENT_PID=$!
 
+PLANNED_FAULTS=0
 if [ "${CHAOS_FAULTS:-1}" = 0 ]; then
   note "CHAOS_FAULTS=0: baseline run, no fault injected"
 elif [ "$MODE" = short ]; then
+  PLANNED_FAULTS=5
   sleep_until 2
   fault_kill 0 1.5
   sleep_until 7
@@ -425,6 +517,7 @@ elif [ "$MODE" = short ]; then
   sleep_until 21
   fault_notify_off 3
 else
+  PLANNED_FAULTS=$((ROUNDS * 5))
   for r in $(seq 0 $((ROUNDS - 1))); do
     base=$((r * 40))
     sleep_until $((base + 2))
@@ -461,7 +554,8 @@ else
   "$PYTHON" "$CLIENT" check --base "${BASES[0]}" --base "${BASES[1]}" --seed "$RUN_DIR/seed.json" \
     --load "$RUN_DIR/load.json" --faults "$FAULTS" --log "$RUN_DIR/cartd-0.log" --log "$RUN_DIR/cartd-1.log" \
     --pg-log "$RUN_DIR/postgresql.log" \
-    --detail "$RUN_DIR/detail.json" --meta "mode=--$MODE" --meta "run_dir=$RUN_DIR" |
+    --detail "$RUN_DIR/detail.json" --meta "mode=--$MODE" --meta "run_dir=$RUN_DIR" \
+    --meta "faults=$PLANNED_FAULTS" |
     tee "$RUN_DIR/summary.txt" || check_rc=$?
 fi
 for i in 0 1; do

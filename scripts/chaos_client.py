@@ -74,6 +74,13 @@ SESSION = "cart-session-id"
 # cartd's own per-operation timeouts are 2 s (PostgreSQL) and 0.5 s (Redis):
 # an answer slower than this waited on something else (lock waits, retries).
 SLOW = 2.5
+# Routes that change something: a 2xx on one of them is a write that worked.
+WRITE_ROUTES = {"create", "put", "put-move", "delete-item", "put-zero", "checkout", "abandon"}
+# After a fault's window ends (its last recovery note), every instance must
+# answer a write with 2xx, and some checkout must place an order, within this.
+RECOVERY_BOUND = 10.0
+# A 503 this long after a fault's window is counted as outside any fault.
+FAULT_GRACE = 3.0
 JSON_CT = {"Content-Type": "application/json"}
 
 
@@ -143,6 +150,8 @@ class Stats:
         self.cart_order = {}  # cart id -> order_id
         self.unknown = []  # checkouts still undecided: {"cart":, "ever": {item: maxq}}
         self.monitor_samples = 0
+        self.writes_ok = collections.defaultdict(list)  # instance -> send times of 2xx writes
+        self.orders_at = []  # send times of 201 checkouts
 
     def count(self, route, res):
         key = str(res.status) if res.status is not None else "ERR-" + res.kind
@@ -163,6 +172,10 @@ class Stats:
                 self.server_errors.append(
                     {"t": round(res.sent_at, 3), "inst": res.inst, "route": route, "status": res.status,
                      "body": res.data})
+            if res.status is not None and 200 <= res.status < 300 and route in WRITE_ROUTES:
+                self.writes_ok[res.inst].append(round(res.sent_at, 3))
+                if route == "checkout" and res.status == 201:
+                    self.orders_at.append(round(res.sent_at, 3))
 
     def event(self, name, n=1):
         with self.lock:
@@ -730,6 +743,7 @@ def cmd_load(a):
         "orders": stats.orders, "sold_by_item": dict(sold_by_item),
         "unknown_checkouts": [c.id for c in still], "unknown_upper_by_item": dict(unknown_upper),
         "monitor_samples": stats.monitor_samples,
+        "writes_ok": {str(k): sorted(v) for k, v in stats.writes_ok.items()}, "orders_at": sorted(stats.orders_at),
         "latency": latency_summary(stats.latencies), "slow": stats.slow,
     }
     with open(a.out, "w") as f:
@@ -803,6 +817,97 @@ def fault_windows(faults):
     return out
 
 
+def parse_faults(faults):
+    """Each FAULT line with what followed it until the next FAULT or the end
+    of the load: {kind, start, end, text, evidence: [(ok, text)], recovery:
+    [(ok, text)]}. `end` is the time of the last line about it (its
+    recovery), or the fault's own time."""
+    out = []
+    for line in faults:
+        parts = line.split(" ", 3)
+        try:
+            t, typ, text = float(parts[0]), parts[2], (parts[3] if len(parts) > 3 else "")
+        except (ValueError, IndexError):
+            continue
+        if typ == "FAULT":
+            m = re.match(r"\((\d)\)", text)
+            out.append({"kind": m.group(1) if m else "?", "start": t, "end": t, "text": text,
+                        "evidence": [], "recovery": []})
+            continue
+        if "load finished" in text or "load starts" in text or not out or out[-1].get("closed"):
+            if out and "load finished" in text:
+                out[-1]["closed"] = True
+            continue
+        f = out[-1]
+        f["end"] = max(f["end"], t)
+        if typ in ("EVIDENCE", "RECOVERY"):
+            ok, _, what = text.partition(": ")
+            f["evidence" if typ == "EVIDENCE" else "recovery"].append((ok == "ok", what))
+    return out
+
+
+def first_at_or_after(times, t):
+    """The first time in the sorted list `times` at or after t, or None."""
+    lo, hi = 0, len(times)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if times[mid] < t:
+            lo = mid + 1
+        else:
+            hi = mid
+    return times[lo] if lo < len(times) else None
+
+
+def judge_faults(faults, load, n_inst):
+    """Judges every fault: it must show server-side evidence that it took
+    effect and that the server side came back; after its window every
+    instance must answer a write with 2xx, and some checkout must place an
+    order, within RECOVERY_BOUND s (or before the load ended, if sooner).
+    Returns (one line per fault, failures)."""
+    parsed = parse_faults(faults)
+    writes = {int(k): v for k, v in (load.get("writes_ok") or {}).items()}
+    orders = load.get("orders_at") or []
+    load_end = load["load_end"]
+    t0 = load["started"]
+    lines, fails = [], []
+    for f in parsed:
+        label = f"({f['kind']}) at t{f['start'] - t0:+.1f}s"
+        problems = []
+        if not f["evidence"]:
+            problems.append("no evidence that it took effect")
+        for ok, what in f["evidence"]:
+            if not ok:
+                problems.append(f"did not take effect: {what}")
+        for ok, what in f["recovery"]:
+            if not ok:
+                problems.append(f"did not recover: {what}")
+        end = f["end"]
+        until = min(end + RECOVERY_BOUND, load_end)
+        delays = []
+        if until - end >= 1.0:
+            for inst in range(n_inst):
+                first = first_at_or_after(writes.get(inst, []), end)
+                if first is None or first > until:
+                    problems.append(f"no write succeeded on instance {inst} within {until - end:.1f} s of the fault's end")
+                else:
+                    delays.append(f"i{inst} {first - end:.1f}s")
+            first_order = first_at_or_after(orders, end)
+            if first_order is None or first_order > until:
+                problems.append(f"no order placed within {until - end:.1f} s of the fault's end")
+            else:
+                delays.append(f"order {first_order - end:.1f}s")
+            recovered = "writes again after " + ", ".join(delays) if delays else ""
+        else:
+            recovered = ""
+            problems.append("the load ended before the fault's window closed: its recovery cannot be judged")
+        evid = "; ".join(w for ok, w in f["evidence"] if ok)
+        verdict = "ok" if not problems else "BAD (" + "; ".join(problems) + ")"
+        lines.append(f"{label} {verdict}: " + (f"{recovered}; " if recovered else "") + f"evidence: {evid[:70]}")
+        for p_ in problems:
+            fails.append(f"fault {label}: {p_}")
+    return parsed, lines, fails
+
+
 def pg_log_stats(path):
     """Counts what PostgreSQL logged during the run: deadlocks (and which
     functions took part), other errors."""
@@ -854,6 +959,38 @@ def log_stats(paths):
         except FileNotFoundError:
             pass
     return counts, panics
+
+
+# The kinds of ERROR line a chaos run may show, each with its reason; any
+# other ERROR line fails the run. None is expected: a request that meets
+# Redis or PostgreSQL down is answered 503 and logged at WARN, and so are a
+# failed release and a listener reconnect; cartd logs ERROR only when its
+# expiry listener could not start or its task ended, which no fault here may
+# cause (the listener reconnects).
+EXPECTED_ERRORS: list = []
+
+
+def error_kinds(paths):
+    """The ERROR lines of the cartd logs, each reduced to its kind (the
+    message, with ids, numbers and addresses masked)."""
+    out = []
+    for p in paths or []:
+        try:
+            with open(p, errors="replace") as f:
+                for line in f:
+                    if not re.match(r"^\S+\s+ERROR\b", line):
+                        continue
+                    kind = re.sub(r"^\S+\s+ERROR\s+", "", line.strip())
+                    kind = re.sub(r"[0-9a-f]{8}-[0-9a-f-]{27}", "<id>", kind)
+                    kind = re.sub(r"\d+(\.\d+)?", "<n>", kind)
+                    out.append(kind)
+        except FileNotFoundError:
+            pass
+    return out
+
+
+def meta_of(a):
+    return dict(kv.split("=", 1) for kv in (a.meta or []))
 
 
 def cmd_check(a):
@@ -952,6 +1089,23 @@ def cmd_check(a):
         fails.append(f"{len(hung)} requests got no answer within {a.timeout:g} s (first: {hung[0]})")
     if mism:
         fails.append(f"{len(mism)} items with wrong final counts")
+    parsed_faults, fault_lines, fault_fails = judge_faults(faults, load, len(a.base))
+    fails.extend(fault_fails)
+    expected_faults = int(meta_of(a).get("faults", "0") or 0)
+    if len(parsed_faults) < expected_faults:
+        fails.append(f"{len(parsed_faults)} faults in faults.log, {expected_faults} planned")
+    windows_all = fault_windows(faults)
+    u = load.get("unavailable", [])
+    inside = [t for t in u if any(ws <= t <= we for _k, ws, we, _x in windows_all)]
+    outside = [t for t in u if t not in set(inside)]
+    if len(outside) > a.allowed_503_outside:
+        fails.append(f"{len(outside)} answers 503 outside every fault window (allowed {a.allowed_503_outside}; "
+                     f"first at t{outside[0] - load['started']:+.1f}s)")
+    errors_by_kind = collections.Counter(error_kinds(a.log))
+    unexplained = {k: n for k, n in errors_by_kind.items() if not any(rx.search(k) for rx in EXPECTED_ERRORS)}
+    if unexplained:
+        fails.append(f"{sum(unexplained.values())} ERROR log lines of no expected kind: "
+                     + "; ".join(f"{n}x {k[:100]}" for k, n in sorted(unexplained.items())[:3]))
 
     # ---- summary --------------------------------------------------------
     meta = dict(kv.split("=", 1) for kv in (a.meta or []))
@@ -984,19 +1138,16 @@ def cmd_check(a):
             "carts_lost_or_expired_on_change", "put_after_deadline_404", "put_after_checkout_404",
             "insufficient_stock", "line_changes_unanswered", "resolved_sold", "resolved_not_sold"]
     print("events: " + ", ".join(f"{k}={ev[k]}" for k in keys if ev.get(k)))
-    windows_all = fault_windows(faults)
     t0 = load["started"]
-    print(f"faults injected ({len(windows_all)}; all of them with times in faults.log):")
-    if len(faults) <= 16:
-        for fl in faults:
-            if "load starts" in fl or "load finished" in fl:
-                continue
-            parts = fl.split(" ", 1)
-            try:
-                print(f"  t{float(parts[0]) - t0:+6.1f}s {parts[1]}")
-            except (ValueError, IndexError):
-                print("  " + fl)
+    bad_faults = [l_ for l_ in fault_lines if " BAD (" in l_]
+    print(f"faults: {len(parsed_faults)} injected, {len(parsed_faults) - len(bad_faults)} with evidence that they "
+          f"took effect and recovery within {RECOVERY_BOUND:g} s (times in faults.log):")
+    if len(fault_lines) <= 10:
+        for fl in fault_lines:
+            print(f"  {fl[:2 * W]}")
     else:
+        for fl in bad_faults:
+            print(f"  {fl[:2 * W]}")
         by_kind = collections.defaultdict(list)
         for kind, ws, _we, text in windows_all:
             by_kind[kind].append((ws + 0.5 - t0, text))
@@ -1013,8 +1164,6 @@ def cmd_check(a):
         obs = [fl.split(" NOTE ", 1)[1] for fl in faults if "2 s later notify-keyspace-events" in fl]
         if obs:
             print(f"  (5) observed after resubscribe: " + "; ".join(sorted(set(obs)))[:120])
-    u = load.get("unavailable", [])
-    inside = [t for t in u if any(ws <= t <= we for _k, ws, we, _x in windows_all)]
     per_kind = collections.Counter()
     for t in inside:
         for k, ws, we, _x in windows_all:
@@ -1028,9 +1177,12 @@ def cmd_check(a):
         print(f"latency: p50 {lat['p50'] * 1000:.0f} ms, p99 {lat['p99'] * 1000:.0f} ms, p99.9 "
               f"{lat['p999'] * 1000:.0f} ms, max {lat['max']:.1f} s; {len(slow)} answers slower than {SLOW} s "
               f"({len(slow_out)} outside fault windows)")
-    print(f"503s: {len(u)}, {len(inside)} during or just after a fault ("
-          + ", ".join(f"({k}):{n}" for k, n in sorted(per_kind.items())) + f"), {len(u) - len(inside)} elsewhere")
+    print(f"503s: {len(u)}, {len(inside)} during or within {FAULT_GRACE:g} s after a fault ("
+          + ", ".join(f"({k}):{n}" for k, n in sorted(per_kind.items()))
+          + f"), {len(outside)} elsewhere (allowed {a.allowed_503_outside})")
     print("cartd logs: " + ", ".join(f"{k}={v}" for k, v in sorted(counts.items())))
+    if errors_by_kind:
+        print("ERROR lines by kind: " + "; ".join(f"{n}x {k[:60]}" for k, n in errors_by_kind.most_common(4)))
     pg = pg_log_stats(a.pg_log)
     if pg:
         print("postgres log: " + ", ".join(f"{k}={v}" for k, v in sorted(pg.items()))
@@ -1112,6 +1264,8 @@ def main():
     c.add_argument("--detail")
     c.add_argument("--pg-log", help="what PostgreSQL logged during the run (deadlocks are reported)")
     c.add_argument("--timeout", type=float, default=10.0, help="the load's per-request timeout (for the report)")
+    c.add_argument("--allowed-503-outside", type=int, default=0,
+                   help="503 answers allowed outside every fault window (default 0)")
     a = p.parse_args()
     if a.cmd == "seed":
         cmd_seed(a)

@@ -11,7 +11,8 @@
 #
 # Runs its own cartd (release, Redis + PostgreSQL backend) in a key prefix and
 # schema of its own, so earlier load in other schemas does not weigh on it.
-# Sweeper: every 200 ms, batches of 10,000, two at once (override with EXTRA).
+# Sweeper: cartd's shipped settings (docs/configuration.md); try others with
+# EXTRA, e.g. EXTRA="CART__SWEEPER__BATCH=10000 CART__SWEEPER__INTERVAL_MS=200".
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/cartd-target}"
@@ -28,7 +29,7 @@ clean
 # shellcheck disable=SC2086
 env CART__BACKEND=redis CART__HTTP__ADDR=127.0.0.1:$PORT CART__REDIS__KEY_PREFIX=storm: \
   CART__POSTGRES__SCHEMA=storm CART__ADMIN__TOKEN=storm-admin-token-0123456789 CART__LOG__FILTER=warn \
-  CART__SWEEPER__INTERVAL_MS=200 CART__SWEEPER__BATCH=10000 ${EXTRA:-} \
+  ${EXTRA:-} \
   "$CARGO_TARGET_DIR/release/cartd" >/var/tmp/cartd-storm.log 2>&1 &
 PID=$!
 trap 'kill $PID 2>/dev/null || true; wait $PID 2>/dev/null || true; clean' EXIT

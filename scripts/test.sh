@@ -13,6 +13,15 @@ fi
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/cartd-target}"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 
+# Knobs that loosen a check (a baseline chaos run without faults, a skipped
+# build, fewer schemathesis cases, another schemathesis version) must not
+# leak in from the caller's environment: the test command always runs the
+# checks as written below.
+unset CHAOS_FAULTS CHAOS_SKIP_BUILD CHAOS_ROUNDS CHAOS_WORKERS CHAOS_UNITS \
+  ST_MAX_EXAMPLES ST_MIN_REQUESTS ST_SEED ST_VERBOSE SCHEMATHESIS_SPEC \
+  CARTD_LOADTEST_WEIGHTS CARTD_LOADTEST_THINK CARTD_LOADTEST_ITEMS
+while read -r v; do unset "$v"; done < <(compgen -e | grep -E '^CART__' || true)
+
 scripts/services.sh
 
 # Tests work in Redis key prefixes `test-*` and PostgreSQL schemas `test_*` of
@@ -26,8 +35,14 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "== cargo doc -D warnings"
+RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --workspace --locked
 echo "== cargo test"
 cargo test --workspace --locked
+# Every criterion benchmark once, as a test (criterion's test mode: no
+# timing), so that none of them rots between performance runs.
+echo "== benchmarks, once each"
+cargo test -p cartd-benches --benches --locked
 
 # --- Short load test (goose; see scripts/loadtest.sh) -----------------------
 # 200 users with no think time for 20 s against a release cartd on the Redis +

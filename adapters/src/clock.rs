@@ -8,6 +8,9 @@ use domain::Timestamp;
 use domain::ports::Clock;
 
 /// The operating system's wall clock.
+///
+/// Keeps no invariant of its own (the OS clock may jump); tests that need determinism use
+/// [`ManualClock`].
 #[derive(Clone, Copy, Debug, Default)]
 pub struct SystemClock;
 
@@ -19,6 +22,10 @@ impl Clock for SystemClock {
 }
 
 /// A clock that only moves when told to. Clones share the same time.
+///
+/// Invariant: moves only when [`ManualClock::advance`] is called, and every clone shows the same
+/// time. Proved by `manual_clock_moves_only_when_told_and_clones_share_it`
+/// (`adapters/tests/memory_contract.rs`).
 #[derive(Clone, Debug)]
 pub struct ManualClock(Arc<AtomicI64>);
 

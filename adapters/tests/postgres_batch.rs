@@ -30,13 +30,18 @@ fn instance(schema: &str) -> PgInventory {
     PgInventory::connect(&settings).unwrap()
 }
 
+/// 600 carts ask for 1,200 units of four items that hold 800 between them,
+/// through three instances at once: every item is asked for 300 units and
+/// has 200, so 400 holds must be refused, and none may be granted past the
+/// stock.
 #[tokio::test]
 async fn three_instances_batching_holds_on_shared_items_neither_deadlock_nor_oversell() {
+    const STOCK: i64 = 200;
     let (_, schema) = pg_support::fresh_inventory_with_schema().await;
     let instances = Arc::new([instance(&schema), instance(&schema), instance(&schema)]);
     let items = ["a", "b", "c", "d"];
     for name in items {
-        instances[0].set_available(&item(name), StockCount::new(300).unwrap()).await.unwrap();
+        instances[0].set_available(&item(name), StockCount::new(STOCK as u32).unwrap()).await.unwrap();
     }
     let now = SystemClock.now();
     let deadline = now.plus(Duration::from_secs(60));
@@ -50,25 +55,32 @@ async fn three_instances_batching_holds_on_shared_items_neither_deadlock_nor_ove
             // Two lines on different items, in an order that differs by cart.
             let first = inv.set_hold(cart, &set("p1", items[n % 4], 1), None, 50, now).await;
             let second = inv.set_hold(cart, &set("p2", items[(n + 3) % 4], 1), None, 50, now).await;
+            let mut granted = 0i64;
             for r in [&first, &second] {
-                assert!(r.is_ok(), "{r:?}");
+                match r {
+                    Ok(_) => granted += 1,
+                    Err(CartError::InsufficientStock { available: 0 }) => {}
+                    Err(e) => panic!("a hold may only succeed or find the item sold out: {e:?}"),
+                }
             }
-            2i64
+            granted
         }));
     }
-    let mut held = 0;
+    let mut granted = 0;
     for t in tasks {
-        held += t.await.unwrap();
+        granted += t.await.unwrap();
     }
     let mut reserved = 0;
     for name in items {
         let s = instances[1].stock(&item(name)).await.unwrap().unwrap();
-        assert_eq!(s.available + s.reserved, 300, "{name}: {s:?}");
-        assert!(s.available >= 0);
+        assert_eq!(s.available + s.reserved, STOCK, "{name}: {s:?}");
+        assert!(s.available >= 0, "{name} oversold: {s:?}");
+        // 300 asked for 200: the item must be held to its last unit, no further.
+        assert_eq!((s.available, s.reserved), (0, STOCK), "{name}: {s:?}");
         reserved += s.reserved;
     }
-    assert_eq!(reserved, held, "every successful hold is reserved exactly once");
-    assert_eq!(held, 1200, "1,200 holds fit in 1,200 units: none may fail");
+    assert_eq!(reserved, granted, "every granted hold is reserved exactly once, and nothing else is");
+    assert_eq!(1200 - granted, 400, "1,200 asked of 800 units: exactly 400 holds are refused");
 }
 
 #[tokio::test]
@@ -117,11 +129,6 @@ async fn ledger_rows(client: &tokio_postgres::Client, schema: &str) -> Vec<Strin
         format!("select inventory_id, available, reserved, sold from {schema}.items order by 1"),
         format!("select cart_id::text, product_id, inventory_id, quantity from {schema}.holds order by 1, 2"),
         format!("select cart_id::text, deadline_ms, version, lines from {schema}.carts order by 1"),
-        // The line counter agrees with the lines, cart by cart.
-        format!(
-            "select c.cart_id::text from {schema}.carts c \
-             where c.lines <> (select count(*) from {schema}.holds h where h.cart_id = c.cart_id)"
-        ),
     ];
     let mut out = Vec::new();
     for (n, q) in queries.iter().enumerate() {
@@ -135,6 +142,22 @@ async fn ledger_rows(client: &tokio_postgres::Client, schema: &str) -> Vec<Strin
     out
 }
 
+/// Carts whose line counter (`carts.lines`) disagrees with their lines.
+async fn line_counter_disagreements(client: &tokio_postgres::Client, schema: &str) -> Vec<String> {
+    let q = format!(
+        "select c.cart_id::text || ' lines=' || c.lines || ' held=' || \
+         (select count(*) from {schema}.holds h where h.cart_id = c.cart_id) from {schema}.carts c \
+         where c.lines <> (select count(*) from {schema}.holds h where h.cart_id = c.cart_id)"
+    );
+    let mut out = Vec::new();
+    for row in client.simple_query(&q).await.unwrap() {
+        if let tokio_postgres::SimpleQueryMessage::Row(r) = row {
+            out.push(r.get(0).unwrap_or("null").to_owned());
+        }
+    }
+    out
+}
+
 /// The planned path (lock, read, replay in memory, write the net changes) must
 /// give every call the answer the reference PL/pgSQL loop gives it and leave
 /// the ledger exactly as the loop does: the same batches, in the same order,
@@ -142,6 +165,12 @@ async fn ledger_rows(client: &tokio_postgres::Client, schema: &str) -> Vec<Strin
 /// mix new lines, changed and moved lines, removals, unknown items, the line
 /// limit, sliding deadlines, missing carts, items running short, and carts
 /// whose deadline passes (with their stock needed by others).
+///
+/// A batch with a call on a cart past its deadline is not planned: the
+/// planner hands it to the reference loop (counted in
+/// `reference_fallbacks`), and such a round compares the loop with itself.
+/// So the answers are tallied only over the rounds that really ran planned,
+/// and the test requires enough of those to reach every kind of answer.
 #[tokio::test]
 async fn planned_batches_answer_and_write_exactly_what_the_reference_loop_does() {
     let (planned, planned_schema) = pg_support::fresh_inventory_in_mode(HoldBatchMode::Planned).await;
@@ -156,6 +185,7 @@ async fn planned_batches_answer_and_write_exactly_what_the_reference_loop_does()
     let (client, connection) = tokio_postgres::connect(&pg_support::url(), tokio_postgres::NoTls).await.unwrap();
     tokio::spawn(connection);
     let mut seen = std::collections::BTreeMap::<String, usize>::new();
+    let (mut planned_rounds, mut fallback_rounds) = (0usize, 0usize);
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     let mut now = Timestamp::from_millis(1_000_000);
     for round in 0..300 {
@@ -190,11 +220,22 @@ async fn planned_batches_answer_and_write_exactly_what_the_reference_loop_does()
                 }
             })
             .collect();
+        let fallbacks_before = planned.hold_batch_stats().reference_fallbacks;
         let got = planned.set_holds_in_one_batch(&batch, HoldBatchMode::Planned).await.unwrap();
+        let ran_planned = planned.hold_batch_stats().reference_fallbacks == fallbacks_before;
         let want = reference.set_holds_in_one_batch(&batch, HoldBatchMode::Reference).await.unwrap();
         assert_eq!(format!("{got:?}"), format!("{want:?}"), "round {round}, batch {batch:?}");
         let got_rows = ledger_rows(&client, &planned_schema).await;
         assert_eq!(got_rows, ledger_rows(&client, &reference_schema).await, "round {round}, batch {batch:?}");
+        for schema in [&planned_schema, &reference_schema] {
+            let bad = line_counter_disagreements(&client, schema).await;
+            assert!(bad.is_empty(), "round {round}: {schema}: carts.lines disagrees with the lines: {bad:?}");
+        }
+        if !ran_planned {
+            fallback_rounds += 1;
+            continue;
+        }
+        planned_rounds += 1;
         for answer in &got {
             let kind = match answer {
                 Ok(_) => "ok".to_owned(),
@@ -203,8 +244,12 @@ async fn planned_batches_answer_and_write_exactly_what_the_reference_loop_does()
             *seen.entry(kind).or_default() += 1;
         }
     }
-    // The run reached every answer a hold can get.
+    eprintln!(
+        "planned rounds {planned_rounds}, rounds handed to the reference loop {fallback_rounds}; answers in planned rounds {seen:?}"
+    );
+    assert!(planned_rounds >= 150, "only {planned_rounds} of 300 rounds ran planned ({fallback_rounds} fell back)");
+    // The planned rounds reached every answer a hold can get.
     for kind in ["ok", "InsufficientStock", "TooManyLines", "UnknownItem", "SessionNotFound"] {
-        assert!(seen.get(kind).is_some_and(|n| *n > 10), "{kind}: {seen:?}");
+        assert!(seen.get(kind).is_some_and(|n| *n > 10), "{kind} in planned rounds: {seen:?}");
     }
 }

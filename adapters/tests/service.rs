@@ -244,3 +244,211 @@ async fn add_line_makes_the_same_change_as_set_line_without_the_cart() {
     ));
     assert_eq!(svc.stock(&item("sku-a")).await.unwrap(), level(5, 0, 0));
 }
+
+/// The use cases when a store fails midway, with [`Faulty`] adapters: no
+/// stock is lost, nothing is sold twice, and what a failure leaves behind is
+/// repaired by a retry or by the sweeper.
+mod outages {
+    use super::*;
+    use cartd_adapters::{Fault, Faulty, Op};
+
+    type Faulted = CartService<Faulty<MemorySessions>, Faulty<MemoryInventory>, ManualClock>;
+
+    fn faulted() -> Faulted {
+        let policy = ExpiryPolicy { ttl: SessionTtl::new(TTL).unwrap(), mode: ExpiryMode::Fixed };
+        let limits = Limits::new(10, 5).unwrap();
+        CartService::new(
+            Faulty::new(MemorySessions::new()),
+            Faulty::new(MemoryInventory::new()),
+            ManualClock::new(START),
+            policy,
+            limits,
+        )
+    }
+
+    async fn stocked(svc: &Faulted, name: &str, n: u32) {
+        svc.set_stock(&item(name), StockCount::new(n).unwrap()).await.unwrap();
+    }
+
+    /// Conservation for one item: available + reserved + sold == stock, and
+    /// available never below zero.
+    async fn assert_conserved(svc: &Faulted, name: &str, stock: i64) {
+        let l = svc.stock(&item(name)).await.unwrap();
+        assert_eq!(l.available + l.reserved + l.sold, stock, "{l:?}");
+        assert!(l.available >= 0, "{l:?}");
+    }
+
+    fn unavailable<T: std::fmt::Debug>(r: Result<T, CartError>, store: &str) {
+        match r {
+            Err(CartError::Unavailable(e)) => assert_eq!(e.store(), store),
+            other => panic!("expected {store} unavailable, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_hold_that_fails_after_the_session_was_created_leaves_no_cart_and_no_hold() {
+        let svc = faulted();
+        stocked(&svc, "sku-a", 5).await;
+        svc.inventory().faults().inject(Fault::on(Op::SetHold).times(1));
+        unavailable(svc.set_line(Target::New, product("p1"), item("sku-a"), 2).await, "postgres");
+        assert_eq!(svc.sessions().faults().calls(Op::Create), 1, "the session had been created");
+        assert_eq!(svc.stock(&item("sku-a")).await.unwrap(), level(5, 0, 0));
+        assert!(svc.sessions().inner().is_empty(), "the session the client never learnt of is closed");
+        assert_eq!(svc.inventory().inner().open_carts(), 0, "and its ledger entry released");
+        // The store is back: the retry holds exactly what it asked for.
+        let cart = svc.set_line(Target::New, product("p1"), item("sku-a"), 2).await.unwrap().cart;
+        assert_eq!(svc.inventory().inner().holds(cart.id), cart.lines, "holds == lines");
+        assert_eq!(svc.stock(&item("sku-a")).await.unwrap(), level(3, 2, 0));
+    }
+
+    #[tokio::test]
+    async fn a_hold_whose_answer_is_lost_after_the_session_was_created_is_given_back() {
+        // The ledger took the hold, then the answer was lost: the service must
+        // not leave those units held for a cart nobody knows.
+        let svc = faulted();
+        stocked(&svc, "sku-a", 5).await;
+        svc.inventory().faults().inject(Fault::on(Op::SetHold).times(1).after_call());
+        unavailable(svc.set_line(Target::New, product("p1"), item("sku-a"), 2).await, "postgres");
+        assert_eq!(svc.stock(&item("sku-a")).await.unwrap(), level(5, 0, 0));
+        assert_eq!(svc.inventory().inner().open_carts(), 0);
+        assert!(svc.sessions().inner().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_session_step_that_fails_after_the_hold_is_repaired_by_the_sweeper() {
+        // Ledger first, then the session: when the session step fails the
+        // ledger holds units the cart does not show. The design promises that
+        // such a hold ends at the cart's deadline, released once by the sweep.
+        let svc = faulted();
+        stocked(&svc, "sku-a", 5).await;
+        let cart = svc.set_line(Target::New, product("p1"), item("sku-a"), 1).await.unwrap().cart;
+        svc.sessions().faults().inject(Fault::on(Op::Apply).times(1));
+        unavailable(svc.set_line(Target::Existing(cart.id), product("p2"), item("sku-a"), 3).await, "redis");
+        assert_eq!(svc.get_cart(cart.id).await.unwrap().lines, vec![line("p1", "sku-a", 1)]);
+        assert_eq!(svc.inventory().inner().holds(cart.id).len(), 2, "the ledger holds the unseen line");
+        assert_conserved(&svc, "sku-a", 5).await;
+        // Setting the line again makes the cart and the ledger agree.
+        let again = svc.set_line(Target::Existing(cart.id), product("p2"), item("sku-a"), 3).await.unwrap().cart;
+        assert_eq!(svc.inventory().inner().holds(cart.id), again.lines, "holds == lines after a retry");
+        assert_eq!(svc.stock(&item("sku-a")).await.unwrap(), level(1, 4, 0), "no unit taken twice");
+        // Without a retry, the deadline and the sweeper give everything back.
+        svc.sessions().faults().inject(Fault::on(Op::Apply).times(1));
+        unavailable(svc.set_line(Target::Existing(cart.id), product("p3"), item("sku-a"), 1).await, "redis");
+        assert_eq!(svc.stock(&item("sku-a")).await.unwrap(), level(0, 5, 0));
+        svc.clock().advance(TTL);
+        assert_eq!(svc.release_expired(100).await.unwrap().units, 5);
+        assert_eq!(svc.release_expired(100).await.unwrap().units, 0);
+        assert_eq!(svc.stock(&item("sku-a")).await.unwrap(), level(5, 0, 0));
+    }
+
+    #[tokio::test]
+    async fn a_checkout_whose_ledger_call_fails_sells_nothing_and_a_retry_sells_once() {
+        let svc = faulted();
+        stocked(&svc, "sku-a", 5).await;
+        let cart = svc.set_line(Target::New, product("p1"), item("sku-a"), 2).await.unwrap().cart;
+        svc.inventory().faults().inject(Fault::on(Op::Checkout).times(1));
+        unavailable(svc.checkout(cart.id).await, "postgres");
+        assert_eq!(svc.stock(&item("sku-a")).await.unwrap(), level(3, 2, 0), "nothing sold");
+        assert_eq!(svc.get_cart(cart.id).await.unwrap(), cart, "the cart is still there to retry");
+        let first = svc.checkout(cart.id).await.unwrap();
+        assert!(first.created);
+        assert_eq!(first.order.lines, cart.lines);
+        let again = svc.checkout(cart.id).await.unwrap();
+        assert_eq!((again.order, again.created), (first.order, false), "one order");
+        assert_eq!(svc.stock(&item("sku-a")).await.unwrap(), level(3, 0, 2));
+    }
+
+    #[tokio::test]
+    async fn a_checkout_that_times_out_after_the_commit_is_not_sold_twice() {
+        // The ledger committed the sale, then the answer was lost (a timeout):
+        // the client retries and must get the same order, not a second sale.
+        let svc = faulted();
+        stocked(&svc, "sku-a", 5).await;
+        let cart = svc.set_line(Target::New, product("p1"), item("sku-a"), 2).await.unwrap().cart;
+        svc.inventory().faults().inject(Fault::on(Op::Checkout).times(1).after_call());
+        unavailable(svc.checkout(cart.id).await, "postgres");
+        assert_eq!(svc.stock(&item("sku-a")).await.unwrap(), level(3, 0, 2), "sold once, by the lost call");
+        let retry = svc.checkout(cart.id).await.unwrap();
+        assert!(!retry.created, "the retry finds the committed order");
+        assert_eq!(retry.order.lines, cart.lines);
+        assert_eq!(svc.stock(&item("sku-a")).await.unwrap(), level(3, 0, 2), "and sells nothing more");
+        // Nor can the sweeper give back what was sold.
+        svc.clock().advance(TTL);
+        assert_eq!(svc.release_expired(100).await.unwrap().units, 0);
+        assert_eq!(svc.stock(&item("sku-a")).await.unwrap(), level(3, 0, 2));
+    }
+
+    #[tokio::test]
+    async fn a_checkout_whose_session_close_fails_is_retried_to_the_same_order() {
+        let svc = faulted();
+        stocked(&svc, "sku-a", 5).await;
+        let cart = svc.set_line(Target::New, product("p1"), item("sku-a"), 2).await.unwrap().cart;
+        svc.sessions().faults().inject(Fault::on(Op::Close).times(1));
+        unavailable(svc.checkout(cart.id).await, "redis");
+        let retry = svc.checkout(cart.id).await.unwrap();
+        assert!(!retry.created);
+        assert_eq!(svc.stock(&item("sku-a")).await.unwrap(), level(3, 0, 2));
+        assert!(matches!(svc.get_cart(cart.id).await, Err(CartError::SessionNotFound)));
+    }
+
+    #[tokio::test]
+    async fn a_sweep_that_fails_is_retried_by_the_next_sweep_and_stock_comes_back_once() {
+        let svc = faulted();
+        stocked(&svc, "sku-a", 5).await;
+        let a = svc.set_line(Target::New, product("p1"), item("sku-a"), 2).await.unwrap().cart;
+        let b = svc.set_line(Target::New, product("p1"), item("sku-a"), 1).await.unwrap().cart;
+        svc.clock().advance(TTL);
+        svc.inventory().faults().inject(Fault::on(Op::ReleaseExpired).times(1));
+        unavailable(svc.release_expired(100).await, "postgres");
+        assert_eq!(svc.inventory().inner().open_carts(), 2, "nothing released by the failed sweep");
+        let next = svc.release_expired(100).await.unwrap();
+        assert_eq!((next.carts, next.units), (2, 3));
+        assert_eq!(svc.release_expired(100).await.unwrap().units, 0, "exactly once");
+        assert_eq!(svc.stock(&item("sku-a")).await.unwrap(), level(5, 0, 0));
+        assert_eq!(svc.inventory().inner().holds(a.id), vec![]);
+        assert_eq!(svc.inventory().inner().holds(b.id), vec![]);
+    }
+
+    #[tokio::test]
+    async fn a_sweep_whose_answer_is_lost_does_not_release_twice() {
+        let svc = faulted();
+        stocked(&svc, "sku-a", 5).await;
+        svc.set_line(Target::New, product("p1"), item("sku-a"), 2).await.unwrap();
+        svc.clock().advance(TTL);
+        svc.inventory().faults().inject(Fault::on(Op::ReleaseExpired).times(1).after_call());
+        unavailable(svc.release_expired(100).await, "postgres");
+        assert_eq!(svc.stock(&item("sku-a")).await.unwrap(), level(5, 0, 0), "the lost sweep released");
+        assert_eq!(svc.release_expired(100).await.unwrap().units, 0, "the next finds nothing to give back");
+        assert_eq!(svc.stock(&item("sku-a")).await.unwrap(), level(5, 0, 0));
+    }
+
+    #[tokio::test]
+    async fn a_release_on_an_expiry_event_that_fails_is_left_to_the_sweeper() {
+        let svc = faulted();
+        stocked(&svc, "sku-a", 5).await;
+        let cart = svc.set_line(Target::New, product("p1"), item("sku-a"), 4).await.unwrap().cart;
+        svc.clock().advance(TTL);
+        svc.inventory().faults().inject(Fault::on(Op::Release).times(1));
+        unavailable(svc.release_cart(cart.id).await, "postgres");
+        assert_eq!(svc.stock(&item("sku-a")).await.unwrap(), level(1, 4, 0));
+        assert_eq!(svc.release_expired(100).await.unwrap().units, 4);
+        assert_eq!(svc.release_cart(cart.id).await.unwrap().units, 0, "a late event finds nothing");
+        assert_eq!(svc.stock(&item("sku-a")).await.unwrap(), level(5, 0, 0));
+    }
+
+    #[tokio::test]
+    async fn an_abandon_whose_release_fails_gives_the_stock_back_on_retry_or_by_the_sweeper() {
+        let svc = faulted();
+        stocked(&svc, "sku-a", 5).await;
+        let cart = svc.set_line(Target::New, product("p1"), item("sku-a"), 2).await.unwrap().cart;
+        svc.inventory().faults().inject(Fault::on(Op::Release).times(1));
+        unavailable(svc.abandon(cart.id).await, "postgres");
+        assert!(matches!(svc.get_cart(cart.id).await, Err(CartError::SessionNotFound)), "session closed");
+        assert_eq!(svc.stock(&item("sku-a")).await.unwrap(), level(3, 2, 0), "still held");
+        // The client's retry: the session is gone, but the stock comes back.
+        assert!(matches!(svc.abandon(cart.id).await, Err(CartError::SessionNotFound)));
+        assert_eq!(svc.stock(&item("sku-a")).await.unwrap(), level(5, 0, 0));
+        svc.clock().advance(TTL);
+        assert_eq!(svc.release_expired(100).await.unwrap().units, 0, "and only once");
+    }
+}

@@ -13,6 +13,7 @@ pub mod server;
 pub mod settings;
 pub mod startup;
 pub mod telemetry;
+pub mod testing;
 
 pub use settings::Settings;
 pub use startup::Application;

@@ -51,8 +51,8 @@ ttl_secs = 900
 sliding = false
 
 [sweeper]
-interval_ms = 1000
-batch = 500
+interval_ms = 200
+batch = 10000
 concurrency = 2
 
 [limits]

@@ -414,12 +414,17 @@ async fn an_abandoned_cart_expires_and_its_stock_returns() {
 async fn sliding_expiry_pushes_the_deadline_on_every_change() {
     let app = spawn_app_with(&[("CART__SESSION__TTL_SECS", "60"), ("CART__SESSION__SLIDING", "true")]).await;
     app.set_stock("inv-1", 5).await;
+    app.set_stock("inv-2", 5).await;
     let session = app.create_cart().await;
-    let before = app.cart(&session).await.json()["expires_at"].as_str().unwrap().to_owned();
-    tokio::time::sleep(Duration::from_millis(20)).await;
-    let after = app.set_line(&session, "p1", "inv-1", 1).await.json()["expires_at"].as_str().unwrap().to_owned();
-    let (b, a) = (humantime::parse_rfc3339(&before).unwrap(), humantime::parse_rfc3339(&after).unwrap());
-    assert!(a > b, "{before} -> {after}");
+    let deadline = |body: serde_json::Value| humantime::parse_rfc3339(body["expires_at"].as_str().unwrap()).unwrap();
+    let mut last = deadline(app.cart(&session).await.json());
+    // A new line, another quantity, another item, a removal: each is a change.
+    for (step, (item, quantity)) in [("inv-1", 1), ("inv-1", 3), ("inv-2", 2), ("inv-2", 0)].into_iter().enumerate() {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let now = deadline(app.set_line(&session, "p1", item, quantity).await.json());
+        assert!(now > last, "change {step} ({item} x{quantity}) did not push the deadline: {last:?} -> {now:?}");
+        last = now;
+    }
     app.stop().await;
 }
 

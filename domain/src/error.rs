@@ -4,6 +4,12 @@
 use crate::ports::PortError;
 
 /// A use case's failure.
+///
+/// Invariant: each variant has one HTTP status, decided in `app/src/http/error.rs`; only
+/// [`CartError::Unavailable`] is an outage worth retrying (503 with `Retry-After`), and after it
+/// nothing is left half-done that a retry or the sweeper does not repair. Proved by
+/// `app/tests/api.rs` (one test per error code) and the `outages` tests of
+/// `adapters/tests/service.rs`.
 #[derive(Debug, thiserror::Error)]
 pub enum CartError {
     /// The session is unknown, expired or checked out (deliberately one answer,

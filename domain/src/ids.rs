@@ -14,6 +14,10 @@ use uuid::Uuid;
 pub const MAX_ID_LEN: usize = 64;
 
 /// Why an id was rejected.
+///
+/// Proved to be returned for exactly the invalid inputs by
+/// `text_ids_reject_empty_long_and_odd_characters` and
+/// `text_id_accepts_exactly_the_documented_alphabet` (`domain/src/ids.rs`).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum IdError {
     /// The id was the empty string.
@@ -81,14 +85,28 @@ macro_rules! text_id {
 
 text_id!(
     /// A product in the shop's catalogue; one cart line per product.
+    ///
+    /// Invariant: 1 ..= [`MAX_ID_LEN`] characters of `[A-Za-z0-9._:-]`, checked on construction.
+    /// Proved by `text_ids_reject_empty_long_and_odd_characters`,
+    /// `text_id_accepts_exactly_the_documented_alphabet` and `valid_text_ids_round_trip`
+    /// (`domain/src/ids.rs`).
     ProductId
 );
 text_id!(
     /// A stock-keeping unit whose units are held, sold and released.
+    ///
+    /// Invariant: 1 ..= [`MAX_ID_LEN`] characters of `[A-Za-z0-9._:-]`, checked on construction.
+    /// Proved by `text_ids_reject_empty_long_and_odd_characters`,
+    /// `text_id_accepts_exactly_the_documented_alphabet` and `valid_text_ids_round_trip`
+    /// (`domain/src/ids.rs`).
     InventoryId
 );
 
 /// A cart, which is also its session: a random UUID v4.
+///
+/// Invariant: always a UUID v4 (a bearer secret drawn from the OS's random source);
+/// [`CartId::parse`] accepts only its hyphenated form and never panics. Proved by
+/// `random_cart_ids_differ` and `cart_id_parse_never_panics` (`domain/src/ids.rs`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct CartId(Uuid);
 
@@ -133,6 +151,10 @@ impl fmt::Display for CartId {
 }
 
 /// The id of an order made by checking a cart out.
+///
+/// Invariant: random, so orders from different carts never share an id; a retried checkout hands
+/// back the id of the first one (`checkout_retry_returns_the_same_order`,
+/// `adapters/tests/contract/inventory.rs`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct OrderId(Uuid);
 

@@ -7,6 +7,7 @@
 //! code runs against Redis + PostgreSQL, against the in-memory adapters, and
 //! under a paused test clock.
 #![forbid(unsafe_code)]
+#![deny(missing_docs)]
 
 pub mod cart;
 pub mod error;

@@ -6,6 +6,9 @@ use crate::quantity::{Quantity, QuantityError};
 use crate::time::Timestamp;
 
 /// Why a policy value was rejected.
+///
+/// Returned for exactly the out-of-range values: `ttl_and_limits_are_range_checked`
+/// (`domain/src/policy.rs`).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PolicyError {
     /// A session TTL outside 1 s ..= 30 days.
@@ -20,6 +23,9 @@ pub enum PolicyError {
 }
 
 /// How long a session lives after its deadline is set.
+///
+/// Invariant: 1 s ..= 30 days, checked on construction. Proved by
+/// `ttl_and_limits_are_range_checked` (`domain/src/policy.rs`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SessionTtl(Duration);
 
@@ -43,6 +49,11 @@ impl SessionTtl {
 }
 
 /// Whether changing a cart pushes its deadline out.
+///
+/// Proved by `fixed_mode_keeps_the_deadline_and_sliding_moves_it` (`domain/src/policy.rs`),
+/// `fixed_mode_keeps_the_deadline_and_sliding_mode_moves_it` (`adapters/tests/service.rs`) and,
+/// over HTTP, `sliding_expiry_pushes_the_deadline_on_every_change` and
+/// `fixed_expiry_keeps_the_deadline` (`app/tests/api.rs`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum ExpiryMode {
     /// The deadline is fixed when the cart is created (the tutorial's behaviour).
@@ -53,6 +64,11 @@ pub enum ExpiryMode {
 }
 
 /// The expiry policy: a TTL and a mode.
+///
+/// Invariant: a deadline is `now + ttl` and never moves back (the stores keep the later of two
+/// deadlines). Proved by `fixed_mode_keeps_the_deadline_and_sliding_moves_it`
+/// (`domain/src/policy.rs`), `deadline_never_moves_back_when_changes_arrive_out_of_order` and
+/// `an_earlier_new_deadline_does_not_shorten_the_cart` (`adapters/tests/contract/`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ExpiryPolicy {
     /// The session TTL.
@@ -80,6 +96,12 @@ impl ExpiryPolicy {
 }
 
 /// Size limits on carts.
+///
+/// Invariant: 1 ..= [`Quantity::MAX`] units a line and 1 ..= [`Limits::MAX_LINES_CEILING`] lines,
+/// checked on construction. Proved by `ttl_and_limits_are_range_checked` (`domain/src/policy.rs`),
+/// `quantity_over_the_limit_is_refused_and_changes_nothing` (`adapters/tests/service.rs`) and
+/// `too_many_lines_is_refused_but_existing_lines_may_change`
+/// (`adapters/tests/contract/inventory.rs`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Limits {
     max_quantity: Quantity,

@@ -22,6 +22,14 @@ use crate::time::Timestamp;
 
 /// A backing store could not do its work (connection lost, timeout, pool
 /// exhausted...). Retrying later may succeed; the cause is kept for the logs.
+///
+/// Invariant: names the store that failed and keeps the driver's error as its `source()`; the HTTP
+/// layer answers it with 503 and `Retry-After`. Proved by
+/// `a_store_whose_redis_is_unreachable_fails_quickly_with_a_port_error`
+/// (`adapters/tests/redis_store.rs`), `an_unreachable_server_fails_fast_with_a_port_error`
+/// (`adapters/tests/postgres_store.rs`) and
+/// `an_inventory_outage_answers_503_with_retry_after_and_the_retry_succeeds`
+/// (`app/tests/fakes.rs`).
 #[derive(Debug, thiserror::Error)]
 #[error("{store} unavailable")]
 pub struct PortError {
@@ -45,6 +53,10 @@ impl PortError {
 
 /// The current wall-clock time. Production uses the system clock; tests use a
 /// clock they can move.
+///
+/// Invariant: the only source of `now` for the use cases, so a test that owns the clock owns every
+/// deadline. `manual_clock_moves_only_when_told_and_clones_share_it`
+/// (`adapters/tests/memory_contract.rs`) proves the test clock.
 pub trait Clock: Send + Sync + 'static {
     /// Now.
     fn now(&self) -> Timestamp;
@@ -52,6 +64,10 @@ pub trait Clock: Send + Sync + 'static {
 
 /// A change to one line of a cart: set it to `quantity` units of `inventory_id`,
 /// or remove it (`line: None`).
+///
+/// Proved applied with set (not add) semantics by `apply_replaces_a_line_rather_than_adding_to_it`
+/// (`adapters/tests/contract/sessions.rs`) and `set_hold_moves_only_the_difference`
+/// (`adapters/tests/contract/inventory.rs`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LineChange {
     /// The line's product.
@@ -61,6 +77,11 @@ pub struct LineChange {
 }
 
 /// A hold the inventory ledger took, to be mirrored in the session store.
+///
+/// Invariant: versions increase with every change to a cart, and `taken`/`released` are the units
+/// that moved. Proved by `receipt_versions_increase_with_every_change` and
+/// `set_hold_reports_the_units_it_moved` (`adapters/tests/contract/inventory.rs`),
+/// `apply_ignores_older_versions_of_a_line` (`adapters/tests/contract/sessions.rs`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct HoldReceipt {
     /// Increases with every change to the cart's ledger. The session store keeps
@@ -76,6 +97,13 @@ pub struct HoldReceipt {
 }
 
 /// Stock given back by releasing carts.
+///
+/// Invariant: a unit is counted in exactly one `Released`, whoever races to release it. Proved by
+/// `release_returns_units_exactly_once` and
+/// `releases_report_the_deadlines_of_the_carts_they_released`
+/// (`adapters/tests/contract/inventory.rs`), `racing_releases_of_one_cart_return_its_units_once`
+/// and `three_sweepers_release_a_thousand_expired_carts_exactly_once`
+/// (`adapters/tests/postgres_store.rs`).
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct Released {
     /// Carts whose ledger entries were removed.
@@ -88,6 +116,10 @@ pub struct Released {
 }
 
 /// Sessions: the carts as shoppers see them, kept for a limited time.
+///
+/// Contract: `adapters/tests/contract/sessions.rs` (the list in `session_store_contract!`), run
+/// against every implementation by `adapters/tests/memory_contract.rs`,
+/// `adapters/tests/redis_contract.rs` and `adapters/tests/faulty.rs`.
 pub trait SessionStore: Send + Sync + 'static {
     /// Opens an empty session `id` that ends at `expires_at` (`now` lets stores
     /// that expire by themselves reclaim ended sessions).
@@ -151,6 +183,10 @@ pub trait SessionStore: Send + Sync + 'static {
 }
 
 /// Stock, the ledger of holds per cart, and orders.
+///
+/// Contract: `adapters/tests/contract/inventory.rs` (the list in `inventory_contract!`), run
+/// against every implementation by `adapters/tests/memory_contract.rs`,
+/// `adapters/tests/postgres_contract.rs` and `adapters/tests/faulty.rs`.
 pub trait Inventory: Send + Sync + 'static {
     /// Records cart `id` in the ledger with its deadline, so holds can be taken
     /// for it. Doing it again for the same id changes nothing.
@@ -263,6 +299,9 @@ pub trait Inventory: Send + Sync + 'static {
 }
 
 /// Why held units went back to `available`.
+///
+/// Proved to label each release by its cause by
+/// `metrics_count_requests_and_every_kind_of_stock_movement` (`app/tests/api.rs`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ReleaseCause {
     /// The shopper closed the cart.
@@ -291,6 +330,9 @@ impl ReleaseCause {
 /// Where the use cases report what they did to stock, for metrics. Methods
 /// are called after the change is committed; they must be cheap and cannot
 /// fail. Every method does nothing by default.
+///
+/// Invariant: called only after a change is committed, once per change. Proved by
+/// `metrics_count_requests_and_every_kind_of_stock_movement` (`app/tests/api.rs`).
 pub trait StockEvents: Send + Sync + 'static {
     /// A line change took and released units.
     fn line_changed(&self, _taken: u32, _released: u32) {}
@@ -301,6 +343,8 @@ pub trait StockEvents: Send + Sync + 'static {
 }
 
 /// A [`StockEvents`] that ignores everything.
+///
+/// Keeps nothing and so has nothing to prove.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct NoEvents;
 
@@ -310,6 +354,12 @@ impl StockEvents for NoEvents {}
 /// production). Notices may be late, duplicated or lost altogether: they are
 /// the fast path only, and the ledger's deadline with the sweeper is the
 /// guarantee. Implementations reconnect by themselves.
+///
+/// Proved by `the_expiry_listener_delivers_a_session_that_expires_and_ignores_other_prefixes`
+/// (`adapters/tests/redis_store.rs`); that lost notices cost nothing but time, by
+/// `a_release_on_an_expiry_event_that_fails_is_left_to_the_sweeper` (`adapters/tests/service.rs`)
+/// and `c_without_the_listener_the_sweeper_returns_stock_within_one_interval_of_the_deadline`
+/// (`app/tests/real.rs`).
 pub trait ExpiryEvents: Send + 'static {
     /// Waits for the next ended session. Cancel-safe: dropping the future loses
     /// no notice that was already received.

@@ -6,6 +6,10 @@
 use std::time::Duration;
 
 /// An instant, in whole milliseconds since 1970-01-01T00:00:00Z.
+///
+/// Invariant: arithmetic saturates instead of wrapping. Proved by
+/// `plus_saturates_instead_of_wrapping` and `since_is_zero_for_an_earlier_instant`
+/// (`domain/src/time.rs`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Timestamp(i64);
 

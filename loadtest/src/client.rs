@@ -17,7 +17,7 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use goose::prelude::*;
 use serde_json::Value;
@@ -39,6 +39,10 @@ pub const NO_STOCK: Expect = Expect(409, Some("insufficient_stock"));
 pub const GONE: Expect = Expect(404, Some("session_not_found"));
 /// Checkout of a cart whose every line was refused.
 pub const CART_EMPTY: Expect = Expect(409, Some("cart_empty"));
+/// Slack when comparing the time a request was sent with a deadline the
+/// server stated (one machine, one clock; the margin covers scheduling).
+pub const CLOCK_MARGIN: Duration = Duration::from_millis(250);
+
 /// `GET /get-cart` of an expired or empty cart: the tutorial's 404, whose body
 /// has no error code.
 pub const TUTORIAL_EMPTY: Expect = Expect(404, None);
@@ -51,12 +55,31 @@ pub struct Answer {
     pub body: String,
     /// The `cart-session-id` response header, when there is one.
     pub session: Option<String>,
+    /// When the request was sent: the server read its clock after this.
+    pub sent_at: SystemTime,
 }
 
 impl Answer {
     /// Whether the answer is `expect` (status and error code).
     pub fn is(&self, expect: Expect) -> bool {
         matches(self.status, error_code(&self.body).as_deref(), expect)
+    }
+
+    /// The cart's deadline as this answer states it (`expires_at` of a cart
+    /// or of a new cart), when it has one.
+    pub fn expires_at(&self) -> Option<SystemTime> {
+        let value: Value = serde_json::from_str(&self.body).ok()?;
+        humantime::parse_rfc3339_weak(value.get("expires_at")?.as_str()?).ok()
+    }
+
+    /// Whether this `404 session_not_found` came for a request sent clearly
+    /// (more than [`CLOCK_MARGIN`]) before `deadline`: the cart vanished
+    /// while it should still have been open.
+    pub fn gone_early(&self, deadline: Option<SystemTime>) -> bool {
+        match deadline {
+            Some(deadline) => self.sent_at + CLOCK_MARGIN < deadline,
+            None => false,
+        }
     }
 
     /// The body as JSON, or a transaction error naming the request.
@@ -99,6 +122,7 @@ pub async fn call(
     if let Some(body) = body {
         builder = builder.json(body);
     }
+    let sent_at = SystemTime::now();
     let request = GooseRequest::builder().method(method).path(path).name(name).set_request_builder(builder).build();
     let mut goose = user.request(request).await?;
     // goose has already counted a transport error as a failed request.
@@ -120,7 +144,7 @@ pub async fn call(
             user.set_success(&mut goose.request)?;
             note_refusal(status, code.as_deref());
         }
-        return Ok(Answer { status, body, session });
+        return Ok(Answer { status, body, session, sent_at });
     }
     let tag = match code {
         Some(code) => format!("unexpected {status} {code}: {name}"),

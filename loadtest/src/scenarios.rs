@@ -26,12 +26,12 @@
 //! Product `prod-K` always refers to item `inv-K`, K in `1 ..= CARTD_LOADTEST_ITEMS`.
 
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use goose::prelude::*;
 use serde_json::json;
 
-use crate::client::{CART_EMPTY, CREATED, Expect, GONE, NO_CONTENT, NO_STOCK, OK, Rng, TUTORIAL_EMPTY, call};
+use crate::client::{Answer, CART_EMPTY, CREATED, Expect, GONE, NO_CONTENT, NO_STOCK, OK, Rng, TUTORIAL_EMPTY, call};
 use crate::settings::{SCENARIOS, Settings};
 use crate::tally;
 
@@ -116,7 +116,29 @@ trait Restart {
     fn restart(&mut self);
 }
 
-fn session_of(answer: &crate::client::Answer, name: &str) -> Result<String, Box<TransactionError>> {
+/// Keeps the latest deadline the server stated for the user's cart.
+fn note_deadline(deadline: &mut Option<SystemTime>, answer: &Answer) {
+    if let Some(at) = answer.expires_at() {
+        *deadline = Some(at);
+    }
+}
+
+/// Judges a `404 session_not_found`: expected once the cart's deadline has
+/// passed, a violation before it (the cart vanished early). Returns whether
+/// the answer was that 404.
+fn gone(answer: &Answer, deadline: Option<SystemTime>, name: &str) -> bool {
+    if !answer.is(GONE) {
+        return false;
+    }
+    if let Some(at) = deadline
+        && answer.gone_early(deadline)
+    {
+        tally::record_early_gone(name, answer.sent_at, at);
+    }
+    true
+}
+
+fn session_of(answer: &Answer, name: &str) -> Result<String, Box<TransactionError>> {
     answer.session.clone().ok_or_else(|| {
         Box::new(TransactionError::Custom(format!("{name}: {} without a cart-session-id", answer.status)))
     })
@@ -137,19 +159,21 @@ enum ShopStep {
 struct Shopper {
     rng: Rng,
     cart: Option<String>,
+    deadline: Option<SystemTime>,
     to_set: Vec<u32>,
     step: ShopStep,
 }
 
 impl Default for Shopper {
     fn default() -> Self {
-        Self { rng: Rng::new(), cart: None, to_set: Vec::new(), step: ShopStep::Create }
+        Self { rng: Rng::new(), cart: None, deadline: None, to_set: Vec::new(), step: ShopStep::Create }
     }
 }
 
 impl Restart for Shopper {
     fn restart(&mut self) {
         self.cart = None;
+        self.deadline = None;
         self.step = ShopStep::Create;
     }
 }
@@ -167,6 +191,7 @@ async fn shopper_run(user: &mut GooseUser, s: &mut Shopper) -> TransactionResult
         (ShopStep::Create, _) | (_, None) => {
             let answer = call(user, GooseMethod::Post, names::CARTS, names::CARTS, None, None, &[CREATED]).await?;
             s.cart = Some(session_of(&answer, names::CARTS)?);
+            note_deadline(&mut s.deadline, &answer);
             let lines = s.rng.between(1, 5);
             s.to_set = s.rng.distinct(lines, items);
             s.step = ShopStep::SetLine;
@@ -184,8 +209,9 @@ async fn shopper_run(user: &mut GooseUser, s: &mut Shopper) -> TransactionResult
                 &[OK, NO_STOCK, GONE],
             )
             .await?;
-            s.step = if answer.is(GONE) {
-                s.cart = None;
+            note_deadline(&mut s.deadline, &answer);
+            s.step = if gone(&answer, s.deadline, names::ITEM) {
+                s.restart();
                 ShopStep::Create
             } else if s.to_set.is_empty() {
                 ShopStep::View
@@ -195,7 +221,8 @@ async fn shopper_run(user: &mut GooseUser, s: &mut Shopper) -> TransactionResult
         }
         (ShopStep::View, Some(cart)) => {
             let answer = call(user, GooseMethod::Get, names::CART, names::CART, Some(&cart), None, &[OK, GONE]).await?;
-            if answer.is(GONE) {
+            note_deadline(&mut s.deadline, &answer);
+            if gone(&answer, s.deadline, names::CART) {
                 s.restart();
             } else {
                 s.step = ShopStep::Finish;
@@ -204,9 +231,9 @@ async fn shopper_run(user: &mut GooseUser, s: &mut Shopper) -> TransactionResult
         (ShopStep::Finish, Some(cart)) => {
             let roll = s.rng.percent();
             if roll < 30 {
-                checkout(user, &cart).await?;
+                checkout(user, &cart, s.deadline).await?;
             } else if roll < 60 {
-                abandon(user, &cart).await?;
+                abandon(user, &cart, s.deadline).await?;
             }
             // Otherwise the shopper walks away: the cart expires by itself.
             s.restart();
@@ -215,18 +242,21 @@ async fn shopper_run(user: &mut GooseUser, s: &mut Shopper) -> TransactionResult
     Ok(())
 }
 
-async fn checkout(user: &mut GooseUser, cart: &str) -> TransactionResult {
+async fn checkout(user: &mut GooseUser, cart: &str, deadline: Option<SystemTime>) -> TransactionResult {
     let answer =
         call(user, GooseMethod::Post, names::CHECKOUT, names::CHECKOUT, Some(cart), None, &[CREATED, GONE, CART_EMPTY])
             .await?;
     if answer.is(CREATED) {
         tally::record_order(&answer.json(names::CHECKOUT)?)?;
     }
+    gone(&answer, deadline, names::CHECKOUT);
     Ok(())
 }
 
-async fn abandon(user: &mut GooseUser, cart: &str) -> TransactionResult {
-    call(user, GooseMethod::Delete, names::CART, names::CART, Some(cart), None, &[NO_CONTENT, GONE]).await?;
+async fn abandon(user: &mut GooseUser, cart: &str, deadline: Option<SystemTime>) -> TransactionResult {
+    let answer =
+        call(user, GooseMethod::Delete, names::CART, names::CART, Some(cart), None, &[NO_CONTENT, GONE]).await?;
+    gone(&answer, deadline, names::CART);
     Ok(())
 }
 
@@ -244,19 +274,24 @@ enum BrowseStep {
 struct Browser {
     rng: Rng,
     cart: Option<String>,
+    deadline: Option<SystemTime>,
+    /// Whether the cart holds its line (a set was answered 200).
+    lined: bool,
     item: u32,
     step: BrowseStep,
 }
 
 impl Default for Browser {
     fn default() -> Self {
-        Self { rng: Rng::new(), cart: None, item: 1, step: BrowseStep::Create }
+        Self { rng: Rng::new(), cart: None, deadline: None, lined: false, item: 1, step: BrowseStep::Create }
     }
 }
 
 impl Restart for Browser {
     fn restart(&mut self) {
         self.cart = None;
+        self.deadline = None;
+        self.lined = false;
         self.step = BrowseStep::Create;
     }
 }
@@ -274,30 +309,46 @@ async fn browser_run(user: &mut GooseUser, s: &mut Browser) -> TransactionResult
         (BrowseStep::Create, _) | (_, None) => {
             let answer = call(user, GooseMethod::Post, names::CARTS, names::CARTS, None, None, &[CREATED]).await?;
             s.cart = Some(session_of(&answer, names::CARTS)?);
+            note_deadline(&mut s.deadline, &answer);
             s.item = s.rng.between(1, items);
             s.step = BrowseStep::Fill;
         }
         (BrowseStep::Fill, Some(cart)) => {
             let answer = set_browser_line(user, s, &cart).await?;
-            s.step = if answer.is(GONE) { BrowseStep::Create } else { BrowseStep::Browse };
-            if answer.is(GONE) {
-                s.cart = None;
+            note_deadline(&mut s.deadline, &answer);
+            if gone(&answer, s.deadline, names::ITEM) {
+                s.restart();
+            } else {
+                s.step = BrowseStep::Browse;
             }
         }
         (BrowseStep::Browse, Some(cart)) => {
             let roll = s.rng.percent();
-            let gone = if roll < 45 {
+            let ended = if roll < 45 {
                 let expect = [OK, GONE];
-                call(user, GooseMethod::Get, names::CART, names::CART, Some(&cart), None, &expect).await?.is(GONE)
+                let answer = call(user, GooseMethod::Get, names::CART, names::CART, Some(&cart), None, &expect).await?;
+                note_deadline(&mut s.deadline, &answer);
+                gone(&answer, s.deadline, names::CART)
             } else if roll < 90 {
                 let expect = [OK, TUTORIAL_EMPTY];
                 let answer =
                     call(user, GooseMethod::Get, names::GET_CART, names::GET_CART, Some(&cart), None, &expect).await?;
+                // A cart that holds its line answers the tutorial's 404 only
+                // once it has expired.
+                if answer.status == 404
+                    && s.lined
+                    && let Some(at) = s.deadline
+                    && answer.gone_early(Some(at))
+                {
+                    tally::record_early_gone(names::GET_CART, answer.sent_at, at);
+                }
                 answer.status == 404
             } else {
-                set_browser_line(user, s, &cart).await?.is(GONE)
+                let answer = set_browser_line(user, s, &cart).await?;
+                note_deadline(&mut s.deadline, &answer);
+                gone(&answer, s.deadline, names::ITEM)
             };
-            if gone {
+            if ended {
                 s.restart();
             }
         }
@@ -305,13 +356,9 @@ async fn browser_run(user: &mut GooseUser, s: &mut Browser) -> TransactionResult
     Ok(())
 }
 
-async fn set_browser_line(
-    user: &mut GooseUser,
-    s: &mut Browser,
-    cart: &str,
-) -> Result<crate::client::Answer, Box<TransactionError>> {
+async fn set_browser_line(user: &mut GooseUser, s: &mut Browser, cart: &str) -> Result<Answer, Box<TransactionError>> {
     let quantity = s.rng.between(1, 3);
-    call(
+    let answer = call(
         user,
         GooseMethod::Put,
         &item_path(&format!("prod-{}", s.item)),
@@ -320,7 +367,9 @@ async fn set_browser_line(
         Some(&item_body(s.item, quantity)),
         &[OK, NO_STOCK, GONE],
     )
-    .await
+    .await?;
+    s.lined |= answer.is(OK);
+    Ok(answer)
 }
 
 // ---- tutorial --------------------------------------------------------------
@@ -329,19 +378,23 @@ async fn set_browser_line(
 struct Tutorial {
     rng: Rng,
     cart: Option<String>,
+    /// A lower bound of the cart's deadline: when the add that made it was
+    /// sent, plus the session TTL (when the run knows it).
+    deadline: Option<SystemTime>,
     adds_left: u32,
     view_next: bool,
 }
 
 impl Default for Tutorial {
     fn default() -> Self {
-        Self { rng: Rng::new(), cart: None, adds_left: 0, view_next: false }
+        Self { rng: Rng::new(), cart: None, deadline: None, adds_left: 0, view_next: false }
     }
 }
 
 impl Restart for Tutorial {
     fn restart(&mut self) {
         self.cart = None;
+        self.deadline = None;
         self.adds_left = 0;
         self.view_next = false;
     }
@@ -361,7 +414,13 @@ async fn tutorial_run(user: &mut GooseUser, s: &mut Tutorial) -> TransactionResu
         let expect = [OK, TUTORIAL_EMPTY];
         let answer = call(user, GooseMethod::Get, names::GET_CART, names::GET_CART, Some(&cart), None, &expect).await?;
         if answer.status == 404 {
-            // Expired (or every line refused): the next add makes a new cart.
+            // Expired: the next add makes a new cart. (The cart has a line:
+            // only an add that succeeded made it.)
+            if let Some(at) = s.deadline
+                && answer.gone_early(Some(at))
+            {
+                tally::record_early_gone(names::GET_CART, answer.sent_at, at);
+            }
             s.restart();
         }
         s.view_next = false;
@@ -370,6 +429,7 @@ async fn tutorial_run(user: &mut GooseUser, s: &mut Tutorial) -> TransactionResu
     if s.adds_left == 0 {
         // Start a new cart of 1-5 lines; the old one is left to expire.
         s.cart = None;
+        s.deadline = None;
         s.adds_left = s.rng.between(1, 5);
     }
     let item = s.rng.between(1, settings().items);
@@ -389,6 +449,10 @@ async fn tutorial_run(user: &mut GooseUser, s: &mut Tutorial) -> TransactionResu
         let id = answer.session.clone().or_else(from_body).ok_or_else(|| {
             Box::new(TransactionError::Custom("add-to-cart: 200 without a cart session id".to_owned()))
         })?;
+        if s.cart.as_deref() != Some(id.as_str()) {
+            // A new cart: it lives at least the TTL from this request on.
+            s.deadline = settings().session_ttl.map(|ttl| answer.sent_at + ttl);
+        }
         s.cart = Some(id);
     }
     s.adds_left -= 1;
@@ -410,18 +474,20 @@ enum FlashStep {
 struct Flash {
     rng: Rng,
     cart: Option<String>,
+    deadline: Option<SystemTime>,
     step: FlashStep,
 }
 
 impl Default for Flash {
     fn default() -> Self {
-        Self { rng: Rng::new(), cart: None, step: FlashStep::Create }
+        Self { rng: Rng::new(), cart: None, deadline: None, step: FlashStep::Create }
     }
 }
 
 impl Restart for Flash {
     fn restart(&mut self) {
         self.cart = None;
+        self.deadline = None;
         self.step = FlashStep::Create;
     }
 }
@@ -438,6 +504,7 @@ async fn flashsale_run(user: &mut GooseUser, s: &mut Flash) -> TransactionResult
         (FlashStep::Create, _) | (_, None) => {
             let answer = call(user, GooseMethod::Post, names::CARTS, names::CARTS, None, None, &[CREATED]).await?;
             s.cart = Some(session_of(&answer, names::CARTS)?);
+            note_deadline(&mut s.deadline, &answer);
             s.step = FlashStep::Grab;
         }
         (FlashStep::Grab, Some(cart)) => {
@@ -446,9 +513,10 @@ async fn flashsale_run(user: &mut GooseUser, s: &mut Flash) -> TransactionResult
             let path = item_path(FLASH_PRODUCT);
             let answer =
                 call(user, GooseMethod::Put, &path, names::FLASH_ITEM, Some(&cart), Some(&body), &expect).await?;
+            note_deadline(&mut s.deadline, &answer);
             if answer.is(OK) {
                 s.step = FlashStep::Finish;
-            } else if answer.is(GONE) {
+            } else if gone(&answer, s.deadline, names::FLASH_ITEM) {
                 s.restart();
             }
             // Sold out for now: try again after thinking.
@@ -456,9 +524,9 @@ async fn flashsale_run(user: &mut GooseUser, s: &mut Flash) -> TransactionResult
         (FlashStep::Finish, Some(cart)) => {
             let roll = s.rng.percent();
             if roll < 50 {
-                checkout(user, &cart).await?;
+                checkout(user, &cart, s.deadline).await?;
             } else if roll < 75 {
-                abandon(user, &cart).await?;
+                abandon(user, &cart, s.deadline).await?;
             }
             s.restart();
         }
@@ -481,9 +549,12 @@ async fn expirystorm_step(user: &mut GooseUser) -> TransactionResult {
     user.set_session_data(rng);
     let answer = call(user, GooseMethod::Post, names::CARTS, names::CARTS, None, None, &[CREATED]).await?;
     let cart = session_of(&answer, names::CARTS)?;
+    let deadline = answer.expires_at();
     let body = item_body(item, 1);
     let path = item_path(&format!("prod-{item}"));
-    call(user, GooseMethod::Put, &path, names::ITEM, Some(&cart), Some(&body), &[OK, NO_STOCK, GONE]).await?;
+    let answer =
+        call(user, GooseMethod::Put, &path, names::ITEM, Some(&cart), Some(&body), &[OK, NO_STOCK, GONE]).await?;
+    gone(&answer, deadline, names::ITEM);
     // The cart is left to expire with the rest of its wave.
     Ok(())
 }

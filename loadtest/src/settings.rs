@@ -9,6 +9,7 @@
 //! | `CARTD_LOADTEST_WEIGHTS` | `shopper=4,browser=4,tutorial=2,flashsale=1,expirystorm=1` | how users are shared among the scenarios that `--scenarios` selects |
 //! | `CARTD_LOADTEST_STORM_PERIOD` | `5` | seconds between two waves of the expiry storm |
 //! | `CARTD_LOADTEST_FLASH_STOCK` | unset | the units `flash-1` was seeded with; when set, its counts are watched during the run (needs `-H`) |
+//! | `CARTD_LOADTEST_TTL_SECS` | unset | cartd's session TTL; when set, a tutorial-route cart that answers `404` sooner than that after the add that made it fails the run (the `/v1` routes state their deadline themselves) |
 //! | `CARTD_LOADTEST_SUMMARY` | unset | write the summary to this `.json` file and a Markdown copy beside it (`.md`) |
 
 use std::path::PathBuf;
@@ -34,6 +35,9 @@ pub struct Settings {
     pub flash_stock: Option<u64>,
     /// Where to write the JSON summary.
     pub summary: Option<PathBuf>,
+    /// cartd's session TTL, when known: the tutorial routes state no
+    /// deadline, so a cart they made lives at least this long.
+    pub session_ttl: Option<Duration>,
 }
 
 impl Settings {
@@ -71,7 +75,13 @@ impl Settings {
             None => None,
         };
         let summary = var("CARTD_LOADTEST_SUMMARY").map(PathBuf::from);
-        Ok(Self { think, items, weights, storm_period, flash_stock, summary })
+        let session_ttl = match var("CARTD_LOADTEST_TTL_SECS") {
+            Some(v) => Some(Duration::from_secs(
+                v.trim().parse::<u64>().context("CARTD_LOADTEST_TTL_SECS: not a whole number of seconds")?,
+            )),
+            None => None,
+        };
+        Ok(Self { think, items, weights, storm_period, flash_stock, summary, session_ttl })
     }
 
     /// The think time as text, for the summary.

@@ -67,6 +67,9 @@ pub struct Summary {
     pub goose_error_table: BTreeMap<String, usize>,
     /// Units confirmed sold by `201` checkouts, by inventory id.
     pub confirmed_sold: BTreeMap<String, u64>,
+    /// Carts that answered `404 session_not_found` to a request sent before
+    /// the deadline the server had stated for them (each fails the run).
+    pub carts_gone_early: u64,
     pub flash_watch: Option<FlashReport>,
 }
 
@@ -126,6 +129,28 @@ impl Summary {
         if transaction_error_count > 0 {
             failures.push(format!("{transaction_error_count} steps failed: {transaction_errors:?}"));
         }
+        let (early_gone, early_examples) = crate::tally::early_gone();
+        if early_gone > 0 {
+            failures.push(format!(
+                "{early_gone} carts answered 404 session_not_found before the deadline the server had stated for them, first: {}",
+                early_examples.first().map_or("", String::as_str)
+            ));
+        }
+        // A run whose users check out must sell something: a checkout that
+        // only ever answers 404 or 409 would otherwise pass.
+        let checkouts =
+            requests.iter().filter(|r| r.name.ends_with("/v1/cart/checkout")).map(|r| r.count).sum::<usize>();
+        if checkouts > 0 && confirmed_sold.values().sum::<u64>() == 0 {
+            failures.push(format!("{checkouts} checkouts were made and none sold anything"));
+        }
+        if let Some(watch) = &flash_watch
+            && watch.samples == 0
+        {
+            failures.push(format!(
+                "the flash-1 watch read no counts ({} reads failed): it cannot vouch for the flash sale",
+                watch.failed_reads
+            ));
+        }
         if let Some(watch) = &flash_watch
             && watch.violation_count > 0
         {
@@ -154,6 +179,7 @@ impl Summary {
             transaction_errors,
             goose_error_table,
             confirmed_sold,
+            carts_gone_early: early_gone,
             flash_watch,
         }
     }
@@ -228,7 +254,9 @@ impl Summary {
             "\n5xx: {}; no answer: {}; expected refusals counted as successes: {:?}.",
             self.server_errors_5xx, self.transport_errors, self.expected_refusals
         );
-        if let Some(w) = &self.flash_watch {
+        if let Some(w) = self.flash_watch.as_ref().filter(|w| w.samples == 0) {
+            let _ = writeln!(out, "\nflash-1 watch: no read answered ({} failed): nothing was judged.", w.failed_reads);
+        } else if let Some(w) = &self.flash_watch {
             let _ = writeln!(
                 out,
                 "\nflash-1 watch: stock {}, {} reads, at most {} reserved + sold, at least {} available, {} sold at the end, {} violations.",

@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::{Mutex, PoisonError};
+use std::time::SystemTime;
 
 use goose::prelude::TransactionError;
 use serde_json::Value;
@@ -34,4 +35,27 @@ pub fn record_order(order: &Value) -> Result<(), Box<TransactionError>> {
 /// Units confirmed sold so far, by inventory id.
 pub fn sold() -> BTreeMap<String, u64> {
     SOLD.lock().unwrap_or_else(PoisonError::into_inner).clone()
+}
+
+/// Carts that answered `404 session_not_found` to a request sent clearly
+/// before the deadline the server had stated for them: how many, and the
+/// first few as text.
+static EARLY_GONE: Mutex<(u64, Vec<String>)> = Mutex::new((0, Vec::new()));
+
+/// Records a cart that vanished before its deadline.
+pub fn record_early_gone(request: &str, sent_at: SystemTime, deadline: SystemTime) {
+    let early = deadline.duration_since(sent_at).unwrap_or_default();
+    let mut seen = EARLY_GONE.lock().unwrap_or_else(PoisonError::into_inner);
+    seen.0 += 1;
+    if seen.1.len() < 10 {
+        seen.1.push(format!(
+            "{request}: 404 session_not_found for a request sent {} ms before the deadline",
+            early.as_millis()
+        ));
+    }
+}
+
+/// The carts that vanished before their deadline: how many, and the first few.
+pub fn early_gone() -> (u64, Vec<String>) {
+    EARLY_GONE.lock().unwrap_or_else(PoisonError::into_inner).clone()
 }

@@ -168,6 +168,11 @@ fn moved(old: Option<&(InventoryId, Quantity)>, new: Option<&(InventoryId, Quant
 }
 
 /// The in-memory [`Inventory`].
+///
+/// Invariant: the inventory contract, like PostgreSQL (conservation, no oversell, exactly-once
+/// release, atomic checkout): proved by `adapters/tests/memory_contract.rs` (module `inventory`,
+/// and `holds_snapshot_and_open_carts_report_the_ledger`) and by the property tests of
+/// `adapters/tests/props.rs`.
 #[derive(Debug, Default)]
 pub struct MemoryInventory {
     inner: Mutex<Inner>,

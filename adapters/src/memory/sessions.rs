@@ -66,6 +66,12 @@ impl Inner {
 }
 
 /// The in-memory [`SessionStore`].
+///
+/// Invariant: the session-store contract, like Redis: proved by `adapters/tests/memory_contract.rs`
+/// (module `session_store`), plus bounded reclaiming of ended sessions by
+/// `ended_sessions_are_reclaimed_by_later_calls`,
+/// `an_ended_session_left_by_a_bounded_purge_is_still_invisible` and
+/// `a_moved_deadline_is_honoured_when_reclaiming` (module `memory_only`).
 #[derive(Debug, Default)]
 pub struct MemorySessions {
     inner: Mutex<Inner>,

@@ -61,7 +61,7 @@ pub(super) struct Counters {
 }
 
 impl Counters {
-    pub fn read(&self) -> HoldBatchStats {
+    pub(crate) fn read(&self) -> HoldBatchStats {
         #[allow(clippy::cast_precision_loss)] // microseconds as f64 seconds: exact up to 285 years
         let busy_seconds = self.busy_micros.load(Ordering::Relaxed) as f64 / 1e6;
         HoldBatchStats {
@@ -85,10 +85,14 @@ const REFERENCE_SQL: &str = "select o_status, o_version, o_deadline_ms, o_availa
                              from cartd_set_hold_batch($1, $2, $3, $4, $5, $6, $7)";
 
 /// How a batch runs.
+///
+/// Invariant: both modes answer and write the same for the same batch. Proved by
+/// `planned_batches_answer_and_write_exactly_what_the_reference_loop_does`
+/// (`adapters/tests/postgres_batch.rs`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
     /// Lock and read, plan in memory, write the net changes: a few
-    /// statements per batch ([`super::plan`]). The default.
+    /// statements per batch (`postgres_store/plan.rs`). The default.
     Planned,
     /// `cartd_set_hold_batch`, a PL/pgSQL loop of `cartd_set_hold` calls:
     /// several statements per hold. Kept as the reference the planned path
@@ -99,7 +103,7 @@ pub enum Mode {
 impl Batcher {
     /// Starts the batching task on the current Tokio runtime. It stops when
     /// the last handle is dropped.
-    pub fn start(
+    pub(crate) fn start(
         pool: Pool,
         op_timeout: Duration,
         max_batch: usize,
@@ -113,7 +117,7 @@ impl Batcher {
     }
 
     /// Queues `call` and waits for its row.
-    pub async fn submit(&self, call: HoldCall) -> Result<HoldRow, Arc<PgError>> {
+    pub(crate) async fn submit(&self, call: HoldCall) -> Result<HoldRow, Arc<PgError>> {
         let (tx, rx) = oneshot::channel();
         let stopped = || Arc::new(PgError::Protocol("the hold batcher stopped".to_owned()));
         self.queue.send((call, tx)).await.map_err(|_| stopped())?;

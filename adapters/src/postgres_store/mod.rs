@@ -32,6 +32,10 @@ mod embedded {
 }
 
 /// Connection settings of the PostgreSQL adapter.
+///
+/// Invariant: its timeouts bound every call, so an unreachable server gives a `PortError`
+/// quickly instead of a hang. Proved by `an_unreachable_server_fails_fast_with_a_port_error`
+/// (`adapters/tests/postgres_store.rs`).
 #[derive(Clone, Debug)]
 pub struct PgSettings {
     /// `postgres://user:password@host:port/database`.
@@ -146,6 +150,14 @@ pub fn stock_channel(schema: Option<&str>) -> String {
 const RETRIES: usize = 3;
 
 /// The PostgreSQL [`Inventory`].
+///
+/// Invariant: the inventory contract under concurrency, across instances: proved by
+/// `adapters/tests/postgres_contract.rs`, and by
+/// `two_hundred_carts_racing_for_fifty_units_hold_exactly_fifty`,
+/// `racing_releases_of_one_cart_return_its_units_once`,
+/// `checkout_racing_release_has_exactly_one_winner` and
+/// `three_sweepers_release_a_thousand_expired_carts_exactly_once`
+/// (`adapters/tests/postgres_store.rs`).
 #[derive(Clone)]
 pub struct PgInventory {
     pool: Pool,
@@ -161,6 +173,9 @@ pub struct PgInventory {
 /// What the batches of holds have done since the adapter started: running
 /// totals, for metrics (average batch size, share of time PostgreSQL is busy
 /// with holds).
+///
+/// Read by the metrics; the batches it counts are proved by `adapters/tests/postgres_batch.rs`
+/// (`planned_batches_answer_and_write_exactly_what_the_reference_loop_does`).
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct HoldBatchStats {
     /// Batches run (each one transaction, retries included).
@@ -353,6 +368,9 @@ impl PgInventory {
 
 /// An item whose `reserved` disagrees with its holds in the ledger, as found
 /// by [`PgInventory::reconcile`] (the counts before any fix).
+///
+/// Proved by `reconcile_reports_reserved_counts_that_disagree_with_the_ledger_and_fixes_them`
+/// (`adapters/tests/postgres_store.rs`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Drift {
     /// The item.

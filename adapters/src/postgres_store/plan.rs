@@ -51,7 +51,7 @@ pub(super) struct Snapshot {
 
 impl Snapshot {
     /// The line `product` of `cart`, if it exists.
-    pub fn line(&self, cart: Uuid, product: &str) -> Option<&Held> {
+    pub(crate) fn line(&self, cart: Uuid, product: &str) -> Option<&Held> {
         self.lines.get(&cart).and_then(|by_product| by_product.get(product))
     }
 }

@@ -39,6 +39,10 @@ static WARNED_OFF: AtomicBool = AtomicBool::new(false);
 
 /// How the listener reaches Redis and how it behaves when the connection
 /// drops.
+///
+/// Invariant: never shows the password. Proved by `settings_do_not_show_the_password` and, for
+/// `configure_notifications`, `a_listener_that_may_not_use_config_reports_notifications_off`
+/// (`adapters/tests/redis_store.rs`).
 #[derive(Clone)]
 pub struct ListenerSettings {
     /// The same server (and database) the session store writes to. The
@@ -110,6 +114,10 @@ impl std::fmt::Debug for ListenerSettings {
 }
 
 /// Whether the server raises the expired events the listener needs.
+///
+/// Proved by `the_listener_switches_notifications_back_on_and_survives_a_killed_connection` and
+/// `a_listener_that_may_not_use_config_reports_notifications_off`
+/// (`adapters/tests/redis_store.rs`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Notifications {
     /// Not known: not connected yet, `CONFIG` is left alone by the settings,
@@ -142,6 +150,9 @@ impl Notifications {
 
 /// What a listener is doing, readable from any task (readiness, metrics).
 /// Clones share the same state.
+///
+/// Proved by `the_listener_switches_notifications_back_on_and_survives_a_killed_connection`
+/// (`adapters/tests/redis_store.rs`).
 #[derive(Clone, Debug)]
 pub struct ListenerStatus {
     connected: watch::Receiver<bool>,
@@ -189,6 +200,11 @@ impl ListenerStatus {
 }
 
 /// The Redis [`ExpiryEvents`]. Dropping it stops its background task.
+///
+/// Invariant: reconnects by itself and delivers only this deployment's sessions. Proved by
+/// `the_expiry_listener_delivers_a_session_that_expires_and_ignores_other_prefixes` and
+/// `the_listener_switches_notifications_back_on_and_survives_a_killed_connection`
+/// (`adapters/tests/redis_store.rs`).
 #[derive(Debug)]
 pub struct RedisExpiryListener {
     rx: mpsc::Receiver<CartId>,

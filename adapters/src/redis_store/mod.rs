@@ -46,6 +46,9 @@ pub use listener::{ListenerSettings, ListenerStatus, Notifications, RedisExpiryL
 pub use sessions::RedisSessions;
 
 /// Where and how the session store reaches Redis.
+///
+/// Invariant: never shows the password. Proved by `settings_do_not_show_the_password`
+/// (`adapters/tests/redis_store.rs`).
 #[derive(Clone)]
 pub struct RedisSettings {
     /// `redis://[user:password@]host:port[/db]`. May carry a password: it is

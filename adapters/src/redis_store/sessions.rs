@@ -19,6 +19,12 @@ use domain::error_chain as chain;
 
 /// The Redis [`SessionStore`]. Cheap to share behind an `Arc`; all methods
 /// take `&self`.
+///
+/// Invariant: the session-store contract, every change one atomic script, every key of a session
+/// expiring with it. Proved by `adapters/tests/redis_contract.rs` and by
+/// `a_session_is_one_hash_whose_ttl_matches_its_deadline`,
+/// `concurrent_applies_to_one_line_leave_the_highest_version` and
+/// `scripts_are_loaded_again_after_the_server_forgets_them` (`adapters/tests/redis_store.rs`).
 #[derive(Clone)]
 pub struct RedisSessions {
     pool: Pool<Manager>,

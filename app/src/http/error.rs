@@ -160,17 +160,40 @@ mod tests {
 
     #[test]
     fn every_domain_error_is_a_4xx_or_a_503() {
-        let all = [
+        // `variant` matches with no wildcard arm: a new `CartError` variant
+        // does not compile here until it is named, and `VARIANTS` beside it
+        // counts the arms, so the examples below must cover it too.
+        const VARIANTS: usize = 7;
+        fn variant(e: &CartError) -> &'static str {
+            match e {
+                CartError::SessionNotFound => "SessionNotFound",
+                CartError::InsufficientStock { .. } => "InsufficientStock",
+                CartError::UnknownItem => "UnknownItem",
+                CartError::QuantityOverLimit { .. } => "QuantityOverLimit",
+                CartError::TooManyLines { .. } => "TooManyLines",
+                CartError::CartEmpty => "CartEmpty",
+                CartError::Unavailable(_) => "Unavailable",
+            }
+        }
+        let examples = [
             CartError::SessionNotFound,
             CartError::InsufficientStock { available: 1 },
             CartError::UnknownItem,
             CartError::QuantityOverLimit { max: 100 },
             CartError::TooManyLines { max: 50 },
             CartError::CartEmpty,
+            CartError::Unavailable(PortError::new("postgres", std::io::Error::other("down"))),
         ];
-        for e in all {
+        let named: std::collections::BTreeSet<&str> = examples.iter().map(variant).collect();
+        assert_eq!(named.len(), VARIANTS, "one example of every variant: {named:?}");
+        for e in examples {
+            let name = variant(&e);
             let (status, _) = ApiError::Cart(e).status_and_code();
-            assert!(status.is_client_error(), "{status}");
+            if name == "Unavailable" {
+                assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+            } else {
+                assert!(status.is_client_error(), "{name}: {status}");
+            }
         }
     }
 }
