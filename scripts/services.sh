@@ -23,6 +23,10 @@ ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || missing+=(postgresql)
 command -v psql >/dev/null || missing+=(postgresql-client)
 # Only to validate docker-compose.yml (`docker-compose config`); no engine needed.
 command -v docker-compose >/dev/null || missing+=(docker-compose)
+# The storefront's browser tests (browser-tests/) drive Debian's Chromium
+# through its chromedriver (the two packages' versions move together).
+command -v chromium >/dev/null || missing+=(chromium)
+command -v chromedriver >/dev/null || missing+=(chromium-driver)
 if [ "${#missing[@]}" -gt 0 ]; then
   log "installing ${missing[*]}"
   as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq

@@ -84,6 +84,10 @@ pub enum Op {
     ReservedTotal,
     /// [`Inventory::set_available`].
     SetAvailable,
+    /// [`Inventory::list_stock`].
+    ListStock,
+    /// [`Inventory::stock_of`].
+    StockOf,
     /// [`ExpiryEvents::next_expired`]: a failed notice is lost, as keyspace
     /// notifications are when the listener is disconnected.
     NextExpired,
@@ -91,7 +95,7 @@ pub enum Op {
 
 impl Op {
     /// Every operation, in declaration order.
-    pub const ALL: [Op; 14] = [
+    pub const ALL: [Op; 16] = [
         Op::Create,
         Op::Load,
         Op::Apply,
@@ -105,6 +109,8 @@ impl Op {
         Op::Stock,
         Op::ReservedTotal,
         Op::SetAvailable,
+        Op::ListStock,
+        Op::StockOf,
         Op::NextExpired,
     ];
 
@@ -125,6 +131,8 @@ impl Op {
             Op::Stock => "inventory.stock",
             Op::ReservedTotal => "inventory.reserved_total",
             Op::SetAvailable => "inventory.set_available",
+            Op::ListStock => "inventory.list_stock",
+            Op::StockOf => "inventory.stock_of",
             Op::NextExpired => "expiry_events.next_expired",
         }
     }
@@ -142,7 +150,9 @@ impl Op {
             | Op::ReleaseExpired
             | Op::Stock
             | Op::ReservedTotal
-            | Op::SetAvailable => "postgres",
+            | Op::SetAvailable
+            | Op::ListStock
+            | Op::StockOf => "postgres",
         }
     }
 }
@@ -485,6 +495,18 @@ impl<P: Inventory> Inventory for Faulty<P> {
 
     async fn set_available(&self, item: &InventoryId, available: StockCount) -> Result<StockLevel, PortError> {
         self.run(Op::SetAvailable, self.inner.set_available(item, available)).await
+    }
+
+    async fn list_stock(
+        &self,
+        after: Option<&InventoryId>,
+        limit: u32,
+    ) -> Result<Vec<(InventoryId, StockLevel)>, PortError> {
+        self.run(Op::ListStock, self.inner.list_stock(after, limit)).await
+    }
+
+    async fn stock_of(&self, items: &[InventoryId]) -> Result<Vec<(InventoryId, StockLevel)>, PortError> {
+        self.run(Op::StockOf, self.inner.stock_of(items)).await
     }
 }
 

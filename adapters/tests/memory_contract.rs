@@ -107,6 +107,34 @@ mod memory_only {
         assert_eq!(inv.open_carts(), 0);
     }
 
+    #[tokio::test]
+    async fn take_changed_names_each_item_a_change_touched_once() {
+        let inv = MemoryInventory::new();
+        let t0 = START;
+        for name in ["sku-a", "sku-b", "sku-c"] {
+            inv.set_available(&contract::item(name), StockCount::new(5).unwrap()).await.unwrap();
+        }
+        let names = |v: Vec<domain::InventoryId>| v.into_iter().map(|i| i.to_string()).collect::<Vec<_>>();
+        assert_eq!(names(inv.take_changed()), ["sku-a", "sku-b", "sku-c"]);
+        assert_eq!(inv.take_changed(), vec![], "taken once");
+        let id = CartId::random();
+        inv.open_cart(id, t0.plus(Duration::from_secs(60))).await.unwrap();
+        assert_eq!(inv.take_changed(), vec![], "opening a cart moves no stock");
+        inv.set_hold(id, &contract::set("p1", "sku-a", 2), None, 10, t0).await.unwrap();
+        inv.set_hold(id, &contract::set("p1", "sku-b", 2), None, 10, t0).await.unwrap();
+        assert_eq!(names(inv.take_changed()), ["sku-a", "sku-b"], "moving a line changes both items");
+        assert!(inv.set_hold(id, &contract::set("p2", "sku-c", 9), None, 10, t0).await.is_err());
+        assert_eq!(inv.take_changed(), vec![], "a refused hold changes nothing");
+        inv.checkout(id, domain::OrderId::random(), t0).await.unwrap();
+        assert_eq!(names(inv.take_changed()), ["sku-b"]);
+        let other = CartId::random();
+        inv.open_cart(other, t0.plus(Duration::from_secs(1))).await.unwrap();
+        inv.set_hold(other, &contract::set("p1", "sku-c", 1), None, 10, t0).await.unwrap();
+        let _ = inv.take_changed();
+        inv.release_expired(t0.plus(Duration::from_secs(2)), 10).await.unwrap();
+        assert_eq!(names(inv.take_changed()), ["sku-c"], "the sweeper's releases count too");
+    }
+
     #[test]
     fn manual_clock_moves_only_when_told_and_clones_share_it() {
         let clock = ManualClock::new(START);

@@ -3,8 +3,10 @@
 #![forbid(unsafe_code)]
 
 pub mod background;
+pub mod catalog;
 pub mod clock;
 pub mod http;
+pub mod live;
 pub mod metrics;
 pub mod reconcile;
 pub mod server;

@@ -113,6 +113,8 @@ pub struct Metrics {
     hold_units: Family<HoldLabels, Counter>,
     release_lag: HistogramFamily<CauseLabels>,
     store_errors: Family<StoreLabels, Counter>,
+    live_streams: Gauge,
+    live_rejected: Counter,
 }
 
 impl Default for Metrics {
@@ -176,7 +178,19 @@ impl Metrics {
         for store in ["redis", "postgres"] {
             drop(store_errors.get_or_create(&StoreLabels { store }));
         }
-        Self { registry, requests, durations, hold_units, release_lag, store_errors }
+        let live_streams = Gauge::default();
+        registry.register(
+            "cartd_live_streams",
+            "Live stock streams (GET /v1/inventory/events) open now",
+            live_streams.clone(),
+        );
+        let live_rejected = Counter::default();
+        registry.register(
+            "cartd_live_streams_rejected",
+            "Live stock streams refused with 503 because the cap (live.max_streams) was reached",
+            live_rejected.clone(),
+        );
+        Self { registry, requests, durations, hold_units, release_lag, store_errors, live_streams, live_rejected }
     }
 
     /// Records one answered request. `route` must be a route template (or
@@ -185,6 +199,21 @@ impl Metrics {
         let labels = HttpLabels { route, method: method_label(method), status };
         self.requests.get_or_create(&labels).inc();
         self.durations.get_or_create(&labels).observe(elapsed.as_secs_f64());
+    }
+
+    /// A live stock stream opened.
+    pub fn live_stream_opened(&self) {
+        self.live_streams.inc();
+    }
+
+    /// A live stock stream ended.
+    pub fn live_stream_closed(&self) {
+        self.live_streams.dec();
+    }
+
+    /// A live stock stream was refused (cap reached).
+    pub fn live_stream_rejected(&self) {
+        self.live_rejected.inc();
     }
 
     /// Counts one failure of `store` (`redis` or `postgres`).

@@ -69,6 +69,16 @@ allowed_origins = []
 format = "human"
 filter = "info"
 
+[storefront]
+enabled = true
+catalog = ""
+
+[live]
+max_streams = 2000
+tick_ms = 200
+resync_ms = 2000
+keep_alive_ms = 15000
+
 [demo]
 seed = true
 items = 100
@@ -150,6 +160,33 @@ struct Raw {
     cors: RawCors,
     log: RawLog,
     demo: Demo,
+    storefront: RawStorefront,
+    live: RawLive,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLive {
+    max_streams: usize,
+    tick_ms: u64,
+    resync_ms: u64,
+    keep_alive_ms: u64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStorefront {
+    enabled: bool,
+    catalog: String,
+}
+
+/// The storefront page (`GET /`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StorefrontSettings {
+    /// Whether `/`, its assets and `/v1/catalog` are served.
+    pub enabled: bool,
+    /// A JSON catalogue file; `None` means the built-in demo catalogue.
+    pub catalog: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -356,6 +393,10 @@ pub struct Settings {
     pub log_filter: String,
     /// Demo catalogue.
     pub demo: Demo,
+    /// The storefront page.
+    pub storefront: StorefrontSettings,
+    /// Live stock streams.
+    pub live: crate::live::LiveSettings,
 }
 
 /// A configuration error, naming the key at fault.
@@ -500,6 +541,18 @@ impl Settings {
         if !schema_ok {
             return Err(invalid("postgres.schema", "must be a lowercase identifier"));
         }
+        if !(1..=100_000).contains(&raw.live.max_streams) {
+            return Err(invalid("live.max_streams", "must be between 1 and 100000"));
+        }
+        if !(10..=10_000).contains(&raw.live.tick_ms) {
+            return Err(invalid("live.tick_ms", "must be between 10 and 10000"));
+        }
+        if raw.live.resync_ms < raw.live.tick_ms {
+            return Err(invalid("live.resync_ms", "must be at least live.tick_ms"));
+        }
+        if !(1000..=300_000).contains(&raw.live.keep_alive_ms) {
+            return Err(invalid("live.keep_alive_ms", "must be between 1000 and 300000"));
+        }
         tracing_subscriber::EnvFilter::try_new(&raw.log.filter).map_err(|e| invalid("log.filter", e))?;
         Ok(Self {
             backend: raw.backend,
@@ -541,6 +594,17 @@ impl Settings {
             log_format: raw.log.format,
             log_filter: raw.log.filter,
             demo: raw.demo,
+            live: crate::live::LiveSettings {
+                max_streams: raw.live.max_streams,
+                tick: Duration::from_millis(raw.live.tick_ms),
+                resync: Duration::from_millis(raw.live.resync_ms),
+                keep_alive: Duration::from_millis(raw.live.keep_alive_ms),
+                ..crate::live::LiveSettings::default()
+            },
+            storefront: StorefrontSettings {
+                enabled: raw.storefront.enabled,
+                catalog: (!raw.storefront.catalog.is_empty()).then(|| raw.storefront.catalog.into()),
+            },
         })
     }
 }
@@ -630,6 +694,10 @@ mod tests {
             (vec![("CART__HTTP__MAX_HEADER_BYTES", "1048577")], "http.max_header_bytes"),
             (vec![("CART__HTTP__MAX_HEADERS", "7")], "http.max_headers"),
             (vec![("CART__HTTP__MAX_HEADERS", "1001")], "http.max_headers"),
+            (vec![("CART__LIVE__MAX_STREAMS", "0")], "live.max_streams"),
+            (vec![("CART__LIVE__TICK_MS", "5")], "live.tick_ms"),
+            (vec![("CART__LIVE__RESYNC_MS", "100")], "live.resync_ms"),
+            (vec![("CART__LIVE__KEEP_ALIVE_MS", "10")], "live.keep_alive_ms"),
         ] {
             let err = load(vars.clone()).unwrap_err().to_string();
             assert!(err.contains(key), "{vars:?}: {err}");
@@ -646,6 +714,21 @@ mod tests {
         assert_eq!(s.expiry.ttl.get(), Duration::from_secs(60));
         assert_eq!(s.limits.max_lines(), 9);
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_storefront_is_on_with_the_demo_catalogue_unless_configured() {
+        let s = load(vec![]).unwrap();
+        assert_eq!(s.storefront, StorefrontSettings { enabled: true, catalog: None });
+        let s = load(vec![
+            ("CART__STOREFRONT__ENABLED", "false"),
+            ("CART__STOREFRONT__CATALOG", "/etc/cartd/catalog.json"),
+        ])
+        .unwrap();
+        assert_eq!(
+            s.storefront,
+            StorefrontSettings { enabled: false, catalog: Some("/etc/cartd/catalog.json".into()) }
+        );
     }
 
     #[test]

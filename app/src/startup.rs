@@ -6,7 +6,9 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 
-use adapters::postgres_store::{HoldBatchMode as PgHoldBatchMode, HoldBatchStats, PgInventory, PgSettings};
+use adapters::postgres_store::{
+    HoldBatchMode as PgHoldBatchMode, HoldBatchStats, PgInventory, PgSettings, StockListener, StockNotice,
+};
 use adapters::redis_store::{
     ListenerSettings, ListenerStatus, RedisExpiryListener, RedisSessions, RedisSettings as StoreSettings,
 };
@@ -18,8 +20,11 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 use crate::background::{Shutdown, expiry_listener, shutdown_pair, sweeper};
+use crate::catalog::Catalog;
 use crate::clock::TokioClock;
+use crate::http::storefront::Storefront;
 use crate::http::{AppState, Backend, RouterOptions, router};
+use crate::live::StockHub;
 use crate::metrics::{Metrics, PoolUse};
 use crate::server::{ServeOptions, serve};
 use crate::settings::{Backend as BackendKind, HoldBatchMode, Secret, Settings};
@@ -35,6 +40,13 @@ impl Backend for MemoryBackend {
 
     async fn ready(&self, _service: &CartService<MemorySessions, MemoryInventory, TokioClock>) -> bool {
         true
+    }
+
+    fn take_stock_changes(
+        &self,
+        service: &CartService<MemorySessions, MemoryInventory, TokioClock>,
+    ) -> Vec<InventoryId> {
+        service.inventory().take_changed()
     }
 }
 
@@ -100,6 +112,7 @@ pub struct Application {
     admin_token: Secret,
     admin_token_generated: bool,
     spawn_background: Spawner,
+    live: Arc<StockHub>,
 }
 
 impl Application {
@@ -113,6 +126,9 @@ impl Application {
             None => (Secret::new(uuid::Uuid::new_v4().simple().to_string()), true),
         };
         let metrics = Arc::new(Metrics::new());
+        // Before any store is touched: a bad catalogue stops the start at once.
+        let storefront = storefront(&settings)?;
+        let live = Arc::new(StockHub::new(settings.live, metrics.clone()));
         let (router, spawn_background) = match settings.backend {
             BackendKind::Memory => {
                 let service = CartService::new(
@@ -132,7 +148,7 @@ impl Application {
                 if settings.demo.seed {
                     seed_demo(&state, &settings).await?;
                 }
-                wire(state, &settings)
+                wire(state, &settings, storefront, live.clone())
             }
             BackendKind::Redis => {
                 let inventory = PgInventory::connect(&pg_settings(&settings)).context("postgres settings")?;
@@ -147,15 +163,30 @@ impl Application {
                 };
                 let state =
                     Arc::new(AppState { service, backend, admin_token: admin_token.clone(), metrics: metrics.clone() });
-                let (router, spawn) = wire(state.clone(), &settings);
+                let (router, spawn) = wire(state.clone(), &settings, storefront, live.clone());
                 let listener_settings = settings.listener_enabled.then(|| ListenerSettings {
                     configure_notifications: settings.redis.configure_notifications,
                     ..ListenerSettings::for_store(&redis_settings(&settings))
                 });
                 let schema = settings.postgres.schema.clone();
                 let migrate = settings.postgres.migrate_on_start;
+                let pg = pg_settings(&settings);
+                let hub = live.clone();
                 let spawn: Spawner = Box::new(move |shutdown: Shutdown| {
                     let mut tasks = Vec::new();
+                    // Changes made by any instance reach this one's pages
+                    // through PostgreSQL's notices.
+                    let mut stop = shutdown.clone();
+                    let on_notice = move |notice| match notice {
+                        StockNotice::All => hub.mark_all(),
+                        StockNotice::Items(items) => hub.mark(items),
+                    };
+                    match StockListener::spawn(&pg, on_notice, async move { stop.wait().await }) {
+                        Ok((_, task)) => tasks.push(task),
+                        Err(e) => {
+                            tracing::error!(error = %crate::http::error::error_chain(&e), "stock listener not started; live stock relies on the periodic resync")
+                        }
+                    }
                     if migrate {
                         // The sweeper starts once the schema is in place:
                         // before that every sweep would fail and say so.
@@ -205,6 +236,7 @@ impl Application {
             admin_token,
             admin_token_generated,
             spawn_background,
+            live,
         })
     }
 
@@ -227,6 +259,13 @@ impl Application {
         let (trigger, signal) = shutdown_pair();
         let tasks = (self.spawn_background)(signal);
         tracing::info!(addr = %self.addr, "cartd listening on http://{}", self.addr);
+        let live = self.live.clone();
+        let shutdown = async move {
+            shutdown.await;
+            // Live streams never end by themselves: end them now, or the
+            // drain would wait for them until the grace period is over.
+            live.close();
+        };
         serve(self.listener, self.router, self.serve_options, shutdown).await;
         trigger.fire();
         for task in tasks {
@@ -236,18 +275,42 @@ impl Application {
     }
 }
 
-fn wire<B: Backend>(state: Arc<AppState<B>>, settings: &Settings) -> (Router, Spawner) {
+fn wire<B: Backend>(
+    state: Arc<AppState<B>>,
+    settings: &Settings,
+    storefront: Option<Arc<Storefront>>,
+    live: Arc<StockHub>,
+) -> (Router, Spawner) {
     let options = RouterOptions {
         max_body_bytes: settings.http.max_body_bytes,
         cors_allowed_origins: settings.cors_allowed_origins.clone(),
         request_timeout: settings.http.request_timeout,
+        storefront,
+        live: Some(live.clone()),
     };
     let router = router(state.clone(), &options);
     let (interval, batch, concurrency) =
         (settings.sweeper_interval, settings.sweeper_batch, settings.sweeper_concurrency);
-    let spawner: Spawner =
-        Box::new(move |shutdown| vec![tokio::spawn(sweeper(state, interval, batch, concurrency, shutdown))]);
+    let spawner: Spawner = Box::new(move |shutdown: Shutdown| {
+        vec![
+            tokio::spawn(crate::live::run(live, state.clone(), shutdown.clone())),
+            tokio::spawn(sweeper(state, interval, batch, concurrency, shutdown)),
+        ]
+    });
     (router, spawner)
+}
+
+/// The storefront page with its catalogue (validated here), when enabled.
+fn storefront(settings: &Settings) -> anyhow::Result<Option<Arc<Storefront>>> {
+    if !settings.storefront.enabled {
+        return Ok(None);
+    }
+    let catalog = match &settings.storefront.catalog {
+        Some(path) => Catalog::load(path).context("storefront.catalog")?,
+        None => Catalog::demo(),
+    };
+    tracing::info!(products = catalog.products.len(), "storefront enabled at /");
+    Ok(Some(Arc::new(Storefront::new(&catalog))))
 }
 
 /// Items `inv-1` ..= `inv-N`, each with the configured units available.

@@ -107,6 +107,10 @@ impl TestServerBuilder {
             max_body_bytes: settings.http.max_body_bytes,
             cors_allowed_origins: settings.cors_allowed_origins.clone(),
             request_timeout: settings.http.request_timeout,
+            // No page, and no live stock: its hub runs on a timer, and
+            // nothing here may.
+            storefront: None,
+            live: None,
         };
         let app = router(state.clone(), &options);
         let serve_options = ServeOptions {

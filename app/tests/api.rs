@@ -366,11 +366,17 @@ async fn the_openapi_document_lists_every_route() {
         ("/v1/cart/items/{product_id}", "put"),
         ("/v1/cart/items/{product_id}", "delete"),
         ("/v1/cart/checkout", "post"),
+        ("/v1/inventory", "get"),
+        ("/v1/inventory/events", "get"),
         ("/v1/inventory/{inventory_id}", "get"),
         ("/v1/inventory/{inventory_id}", "put"),
         ("/healthz", "get"),
         ("/readyz", "get"),
         ("/metrics", "get"),
+        ("/", "get"),
+        ("/assets/app.js", "get"),
+        ("/assets/app.css", "get"),
+        ("/v1/catalog", "get"),
     ];
     for (path, method) in expected {
         assert!(doc["paths"][path][method].is_object(), "{method} {path} missing from /openapi.json");

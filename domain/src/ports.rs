@@ -256,6 +256,30 @@ pub trait Inventory: Send + Sync + 'static {
     /// [`PortError`] when the store cannot be reached.
     fn stock(&self, item: &InventoryId) -> impl Future<Output = Result<Option<StockLevel>, PortError>> + Send;
 
+    /// Items with their counts, in `inventory_id` order (byte order of the
+    /// ids): those after `after` (from the first when `None`), at most `limit`.
+    /// A caller pages through every item by passing the last id it got as the
+    /// next `after`; items created meanwhile after that id are seen, none is
+    /// seen twice.
+    ///
+    /// # Errors
+    /// [`PortError`] when the store cannot be reached.
+    fn list_stock(
+        &self,
+        after: Option<&InventoryId>,
+        limit: u32,
+    ) -> impl Future<Output = Result<Vec<(InventoryId, StockLevel)>, PortError>> + Send;
+
+    /// The counts of each of `items` that exists, in `inventory_id` order,
+    /// each item once; unknown ids are left out.
+    ///
+    /// # Errors
+    /// [`PortError`] when the store cannot be reached.
+    fn stock_of(
+        &self,
+        items: &[InventoryId],
+    ) -> impl Future<Output = Result<Vec<(InventoryId, StockLevel)>, PortError>> + Send;
+
     /// Units held by all open carts together (the sum of `reserved`).
     ///
     /// # Errors

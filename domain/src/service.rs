@@ -366,6 +366,27 @@ impl<S: SessionStore, I: Inventory, C: Clock> CartService<S, I, C> {
         self.inventory.stock(item).await?.ok_or(CartError::UnknownItem)
     }
 
+    /// Up to `limit` items with their counts, in `inventory_id` order, after
+    /// `after` (see [`Inventory::list_stock`]).
+    ///
+    /// # Errors
+    /// [`CartError::Unavailable`].
+    pub async fn list_stock(
+        &self,
+        after: Option<&InventoryId>,
+        limit: u32,
+    ) -> Result<Vec<(InventoryId, StockLevel)>, CartError> {
+        Ok(self.inventory.list_stock(after, limit).await?)
+    }
+
+    /// The counts of those of `items` that exist, in `inventory_id` order.
+    ///
+    /// # Errors
+    /// [`CartError::Unavailable`].
+    pub async fn stock_of(&self, items: &[InventoryId]) -> Result<Vec<(InventoryId, StockLevel)>, CartError> {
+        Ok(self.inventory.stock_of(items).await?)
+    }
+
     /// Creates `item` or sets its available count.
     ///
     /// # Errors

@@ -3,6 +3,7 @@
 //! transactions and row locks.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::ops::Bound;
 use std::sync::Mutex;
 
 use domain::ports::{HoldReceipt, Inventory, LineChange, PortError, Released};
@@ -21,10 +22,14 @@ struct LedgerCart {
 
 #[derive(Debug, Default)]
 struct Inner {
-    items: HashMap<InventoryId, StockLevel>,
+    /// Ordered by id, so listing pages by id cost no sort.
+    items: BTreeMap<InventoryId, StockLevel>,
     carts: HashMap<CartId, LedgerCart>,
     by_deadline: BTreeSet<(Timestamp, CartId)>,
     orders: HashMap<CartId, Order>,
+    /// Items whose counts changed since [`MemoryInventory::take_changed`]
+    /// last ran (at most every item once).
+    changed: BTreeSet<InventoryId>,
 }
 
 impl Inner {
@@ -41,6 +46,7 @@ impl Inner {
     }
 
     fn unhold(&mut self, inv: &InventoryId, q: u32) {
+        self.changed.insert(inv.clone());
         // Every held line was taken from an existing item, and items are never
         // deleted, so the entry exists.
         let level = self.items.entry(inv.clone()).or_default();
@@ -102,6 +108,7 @@ impl Inner {
             self.unhold(inv, q.get());
         }
         if let Some((inv, q)) = &change.line {
+            self.changed.insert(inv.clone());
             let level = self.items.get_mut(inv).expect("checked above that the item exists");
             level.available -= i64::from(q.get());
             level.reserved += i64::from(q.get());
@@ -137,6 +144,7 @@ impl Inner {
         self.by_deadline.remove(&(cart.deadline, id));
         let mut lines = Vec::with_capacity(cart.lines.len());
         for (product_id, (inventory_id, quantity)) in cart.lines {
+            self.changed.insert(inventory_id.clone());
             let level = self.items.entry(inventory_id.clone()).or_default();
             level.reserved -= i64::from(quantity.get());
             level.sold += i64::from(quantity.get());
@@ -180,9 +188,7 @@ impl MemoryInventory {
     /// All items with their counts, for tests and invariant checks.
     #[must_use]
     pub fn snapshot(&self) -> Vec<(InventoryId, StockLevel)> {
-        let mut v: Vec<_> = lock(&self.inner).items.iter().map(|(k, v)| (k.clone(), *v)).collect();
-        v.sort_by(|a, b| a.0.cmp(&b.0));
-        v
+        lock(&self.inner).items.iter().map(|(k, v)| (k.clone(), *v)).collect()
     }
 
     /// The lines the ledger holds for `cart` (empty when it holds nothing).
@@ -194,6 +200,13 @@ impl MemoryInventory {
                 .map(|(p, (i, q))| Line { product_id: p.clone(), inventory_id: i.clone(), quantity: *q })
                 .collect()
         })
+    }
+
+    /// The items whose counts changed since the last call (each once, in id
+    /// order): what live stock pages need to hear about.
+    #[must_use]
+    pub fn take_changed(&self) -> Vec<InventoryId> {
+        std::mem::take(&mut lock(&self.inner).changed).into_iter().collect()
     }
 
     /// Number of carts open in the ledger.
@@ -257,8 +270,26 @@ impl Inventory for MemoryInventory {
         Ok(lock(&self.inner).items.get(item).copied())
     }
 
+    async fn list_stock(
+        &self,
+        after: Option<&InventoryId>,
+        limit: u32,
+    ) -> Result<Vec<(InventoryId, StockLevel)>, PortError> {
+        let inner = lock(&self.inner);
+        let from = after.map_or(Bound::Unbounded, Bound::Excluded);
+        let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+        Ok(inner.items.range((from, Bound::Unbounded)).take(limit).map(|(k, v)| (k.clone(), *v)).collect())
+    }
+
+    async fn stock_of(&self, items: &[InventoryId]) -> Result<Vec<(InventoryId, StockLevel)>, PortError> {
+        let inner = lock(&self.inner);
+        let wanted: BTreeSet<&InventoryId> = items.iter().collect();
+        Ok(wanted.into_iter().filter_map(|id| inner.items.get(id).map(|l| (id.clone(), *l))).collect())
+    }
+
     async fn set_available(&self, item: &InventoryId, available: StockCount) -> Result<StockLevel, PortError> {
         let mut inner = lock(&self.inner);
+        inner.changed.insert(item.clone());
         let level = inner.items.entry(item.clone()).or_default();
         level.available = i64::from(available.get());
         Ok(*level)

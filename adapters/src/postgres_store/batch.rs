@@ -214,7 +214,11 @@ async fn once(pool: &Pool, calls: &[HoldCall], mode: Mode, counters: &Counters) 
         Mode::Planned => planned(client.get(), calls, counters).await?,
         Mode::Reference => {
             let statement = client.get().prepare_cached(REFERENCE_SQL).await?;
-            read_rows(&client.get().query(&statement, &reference_params(calls).as_params()).await?)?
+            let rows = read_rows(&client.get().query(&statement, &reference_params(calls).as_params()).await?)?;
+            // The function commits on its own, so this notice comes just
+            // after: a crash in between is covered by the listeners' resync.
+            client.get().execute(super::NOTIFY_STOCK, &[&super::ALL_ITEMS]).await?;
+            rows
         }
     };
     client.keep();
@@ -374,13 +378,19 @@ async fn planned(
         Plan::Ready(ready) => ready,
         Plan::Reference => {
             counters.fallbacks.fetch_add(1, Ordering::Relaxed);
-            let statement = client.prepare_cached(REFERENCE_SQL).await?;
+            let (statement, notify) =
+                tokio::try_join!(client.prepare_cached(REFERENCE_SQL), client.prepare_cached(super::NOTIFY_STOCK))?;
             let params = reference_params(calls);
             let params = params.as_params();
-            let (rows, ()) = tokio::try_join!(client.query(&statement, &params), client.batch_execute("commit"))?;
+            let (rows, _, ()) = tokio::try_join!(
+                client.query(&statement, &params),
+                client.execute(&notify, &[&super::ALL_ITEMS]),
+                client.batch_execute("commit")
+            )?;
             return read_rows(&rows);
         }
     };
+    let mut released_short: Vec<String> = Vec::new();
     if !ready.short.is_empty() {
         // Stock held by carts past their deadline never blocks a hold: give it
         // back, then plan again on the new counts (once: what is released now
@@ -390,6 +400,7 @@ async fn planned(
         let statement = client.prepare_cached(RELEASE_EXPIRED_HOLDERS).await?;
         let units: i64 = client.query_one(&statement, &[&short, &carts, &now]).await?.try_get(0)?;
         if units > 0 {
+            released_short = ready.short.iter().cloned().collect();
             let names: Vec<&str> = snapshot.available.keys().map(String::as_str).collect();
             let statement = client.prepare_cached(READ_ITEMS).await?;
             for r in client.query(&statement, &[&names]).await? {
@@ -401,20 +412,26 @@ async fn planned(
             };
         }
     }
-    write(client, &ready.writes).await?;
+    let changed: std::collections::BTreeSet<&str> =
+        ready.writes.reserve.keys().chain(&released_short).map(String::as_str).collect();
+    write(client, &ready.writes, &super::notice_payload(changed)).await?;
     Ok(ready.rows)
 }
 
 /// The writes of a plan and `commit`, pipelined: one round trip.
-async fn write(client: &deadpool_postgres::Object, w: &Writes) -> Result<(), PgError> {
+/// `notice` names the items whose counts change (empty: none), for the
+/// stock listeners of every instance; PostgreSQL delivers it at commit only.
+async fn write(client: &deadpool_postgres::Object, w: &Writes, notice: &str) -> Result<(), PgError> {
     type Pending<'a> =
         std::pin::Pin<Box<dyn std::future::Future<Output = Result<u64, tokio_postgres::Error>> + Send + 'a>>;
-    let (write_items, insert_lines, update_lines, delete_lines, write_carts) = tokio::try_join!(
+    // Prepared once per connection, so the notice adds no round trip.
+    let (write_items, insert_lines, update_lines, delete_lines, write_carts, notify) = tokio::try_join!(
         client.prepare_cached(WRITE_ITEMS),
         client.prepare_cached(INSERT_LINES),
         client.prepare_cached(UPDATE_LINES),
         client.prepare_cached(DELETE_LINES),
         client.prepare_cached(WRITE_CARTS),
+        client.prepare_cached(super::NOTIFY_STOCK),
     )?;
     let item_ids: Vec<&str> = w.reserve.keys().map(String::as_str).collect();
     let item_units: Vec<i64> = w.reserve.values().copied().collect();
@@ -432,8 +449,9 @@ async fn write(client: &deadpool_postgres::Object, w: &Writes) -> Result<(), PgE
     let update_params = updates.params();
     let insert_params = inserts.params();
     let cart_params: [&(dyn ToSql + Sync); 4] = [&cart_ids, &cart_versions, &cart_deadlines, &cart_lines];
+    let notice_params: [&(dyn ToSql + Sync); 1] = [&notice];
 
-    let mut pending: Vec<Pending<'_>> = Vec::with_capacity(6);
+    let mut pending: Vec<Pending<'_>> = Vec::with_capacity(7);
     if !item_ids.is_empty() {
         pending.push(Box::pin(client.execute(&write_items, &item_params)));
     }
@@ -450,6 +468,9 @@ async fn write(client: &deadpool_postgres::Object, w: &Writes) -> Result<(), PgE
     }
     if !cart_ids.is_empty() {
         pending.push(Box::pin(client.execute(&write_carts, &cart_params)));
+    }
+    if !notice.is_empty() {
+        pending.push(Box::pin(client.execute(&notify, &notice_params)));
     }
     // A failed statement aborts the transaction, and `commit` then rolls it
     // back; the error is what `try_join_all` returns.

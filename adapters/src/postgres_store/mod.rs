@@ -9,6 +9,7 @@
 //! retried a few times; driver errors and timeouts become [`PortError`]s.
 
 mod batch;
+mod listen;
 mod plan;
 
 use std::sync::{Arc, OnceLock};
@@ -21,6 +22,7 @@ use domain::ports::{HoldReceipt, Inventory, LineChange, PortError, Released};
 use domain::{
     CartError, CartId, InventoryId, Line, Order, OrderId, ProductId, Quantity, StockCount, StockLevel, Timestamp,
 };
+pub use listen::{StockListener, StockNotice};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{NoTls, Row};
@@ -106,6 +108,42 @@ impl From<PgError> for CartError {
     fn from(e: PgError) -> Self {
         CartError::Unavailable(e.into())
     }
+}
+
+/// Tells every instance's stock listener which items changed: sent inside the
+/// transaction that changes them, so it is delivered at commit and never for
+/// a rollback. The channel is per schema (see [`stock_channel`]).
+const NOTIFY_STOCK: &str = "select pg_notify('cartd_stock_' || current_schema(), $1::text)";
+
+/// The notice payload for "re-read every item" (a release does not say which
+/// items it touched).
+const ALL_ITEMS: &str = "*";
+
+/// A notice's payload must stay under PostgreSQL's 8000 bytes.
+const MAX_NOTICE_BYTES: usize = 7000;
+
+/// The payload naming `items`: comma-separated ids, or [`ALL_ITEMS`] when
+/// they would not fit.
+fn notice_payload<'a>(items: impl IntoIterator<Item = &'a str>) -> String {
+    let mut out = String::new();
+    for item in items {
+        if out.len() + item.len() + 1 > MAX_NOTICE_BYTES {
+            return ALL_ITEMS.to_owned();
+        }
+        if !out.is_empty() {
+            out.push(',');
+        }
+        out.push_str(item);
+    }
+    out
+}
+
+/// The channel stock changes are announced on for `schema` (`None`: the
+/// default `public`): each deployment (or test) sharing a database hears only
+/// its own.
+#[must_use]
+pub fn stock_channel(schema: Option<&str>) -> String {
+    format!("cartd_stock_{}", schema.unwrap_or("public"))
 }
 
 /// How often a transaction that lost a deadlock or serialization race is retried.
@@ -242,6 +280,15 @@ impl PgInventory {
             let client = self.pool.get().await?;
             let statement = client.prepare_cached(sql).await?;
             Ok(client.query_one(&statement, params).await?)
+        })
+        .await
+    }
+
+    async fn query(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>, PgError> {
+        retrying(self.op_timeout, || async {
+            let client = self.pool.get().await?;
+            let statement = client.prepare_cached(sql).await?;
+            Ok(client.query(&statement, params).await?)
         })
         .await
     }
@@ -415,6 +462,18 @@ fn lines_of(products: Vec<String>, items: Vec<String>, quantities: Vec<i32>) -> 
         .collect()
 }
 
+/// `(inventory_id, available, reserved, sold)` rows as counts.
+fn levels_of(rows: &[Row]) -> Result<Vec<(InventoryId, StockLevel)>, PgError> {
+    rows.iter()
+        .map(|row| {
+            let id: &str = row.try_get(0)?;
+            let id = InventoryId::parse(id)
+                .map_err(|_| PgError::Protocol(format!("stored item has an invalid inventory id {id:?}")))?;
+            Ok((id, StockLevel { available: row.try_get(1)?, reserved: row.try_get(2)?, sold: row.try_get(3)? }))
+        })
+        .collect()
+}
+
 fn hold_call(
     cart: CartId,
     change: &LineChange,
@@ -518,7 +577,22 @@ impl Inventory for PgInventory {
     }
 
     async fn release(&self, cart: CartId) -> Result<Released, PortError> {
-        let row = self.query_one("select o_units, o_deadline_ms from cartd_release($1)", &[&cart.as_uuid()]).await?;
+        // The notice is part of the same statement, hence of the release's
+        // transaction, and is sent only when units went back. It names the
+        // items the cart held when the statement began (the statement's
+        // snapshot, before the release); a line changed by a transaction
+        // that committed in between is caught by the listeners' resync.
+        let row = self
+            .query_one(
+                "with held as (select coalesce(string_agg(distinct inventory_id, ','), '*') as ids \
+                                 from holds where cart_id = $1) \
+                 select r.o_units, r.o_deadline_ms, \
+                 case when r.o_units > 0 then pg_notify('cartd_stock_' || current_schema(), \
+                   case when length(held.ids) <= 7000 then held.ids else '*' end)::text end \
+                 from cartd_release($1) r, held",
+                &[&cart.as_uuid()],
+            )
+            .await?;
         let deadline: Option<i64> = row.try_get(1).map_err(PgError::from)?;
         Ok(match deadline {
             None => Released::default(),
@@ -533,7 +607,9 @@ impl Inventory for PgInventory {
     async fn checkout(&self, cart: CartId, order_id: OrderId, now: Timestamp) -> Result<(Order, bool), CartError> {
         let row = self
             .query_one(
-                "select o_status, o_order, o_created, o_products, o_items, o_quantities \
+                "select o_status, o_order, o_created, o_products, o_items, o_quantities, \
+                 case when o_status = 'ok' and o_created \
+                   then pg_notify('cartd_stock_' || current_schema(), array_to_string(o_items, ','))::text end \
                  from cartd_checkout($1, $2, $3)",
                 &[&cart.as_uuid(), &order_id.as_uuid(), &ms(now)],
             )
@@ -559,7 +635,12 @@ impl Inventory for PgInventory {
     async fn release_expired(&self, now: Timestamp, limit: u32) -> Result<Released, PortError> {
         let limit = i32::try_from(limit).unwrap_or(i32::MAX);
         let row = self
-            .query_one("select o_carts, o_units, o_deadlines from cartd_release_expired($1, $2)", &[&ms(now), &limit])
+            .query_one(
+                "select o_carts, o_units, o_deadlines, \
+                 case when o_units > 0 then pg_notify('cartd_stock_' || current_schema(), '*')::text end \
+                 from cartd_release_expired($1, $2)",
+                &[&ms(now), &limit],
+            )
             .await?;
         let deadlines: Option<Vec<i64>> = row.try_get(2).map_err(PgError::from)?;
         Ok(Released {
@@ -593,12 +674,45 @@ impl Inventory for PgInventory {
         })
     }
 
+    async fn list_stock(
+        &self,
+        after: Option<&InventoryId>,
+        limit: u32,
+    ) -> Result<Vec<(InventoryId, StockLevel)>, PortError> {
+        // `collate "C"` orders by bytes, as the in-memory adapter does, so a
+        // cursor means the same on both. The catalogue is small: sorting it
+        // outside the primary key's index is cheap.
+        let limit = i64::from(limit);
+        let rows = self
+            .query(
+                "select inventory_id, available, reserved, sold from items \
+                 where $1::text is null or inventory_id collate \"C\" > $1 \
+                 order by inventory_id collate \"C\" limit $2",
+                &[&after.map(InventoryId::as_str), &limit],
+            )
+            .await?;
+        Ok(levels_of(&rows)?)
+    }
+
+    async fn stock_of(&self, items: &[InventoryId]) -> Result<Vec<(InventoryId, StockLevel)>, PortError> {
+        let ids: Vec<&str> = items.iter().map(InventoryId::as_str).collect();
+        let rows = self
+            .query(
+                "select inventory_id, available, reserved, sold from items \
+                 where inventory_id = any($1) order by inventory_id collate \"C\"",
+                &[&ids],
+            )
+            .await?;
+        Ok(levels_of(&rows)?)
+    }
+
     async fn set_available(&self, item: &InventoryId, available: StockCount) -> Result<StockLevel, PortError> {
         let row = self
             .query_one(
-                "insert into items (inventory_id, available) values ($1, $2) \
+                "with u as (insert into items (inventory_id, available) values ($1, $2) \
                  on conflict (inventory_id) do update set available = excluded.available \
-                 returning available, reserved, sold",
+                 returning available, reserved, sold) \
+                 select available, reserved, sold, pg_notify('cartd_stock_' || current_schema(), $1)::text from u",
                 &[&item.as_str(), &i64::from(available.get())],
             )
             .await?;

@@ -465,3 +465,38 @@ pub async fn reserved_total_sums_every_items_holds(inv: impl Inventory, clock: i
     inv.release(id).await.unwrap();
     assert_eq!(inv.reserved_total().await.unwrap(), 0);
 }
+
+pub async fn list_stock_pages_through_every_item_in_byte_order(inv: impl Inventory, clock: impl Clock) {
+    let t0 = clock.now();
+    // Byte order, not a locale's: upper case before lower case, `-` before `.`.
+    for (name, n) in [("sku-b", 2), ("Sku-z", 9), ("sku.a", 4), ("sku-a", 1), ("sku_c", 3)] {
+        stocked(&inv, name, n).await;
+    }
+    let cart = opened(&inv, secs(t0, 60)).await;
+    hold(&inv, cart, &set("p1", "sku-b", 2), t0).await;
+    let names = |v: &[(domain::InventoryId, StockLevel)]| v.iter().map(|(i, _)| i.to_string()).collect::<Vec<_>>();
+
+    let first = inv.list_stock(None, 2).await.unwrap();
+    assert_eq!(names(&first), ["Sku-z", "sku-a"]);
+    assert_eq!(first[0].1, level(9, 0, 0));
+    let second = inv.list_stock(Some(&first[1].0), 2).await.unwrap();
+    assert_eq!(names(&second), ["sku-b", "sku.a"]);
+    assert_eq!(second[0].1, level(0, 2, 0), "counts include holds");
+    let third = inv.list_stock(Some(&second[1].0), 2).await.unwrap();
+    assert_eq!(names(&third), ["sku_c"]);
+    assert_eq!(inv.list_stock(Some(&third[0].0), 2).await.unwrap(), vec![]);
+    assert_eq!(names(&inv.list_stock(None, 100).await.unwrap()).len(), 5);
+    // A cursor need not name an existing item.
+    assert_eq!(names(&inv.list_stock(Some(&item("sku-aa")), 100).await.unwrap()), ["sku-b", "sku.a", "sku_c"]);
+}
+
+pub async fn stock_of_returns_each_known_item_once_in_byte_order(inv: impl Inventory, _clock: impl Clock) {
+    stocked(&inv, "sku-b", 2).await;
+    stocked(&inv, "sku-a", 1).await;
+    stocked(&inv, "Sku-c", 3).await;
+    let got = inv.stock_of(&[item("sku-b"), item("nope"), item("sku-a"), item("sku-b"), item("Sku-c")]).await.unwrap();
+    let want = vec![(item("Sku-c"), level(3, 0, 0)), (item("sku-a"), level(1, 0, 0)), (item("sku-b"), level(2, 0, 0))];
+    assert_eq!(got, want);
+    assert_eq!(inv.stock_of(&[]).await.unwrap(), vec![]);
+    assert_eq!(inv.stock_of(&[item("nope")]).await.unwrap(), vec![]);
+}

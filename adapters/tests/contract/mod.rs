@@ -183,6 +183,8 @@ macro_rules! inventory_contract {
                 release_expired_respects_its_limit,
                 expired_holds_never_block,
                 set_hold_on_an_expired_cart_is_session_not_found,
+                list_stock_pages_through_every_item_in_byte_order,
+                stock_of_returns_each_known_item_once_in_byte_order,
             ]
         );
     };

@@ -45,6 +45,9 @@ pub enum ApiError {
     /// counts too).
     #[error("the request took too long")]
     RequestTimeout,
+    /// The cap on open live stock streams is reached.
+    #[error("too many live stock streams are open; retry later")]
+    TooManyStreams,
     /// A use case failed.
     #[error(transparent)]
     Cart(#[from] CartError),
@@ -67,6 +70,7 @@ impl ApiError {
             ApiError::PayloadTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             ApiError::UnsupportedMediaType => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
             ApiError::RequestTimeout => (StatusCode::REQUEST_TIMEOUT, "request_timeout"),
+            ApiError::TooManyStreams => (StatusCode::SERVICE_UNAVAILABLE, "too_many_streams"),
             ApiError::Cart(e) => match e {
                 CartError::SessionNotFound => (StatusCode::NOT_FOUND, "session_not_found"),
                 CartError::InsufficientStock { .. } => (StatusCode::CONFLICT, "insufficient_stock"),

@@ -5,8 +5,8 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::rejection::PathRejection;
-use axum::extract::{Path, State};
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
 use domain::service::Target;
 use domain::{CartError, CartId, InventoryId, ProductId, StockCount};
@@ -16,7 +16,7 @@ use super::error::{ApiError, error_chain};
 use super::extract::{JsonBody, SESSION_HEADER, parse_id, require_admin, required_session, session_header};
 use super::wire::{
     AddToCartRequest, AddToCartResponse, CartBody, ErrorBody, GetCartResponse, LineBody, OrderBody, SetLineRequest,
-    SetStockRequest, StatusBody, StockBody,
+    SetStockRequest, StatusBody, StockBody, StockPage, StockQuery,
 };
 use super::{AppState, Backend};
 use crate::metrics::ScrapeState;
@@ -239,6 +239,72 @@ pub async fn checkout<B: Backend>(State(app): AppS<B>, headers: HeaderMap) -> Re
     let result = app.service.checkout(id).await?;
     let status = if result.created { StatusCode::CREATED } else { StatusCode::OK };
     Ok((status, Json(OrderBody::from(&result.order))).into_response())
+}
+
+/// Most items one `GET /v1/inventory` answer lists, and the default page size.
+pub const MAX_STOCK_PAGE: u32 = 1000;
+/// Page size when `limit` is not given.
+pub const DEFAULT_STOCK_PAGE: u32 = 100;
+/// Most ids one `ids=` filter may name.
+pub const MAX_STOCK_IDS: usize = 100;
+
+/// Items with their counts: one page in `inventory_id` order, or the items
+/// named by `ids`.
+#[utoipa::path(
+    get, path = "/v1/inventory", tag = "inventory",
+    params(
+        ("limit" = Option<u32>, Query, description = "Items per page (1-1000, default 100)", minimum = 1, maximum = 1000),
+        ("cursor" = Option<String>, Query, description = "The `next_cursor` of the previous page",
+            min_length = 1, max_length = 64, pattern = "^[A-Za-z0-9._:-]+$"),
+        ("ids" = Option<String>, Query,
+            description = "Only these items: 1-100 comma-separated ids (unknown ones are left out); `limit` and `cursor` page through them",
+            min_length = 1, pattern = "^[A-Za-z0-9._:-]{1,64}(,[A-Za-z0-9._:-]{1,64}){0,99}$"),
+    ),
+    responses(
+        (status = 200, description = "The items", body = StockPage),
+        (status = 400, body = ErrorBody), (status = 503, body = ErrorBody),
+    )
+)]
+pub async fn list_stock<B: Backend>(
+    State(app): AppS<B>,
+    query: Result<Query<StockQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(q) = query.map_err(|e| ApiError::invalid(format!("invalid query: {}", e.body_text())))?;
+    let ids = match q.ids {
+        None => None,
+        Some(ids) => {
+            let ids =
+                ids.split(',').map(|raw| parse_id("ids", raw, InventoryId::parse)).collect::<Result<Vec<_>, _>>()?;
+            if ids.len() > MAX_STOCK_IDS {
+                return Err(ApiError::invalid(format!("ids names more than {MAX_STOCK_IDS} items")));
+            }
+            Some(ids)
+        }
+    };
+    let limit = match q.limit.as_deref() {
+        None => DEFAULT_STOCK_PAGE,
+        Some(raw) => raw
+            .parse::<u32>()
+            .ok()
+            .filter(|n| (1..=MAX_STOCK_PAGE).contains(n))
+            .ok_or_else(|| ApiError::invalid(format!("limit must be an integer between 1 and {MAX_STOCK_PAGE}")))?,
+    };
+    let cursor = q.cursor.as_deref().map(|raw| parse_id("cursor", raw, InventoryId::parse)).transpose()?;
+    // One more than asked tells whether another page follows.
+    let mut levels = match ids {
+        None => app.service.list_stock(cursor.as_ref(), limit + 1).await?,
+        // At most 100, in id order: page through them in memory.
+        Some(ids) => {
+            let mut levels = app.service.stock_of(&ids).await?;
+            levels.retain(|(id, _)| cursor.as_ref().is_none_or(|c| id > c));
+            levels
+        }
+    };
+    let more = levels.len() > limit as usize;
+    levels.truncate(limit as usize);
+    let next_cursor = if more { levels.last().map(|(id, _)| id.to_string()) } else { None };
+    let items = levels.iter().map(|(id, level)| StockBody::new(id, *level)).collect();
+    Ok(Json(StockPage { items, next_cursor }).into_response())
 }
 
 /// An inventory item's counts.

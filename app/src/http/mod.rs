@@ -8,6 +8,7 @@ pub mod extract;
 pub mod handlers;
 pub mod observe;
 pub mod openapi;
+pub mod storefront;
 pub mod wire;
 
 use std::future::Future;
@@ -55,6 +56,16 @@ pub trait Backend: Send + Sync + 'static {
         None
     }
 
+    /// Items whose counts changed since the last call, when the inventory
+    /// itself can say (in-memory); the Redis + PostgreSQL backend learns
+    /// them from its stock listener instead.
+    fn take_stock_changes(
+        &self,
+        _service: &CartService<Self::Sessions, Self::Inventory, Self::Clock>,
+    ) -> Vec<domain::InventoryId> {
+        Vec::new()
+    }
+
     /// What the inventory's batches of holds have done, for metrics; `None`
     /// when holds are not batched (in-memory stores).
     fn hold_batches(
@@ -86,11 +97,21 @@ pub struct RouterOptions {
     pub cors_allowed_origins: Vec<String>,
     /// Longest time one request may take, reading its body included.
     pub request_timeout: Duration,
+    /// The storefront page and its catalogue; `None` when turned off.
+    pub storefront: Option<Arc<storefront::Storefront>>,
+    /// Live stock (`GET /v1/inventory/events`); `None` leaves the route out.
+    pub live: Option<Arc<crate::live::StockHub>>,
 }
 
 impl Default for RouterOptions {
     fn default() -> Self {
-        Self { max_body_bytes: 16 * 1024, cors_allowed_origins: Vec::new(), request_timeout: Duration::from_secs(10) }
+        Self {
+            max_body_bytes: 16 * 1024,
+            cors_allowed_origins: Vec::new(),
+            request_timeout: Duration::from_secs(10),
+            storefront: None,
+            live: None,
+        }
     }
 }
 
@@ -108,13 +129,23 @@ pub fn router<B: Backend>(state: Arc<AppState<B>>, options: &RouterOptions) -> R
         .route("/v1/cart", get(get_cart::<B>).delete(abandon_cart::<B>))
         .route("/v1/cart/items/{product_id}", put(set_line::<B>).delete(remove_line::<B>))
         .route("/v1/cart/checkout", post(checkout::<B>))
+        .route("/v1/inventory", get(list_stock::<B>))
         .route("/v1/inventory/{inventory_id}", get(get_stock::<B>).put(set_stock::<B>))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz::<B>))
         .route("/openapi.json", get(openapi::serve))
         .route("/metrics", get(metrics::<B>))
         .fallback(no_route)
-        .with_state(state)
+        .with_state(state);
+    let router = match &options.storefront {
+        Some(page) => router.merge(storefront::routes(page.clone())),
+        None => router,
+    };
+    let router = match &options.live {
+        Some(hub) => router.merge(crate::live::routes(hub.clone())),
+        None => router,
+    };
+    let router = router
         .layer(Extension(BodyLimit(options.max_body_bytes)))
         .layer(axum::middleware::map_response(json_405))
         .layer(axum::middleware::from_fn_with_state(options.request_timeout, observe::timeout));

@@ -10,6 +10,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use super::handlers;
+use super::storefront;
 use super::wire;
 
 /// The document.
@@ -29,16 +30,22 @@ use super::wire;
         handlers::remove_line,
         handlers::abandon_cart,
         handlers::checkout,
+        handlers::list_stock,
+        crate::live::events,
         handlers::get_stock,
         handlers::set_stock,
         handlers::healthz,
         handlers::readyz,
         handlers::metrics,
+        storefront::index,
+        storefront::script,
+        storefront::style,
+        storefront::catalog,
     ),
     components(schemas(
         wire::AddToCartRequest, wire::AddToCartResponse, wire::GetCartResponse, wire::LineBody, wire::CartBody,
-        wire::SetLineRequest, wire::OrderBody, wire::StockBody, wire::SetStockRequest, wire::ErrorBody,
-        wire::StatusBody,
+        wire::SetLineRequest, wire::OrderBody, wire::StockBody, wire::StockPage, crate::live::StockEventBody, crate::live::StockEvent, wire::SetStockRequest, wire::ErrorBody,
+        wire::StatusBody, crate::catalog::Catalog, crate::catalog::Product,
     )),
     modifiers(&AdminToken),
     tags(
@@ -46,6 +53,7 @@ use super::wire;
         (name = "carts", description = "The versioned cart API"),
         (name = "inventory", description = "Stock levels"),
         (name = "operations", description = "Health, readiness and metrics"),
+        (name = "storefront", description = "The shopper's page and its catalogue (see docs/storefront.md)"),
     )
 )]
 pub struct ApiDoc;

@@ -149,6 +149,29 @@ impl StockBody {
     }
 }
 
+/// `GET /v1/inventory` answer: one page of items.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct StockPage {
+    /// The items, in `inventory_id` byte order.
+    pub items: Vec<StockBody>,
+    /// Pass as `cursor` to get the next page; absent on the last page (and
+    /// with `ids`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+}
+
+/// `GET /v1/inventory` query parameters.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StockQuery {
+    /// Page size.
+    pub limit: Option<String>,
+    /// The `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+    /// Comma-separated ids.
+    pub ids: Option<String>,
+}
+
 /// `PUT /v1/inventory/{inventory_id}` body.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
