@@ -1,12 +1,13 @@
--- wrk script: the flash sale on scarce stock. Like flash-sale.lua, every
--- request asks for one more unit of ITEM on a new line of a random cart, but
--- the item has far fewer units than the run asks for, so most answers are
--- refusals. Counts the answers by kind, which the RESULT line alone cannot
--- tell apart: 200 = held, 409 = refused (insufficient_stock), anything else
--- is an error the caller must judge.
+-- wrk script: the flash sale on scarce stock. The requests of flash-sale.lua
+-- (one more unit of ITEM on a new line of a random cart, product ids
+-- starting "s-"), but the item has far fewer units than the run asks for, so
+-- most answers are refusals; this script counts the answers by kind, which
+-- the RESULT line alone cannot tell apart: 200 = held, 409 = refused
+-- (insufficient_stock), anything else is an error the caller must judge.
 -- usage: wrk -t2 -c64 -d15s -s flash-scarce.lua http://127.0.0.1:8080 -- sessions.txt ITEM
 local dir = debug.getinfo(1, "S").source:match("^@(.*/)") or "./"
 local common = dofile(dir .. "common.lua")
+dofile(dir .. "flash-sale.lua")
 
 local threads = {}
 function setup(thread)
@@ -14,22 +15,10 @@ function setup(thread)
   table.insert(threads, thread)
 end
 
-local ids, n, item, seq
+local sale_init = init
 function init(args)
-  ids = common.load_ids(args[1])
-  n = #ids
-  item = args[2] or "flash-1"
-  seq = 0
+  sale_init({ args[1], args[2], "s-" })
   held, refused, other = 0, 0, 0
-  common.seed()
-end
-
-local headers = { ["Content-Type"] = "application/json" }
-function request()
-  headers["cart-session-id"] = ids[math.random(n)]
-  local body = string.format('{"inventory_id":"%s","quantity":1}', item)
-  seq = seq + 1
-  return wrk.format("PUT", "/v1/cart/items/s-" .. (tid or 0) .. "-" .. seq, headers, body)
 end
 
 function response(status, _headers, _body)
