@@ -8,7 +8,8 @@
 #   DUR=30 scripts/perf.sh          # longer runs
 #
 # Needs: root (installs wrk, Redis, PostgreSQL, Node's tutorial deps when
-# missing), Node.js + npm for the tutorial, ../shared/peers (or CARTD_PEERS).
+# missing) and Node.js + npm for the tutorial. The peers it compares with are
+# in loadtest/peers (see its README): a clone of this repository is enough.
 # cartd runs with its shipped sweeper settings; the storm too (scripts/storm.sh).
 # Exits 1 when a measurement is invalid: a wrk run with non-2xx answers or
 # socket errors where none are expected, or the scarce flash sale holding
@@ -17,7 +18,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
-PEERS=${CARTD_PEERS:-$ROOT/../shared/peers}
+PEERS=$ROOT/loadtest/peers
 DUR=${DUR:-15}
 OUT=${OUT:-/var/tmp/cartd-perf}
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/cartd-target}"
@@ -45,8 +46,12 @@ cleanup() {
 trap cleanup EXIT
 
 # The tutorial's service, as published (its own Redis keys: sessions:*, cart:*).
-if [ ! -d "$OUT/te/node_modules" ]; then
-  rm -rf "$OUT/te" && cp -r "$PEERS/tutorial-express" "$OUT/te"
+# (A copy under $OUT, so node_modules stays out of the clone; refreshed when
+# the peer's files change.)
+if ! diff -q "$PEERS/tutorial/server.js" "$OUT/te/server.js" >/dev/null 2>&1 ||
+  ! diff -q "$PEERS/tutorial/package-lock.json" "$OUT/te/package-lock.json" >/dev/null 2>&1 ||
+  [ ! -d "$OUT/te/node_modules" ]; then
+  rm -rf "$OUT/te" && cp -r "$PEERS/tutorial" "$OUT/te"
   (cd "$OUT/te" && npm ci --silent >/dev/null)
 fi
 (cd "$OUT/te" && PORT=$TUT_PORT exec node server.js >"$OUT/tutorial.log" 2>&1) &
@@ -151,17 +156,16 @@ run() { # name, command...
   fi
   printf '%s %s%s\n' "$name" "$line" "$mark" | tee -a "$results" >&2
 }
-W="$PEERS/wrk"
 L="$ROOT/loadtest/wrk"
 C=http://127.0.0.1:$CARTD_PORT
 T=http://127.0.0.1:$TUT_PORT
-run tutorial_get_cart_c64 wrk -t2 -c64 -d"${DUR}s" -s "$W/get-cart.lua" "$T" -- "$OUT/tutorial-sessions.txt"
-run cartd_get_cart_c64 wrk -t2 -c64 -d"${DUR}s" -s "$W/get-cart.lua" "$C" -- "$OUT/cartd-sessions.txt"
-run tutorial_get_cart_c512 wrk -t2 -c512 -d"${DUR}s" -s "$W/get-cart.lua" "$T" -- "$OUT/tutorial-sessions.txt"
-run cartd_get_cart_c512 wrk -t2 -c512 -d"${DUR}s" -s "$W/get-cart.lua" "$C" -- "$OUT/cartd-sessions.txt"
-run tutorial_add_to_cart_c64 wrk -t2 -c64 -d"${DUR}s" -s "$W/add-to-cart.lua" "$T" -- "$OUT/tutorial-sessions.txt"
-run cartd_add_to_cart_c64 wrk -t2 -c64 -d"${DUR}s" -s "$W/add-to-cart.lua" "$C" -- "$OUT/cartd-sessions.txt"
-run cartd_add_to_cart_c512 wrk -t2 -c512 -d"${DUR}s" -s "$W/add-to-cart.lua" "$C" -- "$OUT/cartd-sessions.txt"
+run tutorial_get_cart_c64 wrk -t2 -c64 -d"${DUR}s" -s "$L/tutorial-get-cart.lua" "$T" -- "$OUT/tutorial-sessions.txt"
+run cartd_get_cart_c64 wrk -t2 -c64 -d"${DUR}s" -s "$L/tutorial-get-cart.lua" "$C" -- "$OUT/cartd-sessions.txt"
+run tutorial_get_cart_c512 wrk -t2 -c512 -d"${DUR}s" -s "$L/tutorial-get-cart.lua" "$T" -- "$OUT/tutorial-sessions.txt"
+run cartd_get_cart_c512 wrk -t2 -c512 -d"${DUR}s" -s "$L/tutorial-get-cart.lua" "$C" -- "$OUT/cartd-sessions.txt"
+run tutorial_add_to_cart_c64 wrk -t2 -c64 -d"${DUR}s" -s "$L/tutorial-add-to-cart.lua" "$T" -- "$OUT/tutorial-sessions.txt"
+run cartd_add_to_cart_c64 wrk -t2 -c64 -d"${DUR}s" -s "$L/tutorial-add-to-cart.lua" "$C" -- "$OUT/cartd-sessions.txt"
+run cartd_add_to_cart_c512 wrk -t2 -c512 -d"${DUR}s" -s "$L/tutorial-add-to-cart.lua" "$C" -- "$OUT/cartd-sessions.txt"
 run redis_benchmark_hgetall_c64 redis-benchmark -q -c 64 -n $((DUR * 40000)) HGETALL bench:h
 run cartd_v1_get_cart_c64 wrk -t2 -c64 -d"${DUR}s" -s "$L/v1-get-cart.lua" "$C" -- "$OUT/cartd-v1-sessions.txt"
 run pgbench_spread_c64 su postgres -c "PGPASSWORD=cartd pgbench -h 127.0.0.1 -U cartd -n -c 64 -j 2 -T $DUR -f $PEERS/pgbench/spread-rows.sql cartd"

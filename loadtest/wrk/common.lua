@@ -1,7 +1,7 @@
 -- Shared helpers for cartd's wrk scripts (loaded with dofile from the script's
 -- own directory): thread numbering and seeding, the session file and the
--- RESULT line, in the same format as
--- ../shared/peers/wrk, so both sets of scripts can be compared line by line.
+-- RESULT line, one format for every script (cartd's routes and the
+-- tutorial's), so that scripts/perf.sh reads and judges them alike.
 local M = {}
 
 -- wrk's setup(): numbers the threads, so each has its own `tid` (1, 2, ...).

@@ -4,7 +4,7 @@
 -- usage: wrk -t2 -c64 -d15s -s set-line.lua http://127.0.0.1:8080 -- sessions.txt ITEMS PREFIX PRODUCTS
 --   ITEMS: inventory ids PREFIX1..PREFIX<ITEMS> (default 10000, PREFIX "sku-")
 --   PRODUCTS: product ids per cart (default 20; the cart's line limit must allow it)
--- Prints the same RESULT line as ../shared/peers/wrk scripts.
+-- Prints the RESULT line of common.lua, as every wrk script here does.
 local dir = debug.getinfo(1, "S").source:match("^@(.*/)") or "./"
 local common = dofile(dir .. "common.lua")
 
