@@ -793,30 +793,6 @@ def kill_windows(faults, n_inst):
     return windows
 
 
-def fault_windows(faults):
-    """[(kind, start, end)] for each FAULT line: from the fault to the last
-    NOTE that follows it (its recovery), plus 3 s."""
-    parsed = []
-    for line in faults:
-        parts = line.split(" ", 3)
-        try:
-            parsed.append((float(parts[0]), parts[2], parts[3] if len(parts) > 3 else ""))
-        except (ValueError, IndexError):
-            continue
-    out = []
-    for n, (t, typ, text) in enumerate(parsed):
-        if typ != "FAULT":
-            continue
-        end = t
-        for t2, typ2, text2 in parsed[n + 1:]:
-            if typ2 == "FAULT" or "load finished" in text2:
-                break
-            end = t2
-        m = re.match(r"\((\d)\)", text)
-        out.append((m.group(1) if m else "?", t - 0.5, end + 3.0, text))
-    return out
-
-
 def parse_faults(faults):
     """Each FAULT line with what followed it until the next FAULT or the end
     of the load: {kind, start, end, text, evidence: [(ok, text)], recovery:
@@ -1094,10 +1070,13 @@ def cmd_check(a):
     expected_faults = int(meta_of(a).get("faults", "0") or 0)
     if len(parsed_faults) < expected_faults:
         fails.append(f"{len(parsed_faults)} faults in faults.log, {expected_faults} planned")
-    windows_all = fault_windows(faults)
+    # A fault's window: from just before it to FAULT_GRACE after its last
+    # line (its recovery).
+    windows_all = [(f["kind"], f["start"] - 0.5, f["end"] + FAULT_GRACE, f["text"]) for f in parsed_faults]
     u = load.get("unavailable", [])
-    inside = [t for t in u if any(ws <= t <= we for _k, ws, we, _x in windows_all)]
-    outside = [t for t in u if t not in set(inside)]
+    inside, outside = [], []
+    for t in u:
+        (inside if any(ws <= t <= we for _k, ws, we, _x in windows_all) else outside).append(t)
     if len(outside) > a.allowed_503_outside:
         fails.append(f"{len(outside)} answers 503 outside every fault window (allowed {a.allowed_503_outside}; "
                      f"first at t{outside[0] - load['started']:+.1f}s)")

@@ -123,6 +123,18 @@ impl Rng {
     }
 }
 
+/// The rows `query` returns, each as its columns joined by spaces.
+async fn rows_as_text(client: &tokio_postgres::Client, query: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for row in client.simple_query(query).await.unwrap() {
+        if let tokio_postgres::SimpleQueryMessage::Row(r) = row {
+            let cols: Vec<&str> = (0..r.len()).map(|i| r.get(i).unwrap_or("null")).collect();
+            out.push(cols.join(" "));
+        }
+    }
+    out
+}
+
 /// Every row of a schema's ledger, as text, for comparing two schemas.
 async fn ledger_rows(client: &tokio_postgres::Client, schema: &str) -> Vec<String> {
     let queries = [
@@ -132,30 +144,16 @@ async fn ledger_rows(client: &tokio_postgres::Client, schema: &str) -> Vec<Strin
     ];
     let mut out = Vec::new();
     for (n, q) in queries.iter().enumerate() {
-        for row in client.simple_query(q).await.unwrap() {
-            if let tokio_postgres::SimpleQueryMessage::Row(r) = row {
-                let cols: Vec<&str> = (0..r.len()).map(|i| r.get(i).unwrap_or("null")).collect();
-                out.push(format!("{n}: {}", cols.join(" ")));
-            }
-        }
+        out.extend(rows_as_text(client, q).await.into_iter().map(|row| format!("{n}: {row}")));
     }
     out
 }
 
 /// Carts whose line counter (`carts.lines`) disagrees with their lines.
 async fn line_counter_disagreements(client: &tokio_postgres::Client, schema: &str) -> Vec<String> {
-    let q = format!(
-        "select c.cart_id::text || ' lines=' || c.lines || ' held=' || \
-         (select count(*) from {schema}.holds h where h.cart_id = c.cart_id) from {schema}.carts c \
-         where c.lines <> (select count(*) from {schema}.holds h where h.cart_id = c.cart_id)"
-    );
-    let mut out = Vec::new();
-    for row in client.simple_query(&q).await.unwrap() {
-        if let tokio_postgres::SimpleQueryMessage::Row(r) = row {
-            out.push(r.get(0).unwrap_or("null").to_owned());
-        }
-    }
-    out
+    let held = format!("(select count(*) from {schema}.holds h where h.cart_id = c.cart_id)");
+    let q = format!("select c.cart_id::text, c.lines, {held} from {schema}.carts c where c.lines <> {held}");
+    rows_as_text(client, &q).await
 }
 
 /// The planned path (lock, read, replay in memory, write the net changes) must

@@ -72,14 +72,11 @@ impl Answer {
         humantime::parse_rfc3339_weak(value.get("expires_at")?.as_str()?).ok()
     }
 
-    /// Whether this `404 session_not_found` came for a request sent clearly
-    /// (more than [`CLOCK_MARGIN`]) before `deadline`: the cart vanished
-    /// while it should still have been open.
-    pub fn gone_early(&self, deadline: Option<SystemTime>) -> bool {
-        match deadline {
-            Some(deadline) => self.sent_at + CLOCK_MARGIN < deadline,
-            None => false,
-        }
+    /// Whether the request was sent clearly (more than [`CLOCK_MARGIN`])
+    /// before `deadline`: a cart that answers `404` to it vanished while it
+    /// should still have been open.
+    pub fn sent_before(&self, deadline: SystemTime) -> bool {
+        self.sent_at + CLOCK_MARGIN < deadline
     }
 
     /// The body as JSON, or a transaction error naming the request.

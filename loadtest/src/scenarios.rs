@@ -123,6 +123,16 @@ fn note_deadline(deadline: &mut Option<SystemTime>, answer: &Answer) {
     }
 }
 
+/// Records `answer` (a `404`) as a cart that vanished early when it was sent
+/// clearly before the cart's deadline.
+fn judge_early(answer: &Answer, deadline: Option<SystemTime>, name: &str) {
+    if let Some(at) = deadline
+        && answer.sent_before(at)
+    {
+        tally::record_early_gone(name, answer.sent_at, at);
+    }
+}
+
 /// Judges a `404 session_not_found`: expected once the cart's deadline has
 /// passed, a violation before it (the cart vanished early). Returns whether
 /// the answer was that 404.
@@ -130,11 +140,7 @@ fn gone(answer: &Answer, deadline: Option<SystemTime>, name: &str) -> bool {
     if !answer.is(GONE) {
         return false;
     }
-    if let Some(at) = deadline
-        && answer.gone_early(deadline)
-    {
-        tally::record_early_gone(name, answer.sent_at, at);
-    }
+    judge_early(answer, deadline, name);
     true
 }
 
@@ -335,12 +341,8 @@ async fn browser_run(user: &mut GooseUser, s: &mut Browser) -> TransactionResult
                     call(user, GooseMethod::Get, names::GET_CART, names::GET_CART, Some(&cart), None, &expect).await?;
                 // A cart that holds its line answers the tutorial's 404 only
                 // once it has expired.
-                if answer.status == 404
-                    && s.lined
-                    && let Some(at) = s.deadline
-                    && answer.gone_early(Some(at))
-                {
-                    tally::record_early_gone(names::GET_CART, answer.sent_at, at);
+                if answer.status == 404 && s.lined {
+                    judge_early(&answer, s.deadline, names::GET_CART);
                 }
                 answer.status == 404
             } else {
@@ -416,11 +418,7 @@ async fn tutorial_run(user: &mut GooseUser, s: &mut Tutorial) -> TransactionResu
         if answer.status == 404 {
             // Expired: the next add makes a new cart. (The cart has a line:
             // only an add that succeeded made it.)
-            if let Some(at) = s.deadline
-                && answer.gone_early(Some(at))
-            {
-                tally::record_early_gone(names::GET_CART, answer.sent_at, at);
-            }
+            judge_early(&answer, s.deadline, names::GET_CART);
             s.restart();
         }
         s.view_next = false;

@@ -1,23 +1,12 @@
 -- wrk script for the tutorial's read: GET /get-cart with the cart-session-id
--- of an existing cart, picked at random from a file of session ids. Runs
--- against the tutorial peer (loadtest/peers/tutorial) and cartd alike.
+-- of an existing cart, picked at random from a file of session ids (the
+-- requests of v1-get-cart.lua on the tutorial's path). Runs against the
+-- tutorial peer (loadtest/peers/tutorial) and cartd alike.
 -- usage: wrk -t2 -c64 -d15s -s tutorial-get-cart.lua http://127.0.0.1:3000 -- sessions.txt
 local dir = debug.getinfo(1, "S").source:match("^@(.*/)") or "./"
-local common = dofile(dir .. "common.lua")
+dofile(dir .. "v1-get-cart.lua")
 
-setup = common.setup
-
-local ids, n
+local read_init = init
 function init(args)
-  ids = common.load_ids(args[1])
-  n = #ids
-  common.seed()
+  read_init({ args[1], "/get-cart" })
 end
-
-local headers = {}
-function request()
-  headers["cart-session-id"] = ids[math.random(n)]
-  return wrk.format("GET", "/get-cart", headers)
-end
-
-done = common.done
