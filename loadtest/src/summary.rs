@@ -132,7 +132,7 @@ impl Summary {
         let (early_gone, early_examples) = crate::tally::early_gone();
         if early_gone > 0 {
             failures.push(format!(
-                "{early_gone} carts answered 404 session_not_found before the deadline the server had stated for them, first: {}",
+                "{early_gone} carts answered 404 (session_not_found, or the tutorial's empty cart) before their deadline, first: {}",
                 early_examples.first().map_or("", String::as_str)
             ));
         }

@@ -48,10 +48,7 @@ pub fn record_early_gone(request: &str, sent_at: SystemTime, deadline: SystemTim
     let mut seen = EARLY_GONE.lock().unwrap_or_else(PoisonError::into_inner);
     seen.0 += 1;
     if seen.1.len() < 10 {
-        seen.1.push(format!(
-            "{request}: 404 session_not_found for a request sent {} ms before the deadline",
-            early.as_millis()
-        ));
+        seen.1.push(format!("{request}: 404 for a request sent {} ms before the deadline", early.as_millis()));
     }
 }
 
