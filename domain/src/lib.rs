@@ -11,6 +11,7 @@
 
 pub mod cart;
 pub mod error;
+pub mod hold;
 pub mod ids;
 pub mod policy;
 pub mod ports;

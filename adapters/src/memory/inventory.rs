@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ops::Bound;
 use std::sync::Mutex;
 
+use domain::hold::{self, HoldDecision, HoldRequest, Refusal};
 use domain::ports::{HoldReceipt, Inventory, LineChange, PortError, Released};
 use domain::{
     CartError, CartId, InventoryId, Line, Order, OrderId, ProductId, Quantity, StockCount, StockLevel, Timestamp,
@@ -46,12 +47,7 @@ impl Inner {
     }
 
     fn unhold(&mut self, inv: &InventoryId, q: u32) {
-        self.changed.insert(inv.clone());
-        // Every held line was taken from an existing item, and items are never
-        // deleted, so the entry exists.
-        let level = self.items.entry(inv.clone()).or_default();
-        level.available += i64::from(q);
-        level.reserved -= i64::from(q);
+        self.reserve(inv, -i64::from(q));
     }
 
     /// Releases carts past their deadline at `now` that hold `inv`, so that
@@ -69,6 +65,16 @@ impl Inner {
         }
     }
 
+    /// The ledger's view of cart `id`, for the hold rule.
+    fn view(&self, id: CartId) -> Option<hold::LedgerCart> {
+        self.carts.get(&id).map(|c| hold::LedgerCart {
+            deadline: c.deadline,
+            version: c.version,
+            lines: u32::try_from(c.lines.len()).unwrap_or(u32::MAX),
+        })
+    }
+
+    /// Applies the hold rule ([`domain::hold`]) to one call, under the lock.
     fn set_hold(
         &mut self,
         id: CartId,
@@ -77,55 +83,77 @@ impl Inner {
         max_lines: u16,
         now: Timestamp,
     ) -> Result<HoldReceipt, CartError> {
-        match self.carts.get(&id) {
-            None => return Err(CartError::SessionNotFound),
-            Some(c) if c.deadline <= now => {
+        let old = self.carts.get(&id).and_then(|c| c.lines.get(&change.product_id)).cloned();
+        let request = HoldRequest {
+            old: old.as_ref().map(|(item, q)| (item, q.get())),
+            new: change.line.as_ref().map(|(item, q)| (item, q.get())),
+            new_deadline,
+            max_lines,
+            now,
+        };
+        let mut decision = hold::decide(self.view(id), &request, |item| self.available(item));
+        if let (HoldDecision::Refused { refusal: Refusal::InsufficientStock { .. }, .. }, Some((item, _))) =
+            (&decision, &change.line)
+        {
+            // Holds of carts past their deadline never block: give them back
+            // and decide again.
+            self.release_expired_holding(item, now);
+            decision = hold::decide(self.view(id), &request, |item| self.available(item));
+        }
+        let grant = match decision {
+            HoldDecision::NoCart => return Err(CartError::SessionNotFound),
+            HoldDecision::Expired => {
                 self.release(id);
                 return Err(CartError::SessionNotFound);
             }
-            Some(_) => {}
-        }
-        let cart = &self.carts[&id];
-        let old = cart.lines.get(&change.product_id).cloned();
-        if let Some((inv, q)) = &change.line {
-            if !self.items.contains_key(inv) {
-                return Err(CartError::UnknownItem);
+            HoldDecision::Refused { version, refusal } => {
+                self.carts.get_mut(&id).expect("the rule saw the cart").version = version;
+                return Err(match refusal {
+                    Refusal::UnknownItem => CartError::UnknownItem,
+                    Refusal::TooManyLines => CartError::TooManyLines { max: max_lines },
+                    Refusal::InsufficientStock { available } => CartError::InsufficientStock { available },
+                });
             }
-            if old.is_none() && cart.lines.len() >= usize::from(max_lines) {
-                return Err(CartError::TooManyLines { max: max_lines });
-            }
-            let already = old.as_ref().filter(|(i, _)| i == inv).map_or(0, |(_, oq)| i64::from(oq.get()));
-            let need = i64::from(q.get()) - already;
-            if need > self.items[inv].available {
-                self.release_expired_holding(inv, now);
-                let available = self.items[inv].available;
-                if need > available {
-                    return Err(CartError::InsufficientStock { available });
-                }
-            }
+            HoldDecision::Granted(grant) => grant,
+        };
+        if let Some((item, units)) = grant.reserve {
+            self.reserve(item, units);
         }
-        if let Some((inv, q)) = &old {
-            self.unhold(inv, q.get());
+        if let Some((item, units)) = grant.give_back {
+            self.reserve(item, -i64::from(units));
         }
-        if let Some((inv, q)) = &change.line {
-            self.changed.insert(inv.clone());
-            let level = self.items.get_mut(inv).expect("checked above that the item exists");
-            level.available -= i64::from(q.get());
-            level.reserved += i64::from(q.get());
-        }
-        let (taken, released) = moved(old.as_ref(), change.line.as_ref());
-        let cart = self.carts.get_mut(&id).expect("checked above that the cart is open");
+        let cart = self.carts.get_mut(&id).expect("the rule saw the cart");
         match &change.line {
             Some(line) => cart.lines.insert(change.product_id.clone(), line.clone()),
             None => cart.lines.remove(&change.product_id),
         };
-        cart.version += 1;
-        if let Some(deadline) = new_deadline.filter(|d| *d > cart.deadline) {
-            let old_deadline = std::mem::replace(&mut cart.deadline, deadline);
+        cart.version = grant.version;
+        if grant.deadline != cart.deadline {
+            let old_deadline = std::mem::replace(&mut cart.deadline, grant.deadline);
             self.by_deadline.remove(&(old_deadline, id));
-            self.by_deadline.insert((deadline, id));
+            self.by_deadline.insert((grant.deadline, id));
         }
-        Ok(HoldReceipt { version: cart.version, expires_at: cart.deadline, taken, released })
+        Ok(HoldReceipt {
+            version: grant.version,
+            expires_at: grant.deadline,
+            taken: grant.taken,
+            released: grant.released,
+        })
+    }
+
+    /// Units of `item` free now; `None` when it does not exist.
+    fn available(&self, item: &InventoryId) -> Option<i64> {
+        self.items.get(item).map(|level| level.available)
+    }
+
+    /// Moves `units` of `item` from `available` to `reserved` (negative: back).
+    fn reserve(&mut self, item: &InventoryId, units: i64) {
+        self.changed.insert(item.clone());
+        // The rule only moves units of items that exist, and items are never
+        // deleted.
+        let level = self.items.entry(item.clone()).or_default();
+        level.available -= units;
+        level.reserved += units;
     }
 
     fn checkout(&mut self, id: CartId, order_id: OrderId, now: Timestamp) -> Result<(Order, bool), CartError> {
@@ -153,17 +181,6 @@ impl Inner {
         let order = Order { id: order_id, cart_id: id, lines };
         self.orders.insert(id, order.clone());
         Ok((order, true))
-    }
-}
-
-/// Units taken and released when a line goes from `old` to `new`: only the
-/// difference when the item stays the same, the whole of both otherwise.
-fn moved(old: Option<&(InventoryId, Quantity)>, new: Option<&(InventoryId, Quantity)>) -> (u32, u32) {
-    match (old, new) {
-        (Some((oi, oq)), Some((ni, nq))) if oi == ni => {
-            (nq.get().saturating_sub(oq.get()), oq.get().saturating_sub(nq.get()))
-        }
-        (old, new) => (new.map_or(0, |(_, q)| q.get()), old.map_or(0, |(_, q)| q.get())),
     }
 }
 

@@ -127,6 +127,21 @@ pub async fn receipt_versions_increase_with_every_change(inv: impl Inventory, cl
     }
 }
 
+/// The hold rule (`domain::hold`): every call on a live cart takes the next
+/// version, granted or refused, on every adapter.
+pub async fn every_call_on_a_live_cart_takes_a_version_granted_or_refused(inv: impl Inventory, clock: impl Clock) {
+    let t0 = clock.now();
+    stocked(&inv, "sku-a", 10).await;
+    let id = opened(&inv, secs(t0, 60)).await;
+    let first = hold(&inv, id, &set("p1", "sku-a", 1), t0).await.version;
+    let short = inv.set_hold(id, &set("p2", "sku-a", 100), None, LINES, t0).await;
+    assert!(matches!(short, Err(CartError::InsufficientStock { available: 9 })), "{short:?}");
+    let unknown = inv.set_hold(id, &set("p2", "sku-none", 1), None, LINES, t0).await;
+    assert!(matches!(unknown, Err(CartError::UnknownItem)), "{unknown:?}");
+    let next = hold(&inv, id, &set("p1", "sku-a", 2), t0).await.version;
+    assert_eq!(next, first + 3, "two refused calls and one granted one after version {first}");
+}
+
 pub async fn new_deadline_moves_the_carts_deadline(inv: impl Inventory, clock: impl Clock) {
     let t0 = clock.now();
     stocked(&inv, "sku-a", 10).await;

@@ -163,6 +163,7 @@ macro_rules! inventory_contract {
                 set_hold_on_unknown_cart_is_session_not_found,
                 set_hold_moves_only_the_difference,
                 receipt_versions_increase_with_every_change,
+                every_call_on_a_live_cart_takes_a_version_granted_or_refused,
                 new_deadline_moves_the_carts_deadline,
                 an_earlier_new_deadline_does_not_shorten_the_cart,
                 set_hold_reports_the_units_it_moved,
