@@ -296,12 +296,14 @@ mod tests {
     const ITEMS: [&str; 4] = ["a", "b", "c", "unknown"];
     const STOCKED: usize = 3;
 
+    /// A cart in the test ledger: deadline, version, product -> (item, units).
+    type TestCart = (i64, u64, BTreeMap<u8, (&'static str, u32)>);
+
     #[derive(Clone, Debug, Default, PartialEq, Eq)]
     struct Ledger {
         available: BTreeMap<&'static str, i64>,
         reserved: BTreeMap<&'static str, i64>,
-        /// cart -> (deadline, version, product -> (item, units))
-        carts: BTreeMap<u8, (i64, u64, BTreeMap<u8, (&'static str, u32)>)>,
+        carts: BTreeMap<u8, TestCart>,
     }
 
     impl Ledger {

@@ -3,8 +3,9 @@
 //! The batch's transaction first locks and reads what its calls can touch
 //! (their carts, the lines they change, each cart's number of lines, the
 //! `available` count of every item involved); [`plan`] then replays the calls
-//! in order on that snapshot, exactly as `cartd_set_hold` (V6) would one after
-//! the other, and returns each call's row plus the net writes: one statement
+//! in order on that snapshot through the domain's hold rule
+//! ([`domain::hold::decide`]), exactly as `cartd_set_hold` would one after the
+//! other, and returns each call's outcome plus the net writes: one statement
 //! per table for the whole batch instead of four to six statements per call.
 //! That is what makes a batch cheap: PostgreSQL's cost per statement, not per
 //! row, dominated the PL/pgSQL loop (measured ~0.13 ms per hold).
@@ -18,9 +19,12 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
+use domain::Timestamp;
+use domain::hold::{self, HoldDecision, HoldRequest, LedgerCart, Refusal};
+use domain::ports::HoldReceipt;
 use uuid::Uuid;
 
-use super::batch::{HoldCall, HoldRow};
+use super::{HoldCall, HoldOutcome};
 
 /// A cart row, as locked.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -29,6 +33,16 @@ pub(super) struct CartState {
     pub version: i64,
     /// Its number of lines (`carts.lines`).
     pub lines: i32,
+}
+
+impl CartState {
+    fn view(self) -> LedgerCart {
+        LedgerCart {
+            deadline: Timestamp::from_millis(self.deadline),
+            version: u64::try_from(self.version).unwrap_or(0),
+            lines: u32::try_from(self.lines).unwrap_or(0),
+        }
+    }
 }
 
 /// One line of the ledger: which item it holds, how many units.
@@ -61,17 +75,43 @@ impl Snapshot {
 pub(super) enum Plan {
     /// A call meets a cart past its deadline: run the SQL function instead.
     Reference,
-    /// Every call's row and the writes that make them true.
+    /// Every call's outcome and the writes that make them true.
     Ready(Ready),
 }
 
 #[derive(Debug)]
 pub(super) struct Ready {
-    /// One row per call, in the calls' order.
-    pub rows: Vec<HoldRow>,
+    /// One outcome per call, in the calls' order.
+    pub rows: Vec<HoldOutcome>,
     /// Items some call found short of stock.
     pub short: BTreeSet<String>,
     pub writes: Writes,
+}
+
+/// A line to write: `holds` row `(cart_id, product_id)` holds `quantity`
+/// units of `inventory_id`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) struct LineRow {
+    pub cart: Uuid,
+    pub product: String,
+    pub item: String,
+    pub quantity: i32,
+}
+
+/// A line to remove.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) struct LineKey {
+    pub cart: Uuid,
+    pub product: String,
+}
+
+/// A cart's row after the batch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct CartRow {
+    pub cart: Uuid,
+    pub version: i64,
+    pub deadline: i64,
+    pub lines: i32,
 }
 
 /// The net effect of a batch, one entry per row to change.
@@ -80,25 +120,14 @@ pub(super) struct Writes {
     /// Units to move from `available` to `reserved` per item (negative:
     /// back), never 0, in `inventory_id` order.
     pub reserve: BTreeMap<String, i64>,
-    /// Lines to create: cart, product, item, quantity.
-    pub insert: Vec<(Uuid, String, String, i32)>,
-    /// Lines to change to this item and quantity.
-    pub update: Vec<(Uuid, String, String, i32)>,
+    /// Lines to create.
+    pub insert: Vec<LineRow>,
+    /// Lines to change to another item or quantity.
+    pub update: Vec<LineRow>,
     /// Lines to remove.
-    pub delete: Vec<(Uuid, String)>,
+    pub delete: Vec<LineKey>,
     /// Carts' new version, deadline and number of lines, by id.
-    pub carts: Vec<(Uuid, i64, i64, i32)>,
-}
-
-fn row(status: &str, version: i64, deadline: i64, available: i64, taken: i64, released: i64) -> HoldRow {
-    HoldRow {
-        status: status.to_owned(),
-        version,
-        deadline,
-        available,
-        taken: i32::try_from(taken).unwrap_or(i32::MAX),
-        released: i32::try_from(released).unwrap_or(i32::MAX),
-    }
+    pub carts: Vec<CartRow>,
 }
 
 /// Replays `calls` in order on `snapshot`; see the module docs.
@@ -113,92 +142,64 @@ pub(super) fn plan(calls: &[HoldCall], snapshot: &Snapshot) -> Plan {
     let mut rows = Vec::with_capacity(calls.len());
 
     for call in calls {
-        let Some(cart) = carts.get_mut(&call.cart) else {
-            rows.push(row("session_not_found", 0, 0, 0, 0, 0));
-            continue;
-        };
-        if cart.deadline <= call.now {
-            return Plan::Reference;
-        }
-        // Every call on a live cart takes a version, as the SQL does, even
-        // one that is then refused.
-        cart.version += 1;
-        let version = cart.version;
         let key = (call.cart, call.product.as_str());
         let old = match lines.get(&key) {
             Some(line) => line.clone(),
             None => snapshot.line(call.cart, &call.product).cloned(),
         };
-        let (taken, released, new_line) = match (call.quantity, &call.item) {
-            (Some(quantity), item) => {
-                let Some(item) = item else {
-                    rows.push(row("unknown_item", version, 0, 0, 0, 0));
-                    continue;
-                };
-                let exists = available.contains_key(item);
-                if old.is_none() && cart.lines >= call.max_lines {
-                    let status = if exists { "too_many_lines" } else { "unknown_item" };
-                    rows.push(row(status, version, 0, 0, 0, 0));
-                    continue;
-                }
-                let same_item = old.as_ref().is_some_and(|o| &o.item == item);
-                let need =
-                    i64::from(quantity) - if same_item { old.as_ref().map_or(0, |o| i64::from(o.quantity)) } else { 0 };
-                if need != 0 || !same_item {
-                    let Some(free) = available.get_mut(item) else {
-                        rows.push(row("unknown_item", version, 0, 0, 0, 0));
-                        continue;
-                    };
-                    if *free < need {
-                        short.insert(item.clone());
-                        rows.push(row("insufficient_stock", version, 0, *free, 0, 0));
-                        continue;
-                    }
-                    *free -= need;
-                    *reserve.entry(item.clone()).or_insert(0) += need;
-                }
-                let (taken, released) = match &old {
-                    Some(o) if !same_item => {
-                        *available.get_mut(&o.item).expect("the snapshot has every item a line holds") +=
-                            i64::from(o.quantity);
-                        *reserve.entry(o.item.clone()).or_insert(0) -= i64::from(o.quantity);
-                        (i64::from(quantity), i64::from(o.quantity))
-                    }
-                    _ => (need.max(0), (-need).max(0)),
-                };
-                if old.is_none() {
-                    cart.lines += 1;
-                }
-                (taken, released, Some(Held { item: item.clone(), quantity }))
-            }
-            (None, _) => match &old {
-                Some(o) => {
-                    *available.get_mut(&o.item).expect("the snapshot has every item a line holds") +=
-                        i64::from(o.quantity);
-                    *reserve.entry(o.item.clone()).or_insert(0) -= i64::from(o.quantity);
-                    cart.lines -= 1;
-                    (0, i64::from(o.quantity), None)
-                }
-                None => (0, 0, None),
-            },
+        let request = HoldRequest {
+            old: old.as_ref().map(|h| (&h.item, units(h.quantity))),
+            new: call.line.as_ref().map(|(item, quantity)| (item, units(*quantity))),
+            new_deadline: call.deadline.map(Timestamp::from_millis),
+            max_lines: u16::try_from(call.max_lines).unwrap_or(u16::MAX),
+            now: Timestamp::from_millis(call.now),
         };
-        lines.insert(key, new_line);
-        if let Some(deadline) = call.deadline
-            && deadline > cart.deadline
-        {
-            cart.deadline = deadline;
+        let view = carts.get(&call.cart).map(|c| c.view());
+        let decision = hold::decide(view, &request, |item| available.get(item).copied());
+        let grant = match decision {
+            HoldDecision::NoCart => {
+                rows.push(HoldOutcome::NoCart);
+                continue;
+            }
+            HoldDecision::Expired => return Plan::Reference,
+            HoldDecision::Refused { version, refusal } => {
+                if let (Refusal::InsufficientStock { .. }, Some((item, _))) = (refusal, &call.line) {
+                    short.insert(item.clone());
+                }
+                carts.get_mut(&call.cart).expect("the rule saw the cart").version = signed(version);
+                rows.push(HoldOutcome::Refused { version, refusal });
+                continue;
+            }
+            HoldDecision::Granted(grant) => grant,
+        };
+        for (item, units) in grant.reserve.into_iter().chain(grant.give_back.map(|(item, n)| (item, -i64::from(n)))) {
+            *available.get_mut(item).expect("the snapshot has every item a call moves") -= units;
+            *reserve.entry(item.clone()).or_insert(0) += units;
         }
-        rows.push(row("ok", version, cart.deadline, 0, taken, released));
+        let cart = carts.get_mut(&call.cart).expect("the rule saw the cart");
+        *cart = CartState {
+            deadline: grant.deadline.as_millis(),
+            version: signed(grant.version),
+            lines: i32::try_from(grant.lines).unwrap_or(i32::MAX),
+        };
+        lines.insert(key, call.line.as_ref().map(|(item, quantity)| Held { item: item.clone(), quantity: *quantity }));
+        rows.push(HoldOutcome::Granted(HoldReceipt {
+            version: grant.version,
+            expires_at: grant.deadline,
+            taken: grant.taken,
+            released: grant.released,
+        }));
     }
 
     let mut writes = Writes::default();
     reserve.retain(|_, units| *units != 0);
     writes.reserve = reserve;
     for ((cart, product), after) in lines {
+        let row = |h: &Held| LineRow { cart, product: product.to_owned(), item: h.item.clone(), quantity: h.quantity };
         match (snapshot.line(cart, product), after.as_ref()) {
-            (None, Some(h)) => writes.insert.push((cart, product.to_owned(), h.item.clone(), h.quantity)),
-            (Some(_), None) => writes.delete.push((cart, product.to_owned())),
-            (Some(b), Some(a)) if a != b => writes.update.push((cart, product.to_owned(), a.item.clone(), a.quantity)),
+            (None, Some(h)) => writes.insert.push(row(h)),
+            (Some(_), None) => writes.delete.push(LineKey { cart, product: product.to_owned() }),
+            (Some(b), Some(a)) if a != b => writes.update.push(row(a)),
             _ => {}
         }
     }
@@ -206,10 +207,20 @@ pub(super) fn plan(calls: &[HoldCall], snapshot: &Snapshot) -> Plan {
     writes.carts = carts
         .into_iter()
         .filter(|(id, cart)| snapshot.carts.get(id).is_some_and(|before| before.version != cart.version))
-        .map(|(id, cart)| (id, cart.version, cart.deadline, cart.lines))
+        .map(|(cart, c)| CartRow { cart, version: c.version, deadline: c.deadline, lines: c.lines })
         .collect();
-    writes.carts.sort_unstable_by_key(|c| c.0);
+    writes.carts.sort_unstable_by_key(|c| c.cart);
     Plan::Ready(Ready { rows, short, writes })
+}
+
+/// A stored quantity as units (the table's check keeps it positive).
+fn units(quantity: i32) -> u32 {
+    u32::try_from(quantity).unwrap_or(0)
+}
+
+/// A version as stored.
+fn signed(version: u64) -> i64 {
+    i64::try_from(version).unwrap_or(i64::MAX)
 }
 
 #[cfg(test)]
@@ -222,8 +233,7 @@ mod tests {
         HoldCall {
             cart,
             product: product.to_owned(),
-            item: line.map(|(i, _)| i.to_owned()),
-            quantity: line.map(|(_, q)| q),
+            line: line.map(|(i, q)| (i.to_owned(), q)),
             deadline: None,
             max_lines: 2,
             now: NOW,
@@ -253,7 +263,50 @@ mod tests {
     }
 
     fn statuses(r: &Ready) -> Vec<&str> {
-        r.rows.iter().map(|r| r.status.as_str()).collect()
+        r.rows.iter().map(|r| r.status()).collect()
+    }
+
+    /// The columns `cartd_set_hold` would have answered, read off an outcome.
+    impl HoldOutcome {
+        fn status(&self) -> &'static str {
+            match self {
+                Self::Granted(_) => "ok",
+                Self::NoCart => "session_not_found",
+                Self::Refused { refusal: Refusal::UnknownItem, .. } => "unknown_item",
+                Self::Refused { refusal: Refusal::TooManyLines, .. } => "too_many_lines",
+                Self::Refused { refusal: Refusal::InsufficientStock { .. }, .. } => "insufficient_stock",
+            }
+        }
+
+        fn version(&self) -> u64 {
+            match self {
+                Self::Granted(r) => r.version,
+                Self::NoCart => 0,
+                Self::Refused { version, .. } => *version,
+            }
+        }
+
+        fn available(&self) -> i64 {
+            match self {
+                Self::Refused { refusal: Refusal::InsufficientStock { available }, .. } => *available,
+                _ => 0,
+            }
+        }
+
+        fn granted(&self) -> HoldReceipt {
+            match self {
+                Self::Granted(r) => *r,
+                other => panic!("not granted: {other:?}"),
+            }
+        }
+    }
+
+    fn line_row(cart: Uuid, product: &str, item: &str, quantity: i32) -> LineRow {
+        LineRow { cart, product: product.to_owned(), item: item.to_owned(), quantity }
+    }
+
+    fn cart_row(cart: Uuid, version: i64, deadline: i64, lines: i32) -> CartRow {
+        CartRow { cart, version, deadline, lines }
     }
 
     #[test]
@@ -263,11 +316,11 @@ mod tests {
         let calls = [call(a, "p", Some(("hot", 3))), call(b, "p", Some(("hot", 3))), call(c, "p", Some(("hot", 2)))];
         let r = ready(plan(&calls, &s));
         assert_eq!(statuses(&r), ["ok", "insufficient_stock", "ok"]);
-        assert_eq!(r.rows[1].available, 2, "what was left when the second call came");
+        assert_eq!(r.rows[1].available(), 2, "what was left when the second call came");
         assert_eq!(r.short.iter().collect::<Vec<_>>(), ["hot"]);
         assert_eq!(r.writes.reserve, BTreeMap::from([("hot".to_owned(), 5)]));
         assert_eq!(r.writes.insert.len(), 2);
-        assert_eq!(r.rows.iter().map(|r| r.version).collect::<Vec<_>>(), [8, 8, 8]);
+        assert_eq!(r.rows.iter().map(|r| r.version()).collect::<Vec<_>>(), [8, 8, 8]);
     }
 
     #[test]
@@ -277,13 +330,13 @@ mod tests {
         let calls = [call(a, "p", Some(("y", 6))), call(a, "p", Some(("x", 1))), call(a, "p", Some(("x", 2)))];
         let r = ready(plan(&calls, &s));
         assert_eq!(statuses(&r), ["ok", "ok", "ok"]);
-        assert_eq!((r.rows[0].taken, r.rows[0].released), (6, 4));
-        assert_eq!((r.rows[1].taken, r.rows[1].released), (1, 6));
-        assert_eq!((r.rows[2].taken, r.rows[2].released), (1, 0));
+        assert_eq!((r.rows[0].granted().taken, r.rows[0].granted().released), (6, 4));
+        assert_eq!((r.rows[1].granted().taken, r.rows[1].granted().released), (1, 6));
+        assert_eq!((r.rows[2].granted().taken, r.rows[2].granted().released), (1, 0));
         // x: 4 released then 1 + 1 taken; y: 6 taken then released.
         assert_eq!(r.writes.reserve, BTreeMap::from([("x".to_owned(), -2)]));
-        assert_eq!(r.writes.update, vec![(a, "p".to_owned(), "x".to_owned(), 2)]);
-        assert_eq!(r.writes.carts, vec![(a, 10, NOW + 100, 1)]);
+        assert_eq!(r.writes.update, vec![line_row(a, "p", "x", 2)]);
+        assert_eq!(r.writes.carts, vec![cart_row(a, 10, NOW + 100, 1)]);
     }
 
     #[test]
@@ -299,7 +352,7 @@ mod tests {
         ];
         let r = ready(plan(&calls, &s));
         assert_eq!(statuses(&r), ["ok", "too_many_lines", "unknown_item", "ok", "ok"]);
-        assert_eq!(r.writes.delete, vec![(a, "p1".to_owned())]);
+        assert_eq!(r.writes.delete, vec![LineKey { cart: a, product: "p1".to_owned() }]);
         assert_eq!(r.writes.insert.len(), 2);
         assert_eq!(r.writes.reserve, BTreeMap::from([("x".to_owned(), 1)]));
     }
@@ -312,11 +365,11 @@ mod tests {
         first.deadline = Some(NOW + 500);
         let r = ready(plan(&[first, call(a, "p", None), call(a, "gone", None)], &s));
         assert_eq!(statuses(&r), ["ok", "ok", "ok"]);
-        assert_eq!(r.rows[1].released, 3);
-        assert_eq!(r.rows[2].deadline, NOW + 500, "a later deadline moves the cart's");
+        assert_eq!(r.rows[1].granted().released, 3);
+        assert_eq!(r.rows[2].granted().expires_at.as_millis(), NOW + 500, "a later deadline moves the cart's");
         assert_eq!(
             r.writes,
-            Writes { carts: vec![(a, 10, NOW + 500, 0)], ..Writes::default() },
+            Writes { carts: vec![cart_row(a, 10, NOW + 500, 0)], ..Writes::default() },
             "nothing moved in the end"
         );
     }
