@@ -7,7 +7,7 @@
 -- reset (docs/operations.md, "A database made before the baseline").
 --
 -- Every change of stock happens inside one of the functions below, or in the
--- planned hold batch (adapters/src/postgres_store/planned.rs), which follows
+-- planned hold batch (adapters/src/postgres_store/holds/), which follows
 -- the same rule (domain/src/hold.rs) and is pinned to cartd_set_hold by a
 -- differential test (adapters/tests/postgres_batch.rs). Each function is one
 -- round trip and one transaction. Lock order is always: cart rows first (by

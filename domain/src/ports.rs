@@ -196,11 +196,20 @@ pub trait Inventory: Send + Sync + 'static {
     fn open_cart(&self, id: CartId, deadline: Timestamp) -> impl Future<Output = Result<(), PortError>> + Send;
 
     /// Sets the hold of `cart` for `change.product_id` to the given line in one
-    /// atomic step: only the difference moves between `available` and
+    /// atomic step, by the hold rule ([`crate::hold`], one implementation for
+    /// every adapter): only the difference moves between `available` and
     /// `reserved`; a line moved to another item releases the old hold and takes
-    /// the new one; removing a line releases its hold. When `new_deadline` is
-    /// given and later than the cart's deadline, the deadline moves to it. Holds of carts already past their
+    /// the new one; removing a line releases its hold; a new line must fit
+    /// `max_lines`. When `new_deadline` is given and later than the cart's
+    /// deadline, the deadline moves to it. Holds of carts already past their
     /// deadline never block: they are released first when stock is short.
+    ///
+    /// Versions: every call on a cart open in the ledger takes the cart's next
+    /// version, whether it is granted or refused (a refused call leaves a gap
+    /// in the versions the receipts show); calls on carts not open take none.
+    /// Proved on every adapter by
+    /// `every_call_on_a_live_cart_takes_a_version_granted_or_refused`
+    /// (`adapters/tests/contract/inventory.rs`).
     ///
     /// # Errors
     /// - [`CartError::SessionNotFound`]: the cart is not open in the ledger or

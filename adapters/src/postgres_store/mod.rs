@@ -4,16 +4,16 @@
 //! Each port method is one round trip: a call of one of the SQL functions of
 //! the baseline migration (`adapters/migrations/`), which runs as one
 //! transaction and takes its locks in a fixed order (cart rows, then item rows
-//! by id), or, for holds, a batch of calls in one transaction ([`holds`]).
+//! by id), or, for holds, a batch of calls in one transaction (`holds`).
 //! Exactly-once release follows from the ledger: only the transaction that
 //! deletes a cart row returns its stock. Deadlocks and serialization
 //! failures, which the lock order makes rare, are retried a few times; driver
 //! errors and timeouts become [`PortError`]s.
 //!
-//! One file per question: [`settings`] (what can be configured), `error`
+//! One file per question: `settings` (what can be configured), `error`
 //! (what can go wrong, and retries), `schema` (migrations and readiness),
-//! `inventory` (the port), [`holds`] (how holds are batched, planned and
-//! written), `notice` and [`listen`] (telling every instance what changed),
+//! `inventory` (the port), `holds` (how holds are batched, planned and
+//! written), `notice` and `listen` (telling every instance what changed),
 //! `reconcile` (finding counts that disagree with the ledger).
 
 mod error;
