@@ -76,6 +76,8 @@ pub enum Op {
     Release,
     /// [`Inventory::checkout`].
     Checkout,
+    /// [`Inventory::order_of`].
+    OrderOf,
     /// [`Inventory::release_expired`] (one sweep batch).
     ReleaseExpired,
     /// [`Inventory::stock`].
@@ -95,7 +97,7 @@ pub enum Op {
 
 impl Op {
     /// Every operation, in declaration order.
-    pub const ALL: [Op; 16] = [
+    pub const ALL: [Op; 17] = [
         Op::Create,
         Op::Load,
         Op::Apply,
@@ -105,6 +107,7 @@ impl Op {
         Op::SetHold,
         Op::Release,
         Op::Checkout,
+        Op::OrderOf,
         Op::ReleaseExpired,
         Op::Stock,
         Op::ReservedTotal,
@@ -127,6 +130,7 @@ impl Op {
             Op::SetHold => "inventory.set_hold",
             Op::Release => "inventory.release",
             Op::Checkout => "inventory.checkout",
+            Op::OrderOf => "inventory.order_of",
             Op::ReleaseExpired => "inventory.release_expired",
             Op::Stock => "inventory.stock",
             Op::ReservedTotal => "inventory.reserved_total",
@@ -147,6 +151,7 @@ impl Op {
             | Op::SetHold
             | Op::Release
             | Op::Checkout
+            | Op::OrderOf
             | Op::ReleaseExpired
             | Op::Stock
             | Op::ReservedTotal
@@ -479,6 +484,10 @@ impl<P: Inventory> Inventory for Faulty<P> {
 
     async fn checkout(&self, cart: CartId, order_id: OrderId, now: Timestamp) -> Result<(Order, bool), CartError> {
         self.run(Op::Checkout, self.inner.checkout(cart, order_id, now)).await
+    }
+
+    async fn order_of(&self, cart: CartId) -> Result<Option<Order>, PortError> {
+        self.run(Op::OrderOf, self.inner.order_of(cart)).await
     }
 
     async fn release_expired(&self, now: Timestamp, limit: u32) -> Result<Released, PortError> {

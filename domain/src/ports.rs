@@ -252,6 +252,14 @@ pub trait Inventory: Send + Sync + 'static {
         now: Timestamp,
     ) -> impl Future<Output = Result<(Order, bool), CartError>> + Send;
 
+    /// The order `cart` was checked out into, if it was: what tells a cart
+    /// that was sold from one that was released, once the ledger no longer
+    /// holds it. A read; changes nothing.
+    ///
+    /// # Errors
+    /// [`PortError`] when the store cannot be reached.
+    fn order_of(&self, cart: CartId) -> impl Future<Output = Result<Option<Order>, PortError>> + Send;
+
     /// Releases up to `limit` carts whose deadline is at or before `now`. Safe to
     /// run on many instances at once: each cart is released by exactly one call.
     ///

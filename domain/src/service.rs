@@ -309,8 +309,13 @@ impl<S: SessionStore, I: Inventory, C: Clock> CartService<S, I, C> {
 
     /// Closes the cart and releases all its holds.
     ///
+    /// Against a checkout of the same cart, exactly one of the two succeeds:
+    /// the one the ledger saw first (a cart that became an order was not
+    /// abandoned; a cart whose session this call closed is not sold).
+    ///
     /// # Errors
-    /// [`CartError::SessionNotFound`] when no such open cart existed,
+    /// [`CartError::SessionNotFound`] when no such open cart existed, or a
+    /// racing checkout turned it into an order first;
     /// [`CartError::Unavailable`].
     pub async fn abandon(&self, id: CartId) -> Result<Released, CartError> {
         let now = self.clock.now();
@@ -319,7 +324,16 @@ impl<S: SessionStore, I: Inventory, C: Clock> CartService<S, I, C> {
         // failure between the two steps must still give the stock back.
         let released = self.inventory.release(id).await?;
         self.events.released(ReleaseCause::Abandon, &released, now);
-        if existed { Ok(released) } else { Err(CartError::SessionNotFound) }
+        if !existed {
+            return Err(CartError::SessionNotFound);
+        }
+        // The ledger decides between an abandon and a checkout racing it: if
+        // the cart left the ledger as an order, the checkout won and this
+        // abandon must not also report success.
+        if released.carts == 0 && self.inventory.order_of(id).await?.is_some() {
+            return Err(CartError::SessionNotFound);
+        }
+        Ok(released)
     }
 
     /// Releases the holds of a cart whose session has ended (expiry event).

@@ -262,6 +262,10 @@ impl Inventory for MemoryInventory {
         lock(&self.inner).checkout(cart, order_id, now)
     }
 
+    async fn order_of(&self, cart: CartId) -> Result<Option<Order>, PortError> {
+        Ok(lock(&self.inner).orders.get(&cart).cloned())
+    }
+
     async fn release_expired(&self, now: Timestamp, limit: u32) -> Result<Released, PortError> {
         let mut inner = lock(&self.inner);
         let mut out = Released::default();

@@ -185,6 +185,21 @@ impl Inventory for PgInventory {
         }
     }
 
+    async fn order_of(&self, cart: CartId) -> Result<Option<Order>, PortError> {
+        let row = self
+            .query_one(
+                "select max(o.order_id::text), array_agg(l.product_id order by l.product_id), \
+                 array_agg(l.inventory_id order by l.product_id), array_agg(l.quantity order by l.product_id) \
+                 from orders o join order_lines l using (cart_id) where o.cart_id = $1",
+                &[&cart.as_uuid()],
+            )
+            .await?;
+        let Some(id) = col::<Option<String>>(&row, 0)? else { return Ok(None) };
+        let id = uuid::Uuid::parse_str(&id).map_err(|_| PgError::Protocol(format!("stored order id {id:?}")))?;
+        let lines = lines_of(col(&row, 1)?, col(&row, 2)?, col(&row, 3)?)?;
+        Ok(Some(Order { id: OrderId::from_uuid(id), cart_id: cart, lines }))
+    }
+
     async fn release_expired(&self, now: Timestamp, limit: u32) -> Result<Released, PortError> {
         let limit = i32::try_from(limit).unwrap_or(i32::MAX);
         let row = self

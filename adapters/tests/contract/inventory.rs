@@ -289,6 +289,23 @@ pub async fn checkout_retry_returns_the_same_order(inv: impl Inventory, clock: i
     assert_eq!(stock(&inv, "sku-a").await, level(3, 0, 2), "sold once");
 }
 
+/// `order_of` tells a cart that was sold from one that was released (what
+/// settles an abandon racing a checkout).
+pub async fn order_of_names_the_order_a_cart_became_and_nothing_else(inv: impl Inventory, clock: impl Clock) {
+    let t0 = clock.now();
+    stocked(&inv, "sku-a", 5).await;
+    let (sold, released) = (opened(&inv, secs(t0, 60)).await, opened(&inv, secs(t0, 60)).await);
+    hold(&inv, sold, &set("p1", "sku-a", 2), t0).await;
+    hold(&inv, released, &set("p1", "sku-a", 1), t0).await;
+    assert_eq!(inv.order_of(sold).await.unwrap(), None, "an open cart is no order");
+    let (order, _) = inv.checkout(sold, OrderId::random(), t0).await.unwrap();
+    assert_eq!(inv.order_of(sold).await.unwrap(), Some(order));
+    assert_eq!(inv.release(released).await.unwrap().units, 1);
+    assert_eq!(inv.order_of(released).await.unwrap(), None, "a released cart is no order");
+    assert_eq!(inv.order_of(CartId::random()).await.unwrap(), None);
+    assert_eq!(stock(&inv, "sku-a").await, level(3, 0, 2), "reading changed nothing");
+}
+
 pub async fn checkout_of_an_empty_cart_is_cart_empty(inv: impl Inventory, clock: impl Clock) {
     let t0 = clock.now();
     stocked(&inv, "sku-a", 5).await;

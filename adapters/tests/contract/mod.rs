@@ -176,6 +176,7 @@ macro_rules! inventory_contract {
                 release_returns_units_exactly_once,
                 checkout_turns_reserved_into_sold,
                 checkout_retry_returns_the_same_order,
+                order_of_names_the_order_a_cart_became_and_nothing_else,
                 checkout_of_an_empty_cart_is_cart_empty,
                 checkout_of_an_expired_cart_is_session_not_found_and_releases_its_holds,
                 checkout_of_an_unknown_or_released_cart_is_session_not_found,
