@@ -13,6 +13,7 @@ pub mod cart;
 pub mod error;
 pub mod hold;
 pub mod ids;
+pub mod merge;
 pub mod policy;
 pub mod ports;
 pub mod quantity;
