@@ -43,7 +43,10 @@ use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use domain::ports::{ExpiryEvents, HoldReceipt, Inventory, LineChange, PortError, Released, SessionStore};
+use domain::merge::{MergeLimits, MergeStrategy};
+use domain::ports::{
+    ExpiryEvents, HoldReceipt, Inventory, LineChange, MergeReceipt, PortError, Released, SessionStore,
+};
 use domain::{Cart, CartError, CartId, InventoryId, Order, OrderId, StockCount, StockLevel, Timestamp};
 
 /// One operation of a port, to aim a [`Fault`] or a delay at.
@@ -76,6 +79,8 @@ pub enum Op {
     Release,
     /// [`Inventory::checkout`].
     Checkout,
+    /// [`Inventory::merge`].
+    Merge,
     /// [`Inventory::order_of`].
     OrderOf,
     /// [`Inventory::release_expired`] (one sweep batch).
@@ -97,7 +102,7 @@ pub enum Op {
 
 impl Op {
     /// Every operation, in declaration order.
-    pub const ALL: [Op; 17] = [
+    pub const ALL: [Op; 18] = [
         Op::Create,
         Op::Load,
         Op::Apply,
@@ -107,6 +112,7 @@ impl Op {
         Op::SetHold,
         Op::Release,
         Op::Checkout,
+        Op::Merge,
         Op::OrderOf,
         Op::ReleaseExpired,
         Op::Stock,
@@ -130,6 +136,7 @@ impl Op {
             Op::SetHold => "inventory.set_hold",
             Op::Release => "inventory.release",
             Op::Checkout => "inventory.checkout",
+            Op::Merge => "inventory.merge",
             Op::OrderOf => "inventory.order_of",
             Op::ReleaseExpired => "inventory.release_expired",
             Op::Stock => "inventory.stock",
@@ -151,6 +158,7 @@ impl Op {
             | Op::SetHold
             | Op::Release
             | Op::Checkout
+            | Op::Merge
             | Op::OrderOf
             | Op::ReleaseExpired
             | Op::Stock
@@ -484,6 +492,18 @@ impl<P: Inventory> Inventory for Faulty<P> {
 
     async fn checkout(&self, cart: CartId, order_id: OrderId, now: Timestamp) -> Result<(Order, bool), CartError> {
         self.run(Op::Checkout, self.inner.checkout(cart, order_id, now)).await
+    }
+
+    async fn merge(
+        &self,
+        from: CartId,
+        into: CartId,
+        strategy: MergeStrategy,
+        limits: MergeLimits,
+        new_deadline: Option<Timestamp>,
+        now: Timestamp,
+    ) -> Result<MergeReceipt, CartError> {
+        self.run(Op::Merge, self.inner.merge(from, into, strategy, limits, new_deadline, now)).await
     }
 
     async fn order_of(&self, cart: CartId) -> Result<Option<Order>, PortError> {

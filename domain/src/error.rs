@@ -40,6 +40,9 @@ pub enum CartError {
     /// Checkout of a cart without lines.
     #[error("cart is empty")]
     CartEmpty,
+    /// A cart merged into itself.
+    #[error("a cart cannot be merged into itself")]
+    MergeIntoItself,
     /// A backing store could not be reached; retrying later may succeed.
     #[error("backing store unavailable")]
     Unavailable(#[source] PortError),

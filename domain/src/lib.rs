@@ -25,5 +25,5 @@ pub use error::{CartError, error_chain};
 pub use ids::{CartId, IdError, InventoryId, OrderId, ProductId};
 pub use policy::{ExpiryMode, ExpiryPolicy, Limits, PolicyError, SessionTtl};
 pub use quantity::{Quantity, QuantityError, StockCount};
-pub use service::{CartService, CheckoutResult, LineAdded, SetLineResult, Target};
+pub use service::{CartService, CheckoutResult, LineAdded, MergeResult, SetLineResult, Target};
 pub use time::Timestamp;

@@ -14,9 +14,10 @@ use std::error::Error as StdError;
 use std::fmt;
 use std::future::Future;
 
-use crate::cart::{Cart, Order, StockLevel};
+use crate::cart::{Cart, Line, Order, StockLevel};
 use crate::error::CartError;
 use crate::ids::{CartId, InventoryId, OrderId, ProductId};
+use crate::merge::{MergeLimits, MergeStrategy, Shortfall};
 use crate::quantity::{Quantity, StockCount};
 use crate::time::Timestamp;
 
@@ -94,6 +95,33 @@ pub struct HoldReceipt {
     pub taken: u32,
     /// Units this change moved from `reserved` back to `available`.
     pub released: u32,
+}
+
+/// What a merge did in the ledger (see [`Inventory::merge`]).
+///
+/// Invariant: nothing oversold, no unit held twice, every unit accounted for. Proved by
+/// `merges_never_oversell_and_account_for_every_unit` (`domain/src/merge.rs`) and
+/// `merge_moves_the_source_into_the_target_once` (`adapters/tests/contract/inventory.rs`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MergeReceipt {
+    /// The target's version after the merge; the lines it changed carry it
+    /// into the session store.
+    pub version: u64,
+    /// The target's deadline after the merge.
+    pub expires_at: Timestamp,
+    /// The target's lines after the merge, in product order.
+    pub lines: Vec<Line>,
+    /// The lines of `lines` the merge added or changed (all of them, on a
+    /// replay, so a retry can bring the session store up to date).
+    pub changed: Vec<Line>,
+    /// Lines that got less than the strategy asked for.
+    pub shortfalls: Vec<Shortfall>,
+    /// Units taken from `available` by this call.
+    pub taken: u64,
+    /// Units this call gave back to `available`.
+    pub released: u64,
+    /// The same merge had already been made (a retry): nothing moved now.
+    pub replayed: bool,
 }
 
 /// Stock given back by releasing carts.
@@ -226,6 +254,29 @@ pub trait Inventory: Send + Sync + 'static {
         max_lines: u16,
         now: Timestamp,
     ) -> impl Future<Output = Result<HoldReceipt, CartError>> + Send;
+
+    /// Merges cart `from` into cart `into` in one step, by the merge rule
+    /// ([`crate::merge`]): `from`'s lines move into `into` with the units they
+    /// hold; only what merged lines need beyond that is taken, clamped to
+    /// stock and `limits`; what is not kept goes back; `from` leaves the
+    /// ledger. `into` takes its next version; `new_deadline` moves its
+    /// deadline when later. The ledger remembers the merge: the same call
+    /// again answers the same lines with `replayed` set and moves nothing.
+    ///
+    /// # Errors
+    /// - [`CartError::SessionNotFound`]: either cart is not open in the
+    ///   ledger or is past its deadline at `now` (it is released then), or
+    ///   `from` was merged into another cart;
+    /// - [`CartError::Unavailable`]: the store cannot be reached.
+    fn merge(
+        &self,
+        from: CartId,
+        into: CartId,
+        strategy: MergeStrategy,
+        limits: MergeLimits,
+        new_deadline: Option<Timestamp>,
+        now: Timestamp,
+    ) -> impl Future<Output = Result<MergeReceipt, CartError>> + Send;
 
     /// Removes the cart from the ledger and returns all its held units to
     /// `available`, in one transaction. Idempotent: only the call that removed

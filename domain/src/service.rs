@@ -15,6 +15,7 @@ use crate::ids::{CartId, InventoryId, OrderId, ProductId};
 use crate::policy::{ExpiryPolicy, Limits};
 use std::sync::Arc;
 
+use crate::merge::{MergeLimits, MergeStrategy, Shortfall};
 use crate::ports::{
     Clock, HoldReceipt, Inventory, LineChange, NoEvents, PortError, ReleaseCause, Released, SessionStore, StockEvents,
 };
@@ -71,6 +72,19 @@ pub struct CheckoutResult {
     pub order: Order,
     /// `false` when this is a retry that found the order made earlier.
     pub created: bool,
+}
+
+/// The result of merging one cart into another.
+///
+/// Proved by `adapters/tests/merge.rs` on both backends.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MergeResult {
+    /// The merged cart (the target).
+    pub cart: Cart,
+    /// Lines that got less than the strategy asked for.
+    pub shortfalls: Vec<Shortfall>,
+    /// `true` when this is a retry of a merge made earlier: nothing moved now.
+    pub replayed: bool,
 }
 
 /// How a change reaches the session store, and what comes back from it:
@@ -334,6 +348,61 @@ impl<S: SessionStore, I: Inventory, C: Clock> CartService<S, I, C> {
             return Err(CartError::SessionNotFound);
         }
         Ok(released)
+    }
+
+    /// Merges cart `from` into cart `into` (the shopper's current cart): by
+    /// the merge rule ([`crate::merge`]), in one step of the ledger, which
+    /// then closes `from`; the lines the merge changed are written to
+    /// `into`'s session and `from`'s session is closed. Retrying the same
+    /// merge returns the merged cart and moves nothing. Under sliding expiry
+    /// `into`'s deadline moves as for any change; under fixed expiry it stays.
+    ///
+    /// # Errors
+    /// [`CartError::MergeIntoItself`]; [`CartError::SessionNotFound`] when
+    /// either cart is not open (or `from` was merged into another cart, or
+    /// checked out, or expired: then `into` is unchanged);
+    /// [`CartError::Unavailable`].
+    pub async fn merge(&self, into: CartId, from: CartId, strategy: MergeStrategy) -> Result<MergeResult, CartError> {
+        if into == from {
+            return Err(CartError::MergeIntoItself);
+        }
+        let now = self.clock.now();
+        let limits = MergeLimits { max_quantity: self.limits.max_quantity(), max_lines: self.limits.max_lines() };
+        let deadline = self.policy.deadline_on_change(now);
+        let receipt = self.inventory.merge(from, into, strategy, limits, deadline, now).await?;
+        if !receipt.replayed {
+            let units = |n: u64| u32::try_from(n).unwrap_or(u32::MAX);
+            self.events.line_changed(units(receipt.taken), units(receipt.released));
+        }
+        let hold = HoldReceipt { version: receipt.version, expires_at: receipt.expires_at, taken: 0, released: 0 };
+        let mut cart = None;
+        for line in &receipt.changed {
+            let change = LineChange {
+                product_id: line.product_id.clone(),
+                line: Some((line.inventory_id.clone(), line.quantity)),
+            };
+            cart = self.sessions.apply(into, &change, hold, now).await?;
+            if cart.is_none() {
+                break;
+            }
+        }
+        let cart = match (cart, receipt.changed.is_empty()) {
+            (Some(cart), _) => Some(cart),
+            (None, true) => self.sessions.load(into, now).await?,
+            (None, false) => None,
+        };
+        let Some(cart) = cart else {
+            // The ledger merged into a cart whose session is gone: its holds
+            // must not outlive it.
+            let released = self.inventory.release(into).await?;
+            self.events.released(ReleaseCause::SessionLost, &released, now);
+            return Err(CartError::SessionNotFound);
+        };
+        // The source's session ends with it; closing twice is harmless, and a
+        // failure here leaves a session whose cart the ledger no longer holds
+        // (a change to it is refused; it ends with its TTL).
+        self.sessions.close(from, now).await?;
+        Ok(MergeResult { cart, shortfalls: receipt.shortfalls, replayed: receipt.replayed })
     }
 
     /// Releases the holds of a cart whose session has ended (expiry event).

@@ -7,7 +7,8 @@ use std::ops::Bound;
 use std::sync::Mutex;
 
 use domain::hold::{self, HoldDecision, HoldRequest, Refusal};
-use domain::ports::{HoldReceipt, Inventory, LineChange, PortError, Released};
+use domain::merge::{self, MergeLimits, MergeStrategy, Shortfall};
+use domain::ports::{HoldReceipt, Inventory, LineChange, MergeReceipt, PortError, Released};
 use domain::{
     CartError, CartId, InventoryId, Line, Order, OrderId, ProductId, Quantity, StockCount, StockLevel, Timestamp,
 };
@@ -28,6 +29,8 @@ struct Inner {
     carts: HashMap<CartId, LedgerCart>,
     by_deadline: BTreeSet<(Timestamp, CartId)>,
     orders: HashMap<CartId, Order>,
+    /// Carts merged away: into which cart, and what the merge reported.
+    merges: HashMap<CartId, (CartId, Vec<Shortfall>)>,
     /// Items whose counts changed since [`MemoryInventory::take_changed`]
     /// last ran (at most every item once).
     changed: BTreeSet<InventoryId>,
@@ -156,6 +159,90 @@ impl Inner {
         level.reserved += units;
     }
 
+    /// The lines of open cart `id`, in product order.
+    fn lines_of(&self, id: CartId) -> Vec<Line> {
+        self.carts.get(&id).map_or_else(Vec::new, |c| {
+            c.lines
+                .iter()
+                .map(|(p, (i, q))| Line { product_id: p.clone(), inventory_id: i.clone(), quantity: *q })
+                .collect()
+        })
+    }
+
+    /// Cart `id` if it is open and live at `now`; one past its deadline is
+    /// released.
+    fn live(&mut self, id: CartId, now: Timestamp) -> Result<(), CartError> {
+        match self.carts.get(&id) {
+            None => Err(CartError::SessionNotFound),
+            Some(c) if c.deadline <= now => {
+                self.release(id);
+                Err(CartError::SessionNotFound)
+            }
+            Some(_) => Ok(()),
+        }
+    }
+
+    /// Applies the merge rule ([`domain::merge`]) under the lock.
+    fn merge(
+        &mut self,
+        from: CartId,
+        into: CartId,
+        strategy: MergeStrategy,
+        limits: MergeLimits,
+        new_deadline: Option<Timestamp>,
+        now: Timestamp,
+    ) -> Result<MergeReceipt, CartError> {
+        self.live(into, now)?;
+        if !self.carts.contains_key(&from)
+            && let Some((target, shortfalls)) = self.merges.get(&from)
+            && *target == into
+        {
+            let cart = &self.carts[&into];
+            let lines = self.lines_of(into);
+            return Ok(MergeReceipt {
+                version: cart.version,
+                expires_at: cart.deadline,
+                changed: lines.clone(),
+                lines,
+                shortfalls: shortfalls.clone(),
+                taken: 0,
+                released: 0,
+                replayed: true,
+            });
+        }
+        self.live(from, now)?;
+        let plan = merge::plan_merge(&self.lines_of(into), &self.lines_of(from), strategy, limits, |item| {
+            self.items.get(item).map_or(0, |level| level.available)
+        });
+        for (item, units) in &plan.reserve {
+            self.reserve(item, *units);
+        }
+        let source = self.carts.remove(&from).expect("checked live above");
+        self.by_deadline.remove(&(source.deadline, from));
+        let cart = self.carts.get_mut(&into).expect("checked live above");
+        cart.lines = plan.lines.iter().map(|l| (l.product_id.clone(), (l.inventory_id.clone(), l.quantity))).collect();
+        cart.version += 1;
+        if let Some(deadline) = new_deadline.filter(|d| *d > cart.deadline) {
+            let old = std::mem::replace(&mut cart.deadline, deadline);
+            self.by_deadline.remove(&(old, into));
+            self.by_deadline.insert((deadline, into));
+        }
+        let (version, expires_at) = (cart.version, cart.deadline);
+        self.merges.insert(from, (into, plan.shortfalls.clone()));
+        let taken = plan.reserve.values().filter(|u| **u > 0).map(|u| u.unsigned_abs()).sum();
+        let released = plan.reserve.values().filter(|u| **u < 0).map(|u| u.unsigned_abs()).sum();
+        Ok(MergeReceipt {
+            version,
+            expires_at,
+            lines: plan.lines,
+            changed: plan.changed,
+            shortfalls: plan.shortfalls,
+            taken,
+            released,
+            replayed: false,
+        })
+    }
+
     fn checkout(&mut self, id: CartId, order_id: OrderId, now: Timestamp) -> Result<(Order, bool), CartError> {
         if let Some(order) = self.orders.get(&id) {
             return Ok((order.clone(), false));
@@ -211,12 +298,7 @@ impl MemoryInventory {
     /// The lines the ledger holds for `cart` (empty when it holds nothing).
     #[must_use]
     pub fn holds(&self, cart: CartId) -> Vec<Line> {
-        lock(&self.inner).carts.get(&cart).map_or_else(Vec::new, |c| {
-            c.lines
-                .iter()
-                .map(|(p, (i, q))| Line { product_id: p.clone(), inventory_id: i.clone(), quantity: *q })
-                .collect()
-        })
+        lock(&self.inner).lines_of(cart)
     }
 
     /// The items whose counts changed since the last call (each once, in id
@@ -252,6 +334,18 @@ impl Inventory for MemoryInventory {
         now: Timestamp,
     ) -> Result<HoldReceipt, CartError> {
         lock(&self.inner).set_hold(cart, change, new_deadline, max_lines, now)
+    }
+
+    async fn merge(
+        &self,
+        from: CartId,
+        into: CartId,
+        strategy: MergeStrategy,
+        limits: MergeLimits,
+        new_deadline: Option<Timestamp>,
+        now: Timestamp,
+    ) -> Result<MergeReceipt, CartError> {
+        lock(&self.inner).merge(from, into, strategy, limits, new_deadline, now)
     }
 
     async fn release(&self, cart: CartId) -> Result<Released, PortError> {

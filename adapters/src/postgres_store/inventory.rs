@@ -2,7 +2,8 @@
 //! (a call of one of the baseline migration's SQL functions, or a statement),
 //! except `set_hold`, which joins the group-commit queue ([`super::holds`]).
 
-use domain::ports::{HoldReceipt, Inventory, LineChange, PortError, Released};
+use domain::merge::{MergeLimits, MergeStrategy};
+use domain::ports::{HoldReceipt, Inventory, LineChange, MergeReceipt, PortError, Released};
 use domain::{
     CartError, CartId, InventoryId, Line, Order, OrderId, ProductId, Quantity, StockCount, StockLevel, Timestamp,
 };
@@ -26,7 +27,7 @@ fn u64_of(n: i64) -> u64 {
     u64::try_from(n).unwrap_or(0)
 }
 
-fn lines_of(products: Vec<String>, items: Vec<String>, quantities: Vec<i32>) -> Result<Vec<Line>, PgError> {
+pub(super) fn lines_of(products: Vec<String>, items: Vec<String>, quantities: Vec<i32>) -> Result<Vec<Line>, PgError> {
     products
         .into_iter()
         .zip(items)
@@ -133,6 +134,18 @@ impl Inventory for PgInventory {
         });
         let outcome = batcher.submit(call).await.map_err(|e| CartError::Unavailable(PortError::new("postgres", e)))?;
         outcome.receipt(max_lines)
+    }
+
+    async fn merge(
+        &self,
+        from: CartId,
+        into: CartId,
+        strategy: MergeStrategy,
+        limits: MergeLimits,
+        new_deadline: Option<Timestamp>,
+        now: Timestamp,
+    ) -> Result<MergeReceipt, CartError> {
+        self.merge_carts(from, into, strategy, limits, new_deadline, now).await
     }
 
     async fn release(&self, cart: CartId) -> Result<Released, PortError> {

@@ -20,6 +20,7 @@ mod error;
 mod holds;
 mod inventory;
 mod listen;
+mod merge;
 mod notice;
 mod reconcile;
 mod schema;

@@ -306,6 +306,68 @@ pub async fn order_of_names_the_order_a_cart_became_and_nothing_else(inv: impl I
     assert_eq!(stock(&inv, "sku-a").await, level(3, 0, 2), "reading changed nothing");
 }
 
+/// The merge rule applied by the ledger (issue 15): the source's lines move
+/// into the target with their units, only the extra is taken, the source
+/// leaves the ledger, and the same merge again moves nothing.
+pub async fn merge_moves_the_source_into_the_target_once(inv: impl Inventory, clock: impl Clock) {
+    use domain::merge::{MergeLimits, MergeStrategy, Shortage};
+    let t0 = clock.now();
+    let limits = MergeLimits { max_quantity: 100, max_lines: LINES };
+    stocked(&inv, "sku-a", 10).await;
+    stocked(&inv, "sku-b", 5).await;
+    let (target, source, other) =
+        (opened(&inv, secs(t0, 60)).await, opened(&inv, secs(t0, 60)).await, opened(&inv, secs(t0, 60)).await);
+    let before = hold(&inv, target, &set("p1", "sku-a", 2), t0).await.version;
+    hold(&inv, source, &set("p1", "sku-b", 3), t0).await;
+    hold(&inv, source, &set("p2", "sku-a", 4), t0).await;
+    // Leave 1 of sku-a free: p1 (on sku-a, the target's item) wants 2 + 3.
+    hold(&inv, other, &set("p9", "sku-a", 3), t0).await;
+    assert_eq!(stock(&inv, "sku-a").await, level(1, 9, 0));
+
+    let r = inv.merge(source, target, MergeStrategy::Sum, limits, Some(secs(t0, 90)), secs(t0, 1)).await.unwrap();
+    assert_eq!(r.lines, [line("p1", "sku-a", 3), line("p2", "sku-a", 4)], "p1 kept sku-a and got the 1 free");
+    assert_eq!(r.shortfalls.len(), 1);
+    assert_eq!((r.shortfalls[0].requested, r.shortfalls[0].granted), (5, 3));
+    assert_eq!(r.shortfalls[0].reason, Shortage::InsufficientStock);
+    assert_eq!((r.taken, r.released, r.replayed), (1, 3, false));
+    assert_eq!(r.version, before + 1, "the target takes its next version");
+    assert_eq!(r.expires_at, secs(t0, 90));
+    assert_eq!(stock(&inv, "sku-a").await, level(0, 10, 0), "the source's 4 moved, 1 taken");
+    assert_eq!(stock(&inv, "sku-b").await, level(5, 0, 0), "the source's other item went back");
+
+    let again = inv.merge(source, target, MergeStrategy::Sum, limits, None, secs(t0, 2)).await.unwrap();
+    assert!(again.replayed);
+    assert_eq!((again.lines, again.shortfalls, again.taken, again.released), (r.lines, r.shortfalls, 0, 0));
+    assert_eq!(stock(&inv, "sku-a").await, level(0, 10, 0), "nothing moved twice");
+    let elsewhere = inv.merge(source, other, MergeStrategy::Sum, limits, None, secs(t0, 2)).await;
+    assert!(matches!(elsewhere, Err(CartError::SessionNotFound)), "{elsewhere:?}");
+    let r = inv.set_hold(source, &set("p3", "sku-b", 1), None, LINES, secs(t0, 2)).await;
+    assert!(matches!(r, Err(CartError::SessionNotFound)), "the source left the ledger: {r:?}");
+    assert_eq!(inv.release(source).await.unwrap(), Released::default());
+    assert_eq!(inv.release(target).await.unwrap().units, 7);
+    assert_eq!(stock(&inv, "sku-a").await, level(7, 3, 0), "only the other cart holds sku-a now");
+}
+
+/// A merge with a cart that is not open, or past its deadline, changes
+/// nothing but releasing the expired cart.
+pub async fn merge_with_a_missing_or_expired_cart_is_session_not_found(inv: impl Inventory, clock: impl Clock) {
+    use domain::merge::{MergeLimits, MergeStrategy};
+    let t0 = clock.now();
+    let limits = MergeLimits { max_quantity: 100, max_lines: LINES };
+    stocked(&inv, "sku-a", 10).await;
+    let (live, short) = (opened(&inv, secs(t0, 60)).await, opened(&inv, secs(t0, 5)).await);
+    hold(&inv, live, &set("p1", "sku-a", 2), t0).await;
+    hold(&inv, short, &set("p1", "sku-a", 3), t0).await;
+    for (from, into) in [(CartId::random(), live), (live, CartId::random())] {
+        let r = inv.merge(from, into, MergeStrategy::Max, limits, None, t0).await;
+        assert!(matches!(r, Err(CartError::SessionNotFound)), "{r:?}");
+    }
+    let r = inv.merge(short, live, MergeStrategy::Max, limits, None, secs(t0, 5)).await;
+    assert!(matches!(r, Err(CartError::SessionNotFound)), "{r:?}");
+    assert_eq!(stock(&inv, "sku-a").await, level(8, 2, 0), "the expired source was released, the target untouched");
+    assert_eq!(hold(&inv, live, &set("p1", "sku-a", 2), secs(t0, 5)).await.taken, 0);
+}
+
 pub async fn checkout_of_an_empty_cart_is_cart_empty(inv: impl Inventory, clock: impl Clock) {
     let t0 = clock.now();
     stocked(&inv, "sku-a", 5).await;

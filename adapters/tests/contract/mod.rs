@@ -177,6 +177,8 @@ macro_rules! inventory_contract {
                 checkout_turns_reserved_into_sold,
                 checkout_retry_returns_the_same_order,
                 order_of_names_the_order_a_cart_became_and_nothing_else,
+                merge_moves_the_source_into_the_target_once,
+                merge_with_a_missing_or_expired_cart_is_session_not_found,
                 checkout_of_an_empty_cart_is_cart_empty,
                 checkout_of_an_expired_cart_is_session_not_found_and_releases_its_holds,
                 checkout_of_an_unknown_or_released_cart_is_session_not_found,

@@ -78,6 +78,7 @@ impl ApiError {
                 CartError::QuantityOverLimit { .. } => (StatusCode::BAD_REQUEST, "invalid_request"),
                 CartError::TooManyLines { .. } => (StatusCode::CONFLICT, "too_many_lines"),
                 CartError::CartEmpty => (StatusCode::CONFLICT, "cart_empty"),
+                CartError::MergeIntoItself => (StatusCode::BAD_REQUEST, "merge_into_itself"),
                 CartError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             },
         }
@@ -163,7 +164,7 @@ mod tests {
         // `variant` matches with no wildcard arm: a new `CartError` variant
         // does not compile here until it is named, and `VARIANTS` beside it
         // counts the arms, so the examples below must cover it too.
-        const VARIANTS: usize = 7;
+        const VARIANTS: usize = 8;
         fn variant(e: &CartError) -> &'static str {
             match e {
                 CartError::SessionNotFound => "SessionNotFound",
@@ -172,6 +173,7 @@ mod tests {
                 CartError::QuantityOverLimit { .. } => "QuantityOverLimit",
                 CartError::TooManyLines { .. } => "TooManyLines",
                 CartError::CartEmpty => "CartEmpty",
+                CartError::MergeIntoItself => "MergeIntoItself",
                 CartError::Unavailable(_) => "Unavailable",
             }
         }
@@ -182,6 +184,7 @@ mod tests {
             CartError::QuantityOverLimit { max: 100 },
             CartError::TooManyLines { max: 50 },
             CartError::CartEmpty,
+            CartError::MergeIntoItself,
             CartError::Unavailable(PortError::new("postgres", std::io::Error::other("down"))),
         ];
         let named: std::collections::BTreeSet<&str> = examples.iter().map(variant).collect();
