@@ -27,20 +27,20 @@ use axum::extract::{Query, State};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use domain::{InventoryId, StockLevel};
+use domain::{InventoryId, StockLevel, error_chain};
 use http::{HeaderMap, HeaderValue, header};
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast, watch};
 use utoipa::ToSchema;
 
-use crate::background::Shutdown;
-use crate::http::error::{ApiError, error_chain};
+use crate::http::error::ApiError;
 use crate::http::extract::parse_id;
 use crate::http::handlers::MAX_STOCK_IDS;
 use crate::http::wire::{ErrorBody, StockBody};
-use crate::http::{AppState, Backend};
 use crate::metrics::Metrics;
+use crate::shutdown::Shutdown;
+use crate::state::{AppState, Backend};
 
 /// Tuning of the live stock streams.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

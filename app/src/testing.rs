@@ -22,10 +22,11 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use crate::http::{AppState, Backend, RouterOptions, router};
+use crate::http::{RouterOptions, router};
 use crate::metrics::Metrics;
 use crate::server::{ServeOptions, serve};
 use crate::settings::{Secret, Settings};
+use crate::state::{AppState, Backend};
 
 /// The use cases as a [`TestServer`] runs them: in-memory stores that can be
 /// made to fail, and a manual clock.

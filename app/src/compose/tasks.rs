@@ -1,47 +1,21 @@
-//! Background work: the sweeper that gives back the stock of carts past their
-//! deadline, whether or not any expiry event was seen, and the expiry listener
-//! that does it sooner when the session store announces an ended session.
-//! Every loop here watches the shutdown signal and logs when it stops.
+//! The background tasks: the sweeper that gives back the stock of carts past
+//! their deadline, whether or not any expiry event was seen, the expiry
+//! listener that does it sooner when the session store announces an ended
+//! session, and the migrations applied at start. Every loop here watches the
+//! shutdown signal and logs when it stops.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use domain::CartError;
+use adapters::Backoff;
+use adapters::postgres_store::PgInventory;
 use domain::ports::ExpiryEvents;
-use tokio::sync::{Semaphore, watch};
+use domain::{CartError, error_chain};
+use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
-use crate::http::error::error_chain;
-use crate::http::{AppState, Backend};
-
-/// A shutdown signal that any number of tasks can wait on.
-#[derive(Clone, Debug)]
-pub struct Shutdown(watch::Receiver<bool>);
-
-/// The sending half of [`Shutdown`].
-#[derive(Debug)]
-pub struct ShutdownTrigger(watch::Sender<bool>);
-
-/// A new trigger and its signal.
-#[must_use]
-pub fn shutdown_pair() -> (ShutdownTrigger, Shutdown) {
-    let (tx, rx) = watch::channel(false);
-    (ShutdownTrigger(tx), Shutdown(rx))
-}
-
-impl ShutdownTrigger {
-    /// Tells every waiter to stop.
-    pub fn fire(&self) {
-        let _ = self.0.send(true);
-    }
-}
-
-impl Shutdown {
-    /// Completes once shutdown has been asked for (or the trigger dropped).
-    pub async fn wait(&mut self) {
-        let _ = self.0.wait_for(|stop| *stop).await;
-    }
-}
+use crate::shutdown::Shutdown;
+use crate::state::{AppState, Backend};
 
 /// Every `interval`, releases carts past their deadline in batches of `batch`
 /// until none are left, then waits again.
@@ -64,7 +38,7 @@ pub async fn sweeper<B: Backend>(
             _ = ticker.tick() => {}
             () = shutdown.wait() => break,
         }
-        let mut drains = tokio::task::JoinSet::new();
+        let mut drains = JoinSet::new();
         for _ in 0..concurrency.max(1) {
             drains.spawn(drain(state.clone(), batch));
         }
@@ -138,5 +112,19 @@ pub async fn expiry_listener<B: Backend, E: ExpiryEvents>(
 fn count_store_error<B: Backend>(state: &AppState<B>, e: &CartError) {
     if let CartError::Unavailable(cause) = e {
         state.metrics.store_error(cause.store());
+    }
+}
+
+/// Applies migrations, retrying while PostgreSQL is unreachable. Until it
+/// succeeds `/readyz` answers 503 and stock requests get 503.
+pub async fn migrate_until_done(inventory: PgInventory, schema: Option<String>, mut shutdown: Shutdown) {
+    let applied = super::retry::until_done("migrations not applied yet", Backoff::default(), &mut shutdown, || {
+        inventory.migrate(schema.as_deref())
+    })
+    .await;
+    match applied {
+        Some(applied) if applied.is_empty() => tracing::info!("database schema is up to date"),
+        Some(applied) => tracing::info!(?applied, "applied database migrations"),
+        None => {}
     }
 }
