@@ -106,7 +106,7 @@ impl TestServerBuilder {
         });
         let options = RouterOptions {
             max_body_bytes: settings.http.max_body_bytes,
-            cors_allowed_origins: settings.cors_allowed_origins.clone(),
+            cors_allowed_origins: settings.cors.allowed_origins.clone(),
             request_timeout: settings.http.request_timeout,
             // No page, and no live stock: its hub runs on a timer, and
             // nothing here may.

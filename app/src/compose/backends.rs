@@ -54,7 +54,7 @@ impl RedisBackend {
     pub(super) fn new(settings: &Settings) -> Self {
         Self {
             redis_pool_max: settings.redis.pool_size,
-            listener_enabled: settings.listener_enabled,
+            listener_enabled: settings.listener.enabled,
             listener: OnceLock::new(),
         }
     }
@@ -116,10 +116,7 @@ pub fn pg_settings(settings: &Settings) -> PgSettings {
         pool_size: settings.postgres.pool_size,
         hold_batch_max: settings.postgres.hold_batch_max,
         hold_batches_in_flight: settings.postgres.hold_batches_in_flight,
-        hold_batch_mode: match settings.postgres.hold_batch_mode {
-            crate::settings::HoldBatchMode::Planned => adapters::postgres_store::HoldBatchMode::Planned,
-            crate::settings::HoldBatchMode::Reference => adapters::postgres_store::HoldBatchMode::Reference,
-        },
+        hold_batch_mode: settings.postgres.hold_batch_mode,
         op_timeout: settings.postgres.timeout,
         connect_timeout: settings.postgres.timeout,
     }

@@ -72,7 +72,7 @@ impl Application {
     /// # Errors
     /// When the address cannot be bound or a backing store cannot be set up.
     pub async fn build_until(settings: Settings, shutdown: Shutdown) -> anyhow::Result<Option<Self>> {
-        let (admin_token, admin_token_generated) = match &settings.admin_token {
+        let (admin_token, admin_token_generated) = match &settings.admin.token {
             Some(token) => (token.clone(), false),
             None => (Secret::new(uuid::Uuid::new_v4().simple().to_string()), true),
         };
@@ -187,14 +187,14 @@ fn wire<B: Backend>(
 ) -> (Router, Spawner) {
     let options = RouterOptions {
         max_body_bytes: settings.http.max_body_bytes,
-        cors_allowed_origins: settings.cors_allowed_origins.clone(),
+        cors_allowed_origins: settings.cors.allowed_origins.clone(),
         request_timeout: settings.http.request_timeout,
         storefront,
         live: Some(live.clone()),
     };
     let router = router(state.clone(), &options);
     let (interval, batch, concurrency) =
-        (settings.sweeper_interval, settings.sweeper_batch, settings.sweeper_concurrency);
+        (settings.sweeper.interval, settings.sweeper.batch, settings.sweeper.concurrency);
     let spawner: Spawner = Box::new(move |shutdown: Shutdown| {
         vec![
             tokio::spawn(crate::live::run(live, state.clone(), shutdown.clone())),
@@ -215,7 +215,7 @@ fn redis_tasks(
     hub: Arc<StockHub>,
     spawn: Spawner,
 ) -> Spawner {
-    let listener_settings = settings.listener_enabled.then(|| backends::listener_settings(settings));
+    let listener_settings = settings.listener.enabled.then(|| backends::listener_settings(settings));
     let schema = settings.postgres.schema.clone();
     let migrate = settings.postgres.migrate_on_start;
     let pg = pg_settings(settings);
