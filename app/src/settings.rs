@@ -524,7 +524,8 @@ pub(crate) trait CrossCheck {
     fn check(&self) -> Result<(), Refusal>;
 }
 
-pub(crate) fn checked<'de, D: Deserializer<'de>, T: Deserialize<'de> + CrossCheck>(d: D) -> Result<T, D::Error> {
+/// Reads a section, then applies its [`CrossCheck`].
+fn checked<'de, D: Deserializer<'de>, T: Deserialize<'de> + CrossCheck>(d: D) -> Result<T, D::Error> {
     let section = T::deserialize(d)?;
     section.check().map_err(Refusal::into_error)?;
     Ok(section)

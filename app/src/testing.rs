@@ -114,13 +114,7 @@ impl TestServerBuilder {
             live: None,
         };
         let app = router(state.clone(), &options);
-        let serve_options = ServeOptions {
-            max_connections: settings.http.max_connections,
-            header_read_timeout: settings.http.header_read_timeout,
-            max_header_bytes: settings.http.max_header_bytes,
-            max_headers: settings.http.max_headers,
-            shutdown_grace: settings.http.shutdown_grace,
-        };
+        let serve_options = ServeOptions::from(&settings.http);
         let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
         let addr = listener.local_addr()?;
         let (stop, stopped) = oneshot::channel::<()>();
