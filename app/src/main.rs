@@ -4,12 +4,9 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use adapters::postgres_store::PgInventory;
-use cartd::compose::pg_settings;
 use cartd::shutdown::shutdown_pair;
 use cartd::{Application, Settings, telemetry};
 use clap::{Parser, Subcommand};
-use domain::error_chain;
 
 /// Shopping carts as short-lived sessions, with the stock in them held exactly once.
 #[derive(Debug, Parser)]
@@ -92,14 +89,7 @@ async fn reconcile(settings: &Settings, fix: bool) -> ExitCode {
 }
 
 async fn migrate(settings: &Settings) -> ExitCode {
-    let inventory = match PgInventory::connect(&pg_settings(settings)) {
-        Ok(i) => i,
-        Err(e) => {
-            eprintln!("cartd: {}", error_chain(&e));
-            return ExitCode::FAILURE;
-        }
-    };
-    match inventory.migrate(settings.postgres.schema.as_deref()).await {
+    match cartd::compose::migrate(settings).await {
         Ok(applied) if applied.is_empty() => {
             eprintln!("cartd: the database schema is up to date");
             ExitCode::SUCCESS
@@ -109,7 +99,7 @@ async fn migrate(settings: &Settings) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("cartd: migrations failed: {}", error_chain(&e));
+            eprintln!("cartd: {e}");
             ExitCode::FAILURE
         }
     }

@@ -22,6 +22,7 @@ use adapters::redis_store::RedisExpiryListener;
 use adapters::{MemoryInventory, MemorySessions};
 use anyhow::Context;
 use axum::Router;
+use domain::ports::PortError;
 use domain::{CartService, InventoryId, StockCount, error_chain};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -255,6 +256,28 @@ fn redis_tasks(
         }
         tasks
     })
+}
+
+/// Why `cartd migrate` failed.
+#[derive(Debug, thiserror::Error)]
+pub enum MigrateError {
+    /// The PostgreSQL settings are unusable (e.g. the URL).
+    #[error("{}", error_chain(.0))]
+    Settings(PortError),
+    /// PostgreSQL could not be reached, or a migration failed.
+    #[error("migrations failed: {}", error_chain(.0))]
+    Failed(PortError),
+}
+
+/// `cartd migrate`: applies the pending migrations to `postgres.url` (and
+/// `postgres.schema`) once, without waiting for PostgreSQL, and returns the
+/// names of those applied.
+///
+/// # Errors
+/// [`MigrateError`].
+pub async fn migrate(settings: &Settings) -> Result<Vec<String>, MigrateError> {
+    let inventory = PgInventory::connect(&pg_settings(settings)).map_err(MigrateError::Settings)?;
+    inventory.migrate(settings.postgres.schema.as_deref()).await.map_err(MigrateError::Failed)
 }
 
 /// The storefront page with its catalogue (validated here), when enabled.
