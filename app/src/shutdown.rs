@@ -33,6 +33,13 @@ impl Shutdown {
         let _ = self.0.wait_for(|stop| *stop).await;
     }
 
+    /// Whether shutdown has been asked for (or the trigger dropped), for a
+    /// loop that checks between steps rather than waiting.
+    #[must_use]
+    pub fn is_requested(&self) -> bool {
+        *self.0.borrow() || self.0.has_changed().is_err()
+    }
+
     /// [`Shutdown::wait`], taking the signal: for APIs that want a future
     /// that owns what it waits on.
     pub async fn stopped(mut self) {

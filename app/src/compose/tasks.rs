@@ -40,16 +40,18 @@ pub async fn sweeper<B: Backend>(
         }
         let mut drains = JoinSet::new();
         for _ in 0..concurrency.max(1) {
-            drains.spawn(drain(state.clone(), batch));
+            drains.spawn(drain(state.clone(), batch, shutdown.clone()));
         }
         while drains.join_next().await.is_some() {}
     }
     tracing::info!("sweeper stopped");
 }
 
-/// Releases batches of expired carts until a batch comes back short.
-async fn drain<B: Backend>(state: Arc<AppState<B>>, batch: u32) {
-    loop {
+/// Releases batches of expired carts until a batch comes back short, or
+/// shutdown is asked for: a storm's backlog is left, between two batches
+/// (each one transaction), to the next sweep of any instance.
+async fn drain<B: Backend>(state: Arc<AppState<B>>, batch: u32, shutdown: Shutdown) {
+    while !shutdown.is_requested() {
         match state.service.release_expired(batch).await {
             Ok(released) => {
                 if released.carts > 0 {
@@ -126,5 +128,61 @@ pub async fn migrate_until_done(inventory: PgInventory, schema: Option<String>, 
         Some(applied) if applied.is_empty() => tracing::info!("database schema is up to date"),
         Some(applied) => tracing::info!(?applied, "applied database migrations"),
         None => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use adapters::{MemoryInventory, MemorySessions};
+    use domain::service::Target;
+    use domain::{CartService, ExpiryMode, ExpiryPolicy, InventoryId, Limits, ProductId, SessionTtl, StockCount};
+
+    use super::*;
+    use crate::clock::TokioClock;
+    use crate::compose::MemoryBackend;
+    use crate::metrics::Metrics;
+    use crate::settings::Secret;
+    use crate::shutdown::shutdown_pair;
+
+    /// The in-memory service with `carts` carts of one unit each, all past
+    /// their deadline (the clock is tokio's, paused).
+    async fn expired_carts(carts: u32) -> Arc<AppState<MemoryBackend>> {
+        let ttl = SessionTtl::new(Duration::from_secs(1)).unwrap();
+        let metrics = Arc::new(Metrics::new());
+        let service = CartService::new(
+            MemorySessions::new(),
+            MemoryInventory::new(),
+            TokioClock::new(),
+            ExpiryPolicy { ttl, mode: ExpiryMode::Fixed },
+            Limits::default(),
+        )
+        .with_events(metrics.clone());
+        let state =
+            Arc::new(AppState { service, backend: MemoryBackend, admin_token: Secret::new("t".repeat(16)), metrics });
+        let item = InventoryId::parse("inv-1").unwrap();
+        state.service.set_stock(&item, StockCount::new(carts).unwrap()).await.unwrap();
+        for _ in 0..carts {
+            let product = ProductId::parse("p-1").unwrap();
+            state.service.add_line(Target::New, product, item.clone(), 1).await.unwrap();
+        }
+        tokio::time::advance(Duration::from_secs(2)).await;
+        state
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_drain_releases_every_expired_cart_batch_after_batch() {
+        let state = expired_carts(5).await;
+        let (_trigger, shutdown) = shutdown_pair();
+        drain(state.clone(), 2, shutdown).await;
+        assert_eq!(state.service.reserved_total().await.unwrap(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_drain_stops_between_batches_once_shutdown_is_asked_for() {
+        let state = expired_carts(5).await;
+        let (trigger, shutdown) = shutdown_pair();
+        trigger.fire();
+        drain(state.clone(), 2, shutdown).await;
+        assert_eq!(state.service.reserved_total().await.unwrap(), 5, "left for the next sweep");
     }
 }
