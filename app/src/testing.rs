@@ -149,9 +149,7 @@ pub struct TestServer {
 impl TestServer {
     /// Options, starting from the service's defaults, over `clock`.
     pub fn builder(clock: ManualClock) -> TestServerBuilder {
-        let defaults = Settings::environment().source(Some(config::Map::new()));
-        let settings = Settings::from_sources(None, defaults).expect("the built-in defaults are valid");
-        TestServerBuilder { clock, settings, admin_token: TEST_ADMIN_TOKEN.to_owned() }
+        TestServerBuilder { clock, settings: Settings::default(), admin_token: TEST_ADMIN_TOKEN.to_owned() }
     }
 
     /// Starts a server with the default options over `clock`.

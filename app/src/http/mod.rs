@@ -27,7 +27,8 @@ use error::ApiError;
 use extract::{BodyLimit, SESSION_HEADER};
 use handlers::*;
 
-/// Router options that come from configuration.
+/// Router options that come from configuration (`[http]`, `[cors]`; the
+/// defaults are the settings').
 #[derive(Clone, Debug)]
 pub struct RouterOptions {
     /// Largest request body accepted.
@@ -40,18 +41,6 @@ pub struct RouterOptions {
     pub storefront: Option<Arc<storefront::Storefront>>,
     /// Live stock (`GET /v1/inventory/events`); `None` leaves the route out.
     pub live: Option<Arc<crate::live::StockHub>>,
-}
-
-impl Default for RouterOptions {
-    fn default() -> Self {
-        Self {
-            max_body_bytes: 16 * 1024,
-            cors_allowed_origins: Vec::new(),
-            request_timeout: Duration::from_secs(10),
-            storefront: None,
-            live: None,
-        }
-    }
 }
 
 /// The complete router.
