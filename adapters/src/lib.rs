@@ -10,12 +10,14 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod backoff;
 pub mod clock;
 pub mod faulty;
 pub mod memory;
 pub mod postgres_store;
 pub mod redis_store;
 
+pub use backoff::Backoff;
 pub use clock::{ManualClock, SystemClock};
 pub use faulty::{Fault, Faults, Faulty, InjectedFault, Op, UnknownOp};
 pub use memory::{MemoryInventory, MemorySessions};

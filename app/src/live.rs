@@ -27,34 +27,60 @@ use axum::extract::{Query, State};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use domain::{InventoryId, StockLevel};
+use domain::{InventoryId, StockLevel, error_chain};
 use http::{HeaderMap, HeaderValue, header};
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast, watch};
 use utoipa::ToSchema;
 
-use crate::background::Shutdown;
-use crate::http::error::{ApiError, error_chain};
+use crate::http::error::ApiError;
 use crate::http::extract::parse_id;
 use crate::http::handlers::MAX_STOCK_IDS;
 use crate::http::wire::{ErrorBody, StockBody};
-use crate::http::{AppState, Backend};
 use crate::metrics::Metrics;
+use crate::settings;
+use crate::shutdown::Shutdown;
+use crate::state::{AppState, Backend};
 
-/// Tuning of the live stock streams.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Tuning of the live stock streams: the `[live]` section of the settings
+/// (all but `max_items`, which is fixed).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[cfg_attr(test, derive(Serialize))]
+#[serde(default, deny_unknown_fields)]
 pub struct LiveSettings {
     /// Streams open at once; more get `503`.
+    #[serde(deserialize_with = "settings::within::<_, _, 1, 100_000>")]
     pub max_streams: usize,
     /// How often changes are gathered into one event.
+    #[serde(
+        rename = "tick_ms",
+        deserialize_with = "settings::millis_within::<_, 10, 10_000>",
+        serialize_with = "settings::as_millis"
+    )]
     pub tick: Duration,
-    /// How often every item is re-read, whatever was announced.
+    /// How often every item is re-read, whatever was announced; at least `tick`.
+    #[serde(rename = "resync_ms", deserialize_with = "settings::millis", serialize_with = "settings::as_millis")]
     pub resync: Duration,
     /// The comment sent on an idle stream, so proxies keep it open.
+    #[serde(
+        rename = "keep_alive_ms",
+        deserialize_with = "settings::millis_within::<_, 1000, 300_000>",
+        serialize_with = "settings::as_millis"
+    )]
     pub keep_alive: Duration,
     /// Most items the hub follows (and a stream without `ids` shows).
+    #[serde(skip)]
     pub max_items: u32,
+}
+
+impl settings::CrossCheck for LiveSettings {
+    fn check(&self) -> Result<(), settings::Refusal> {
+        if self.resync < self.tick {
+            return Err(settings::Refusal::at("resync_ms", "must be at least live.tick_ms"));
+        }
+        Ok(())
+    }
 }
 
 impl Default for LiveSettings {

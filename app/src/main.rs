@@ -4,8 +4,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use adapters::postgres_store::PgInventory;
-use cartd::startup::pg_settings;
+use cartd::shutdown::shutdown_pair;
 use cartd::{Application, Settings, telemetry};
 use clap::{Parser, Subcommand};
 
@@ -48,7 +47,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    telemetry::init(settings.log_format, &settings.log_filter);
+    telemetry::init(settings.log.format, &settings.log.filter);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -90,14 +89,7 @@ async fn reconcile(settings: &Settings, fix: bool) -> ExitCode {
 }
 
 async fn migrate(settings: &Settings) -> ExitCode {
-    let inventory = match PgInventory::connect(&pg_settings(settings)) {
-        Ok(i) => i,
-        Err(e) => {
-            eprintln!("cartd: {}", cartd::http::error::error_chain(&e));
-            return ExitCode::FAILURE;
-        }
-    };
-    match inventory.migrate(settings.postgres.schema.as_deref()).await {
+    match cartd::compose::migrate(settings).await {
         Ok(applied) if applied.is_empty() => {
             eprintln!("cartd: the database schema is up to date");
             ExitCode::SUCCESS
@@ -107,27 +99,36 @@ async fn migrate(settings: &Settings) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("cartd: migrations failed: {}", cartd::http::error::error_chain(&e));
+            eprintln!("cartd: {e}");
             ExitCode::FAILURE
         }
     }
 }
 
 async fn serve(settings: Settings) -> ExitCode {
-    {
-        let app = match Application::build(settings).await {
-            Ok(app) => app,
-            Err(e) => {
-                eprintln!("cartd: {e:#}");
-                return ExitCode::FAILURE;
-            }
-        };
-        if let (token, true) = app.admin_token() {
-            eprintln!("cartd: no CART__ADMIN__TOKEN set; this run's admin token is {}", token.expose());
+    // Listening for signals from the start: on the `redis` backend the build
+    // waits for Redis, and a SIGTERM must end that wait too.
+    let (trigger, shutdown) = shutdown_pair();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        trigger.fire();
+    });
+    let app = match Application::build_until(settings, shutdown.clone()).await {
+        Ok(Some(app)) => app,
+        Ok(None) => {
+            eprintln!("cartd: stopped before it started serving");
+            return ExitCode::SUCCESS;
         }
-        app.run_until(shutdown_signal()).await;
-        ExitCode::SUCCESS
+        Err(e) => {
+            eprintln!("cartd: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if let (token, true) = app.admin_token() {
+        eprintln!("cartd: no CART__ADMIN__TOKEN set; this run's admin token is {}", token.expose());
     }
+    app.run_until(shutdown.stopped()).await;
+    ExitCode::SUCCESS
 }
 
 /// Completes on SIGINT or SIGTERM.

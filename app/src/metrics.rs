@@ -11,7 +11,6 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use adapters::postgres_store::HoldBatchStats;
 use domain::Timestamp;
 use domain::ports::{ReleaseCause, Released, StockEvents};
 use http::Method;
@@ -76,6 +75,24 @@ pub struct PoolUse {
     pub max: u64,
 }
 
+/// Running totals of the batches of holds an inventory groups into
+/// transactions, as the metrics show them. The composition fills it from the
+/// PostgreSQL adapter's own counters; the metrics know no adapter.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct HoldBatchTotals {
+    /// Batches run (each one transaction, retries included).
+    pub batches: u64,
+    /// Holds in those batches.
+    pub holds: u64,
+    /// Time from a batch's start to its last row, summed.
+    pub busy_seconds: f64,
+    /// Batches that failed (their holds got 503s).
+    pub failed: u64,
+    /// Planned batches that met a cart past its deadline and ran the
+    /// reference loop instead.
+    pub reference_fallbacks: u64,
+}
+
 /// What `GET /metrics` reads from the backend at scrape time.
 #[derive(Debug, Default)]
 pub struct ScrapeState {
@@ -88,7 +105,7 @@ pub struct ScrapeState {
     pub listener_connected: Option<bool>,
     /// Running totals of the batches of holds; `None` when holds are not
     /// batched (memory backend).
-    pub hold_batches: Option<HoldBatchStats>,
+    pub hold_batches: Option<HoldBatchTotals>,
 }
 
 /// The request duration buckets: 0.5 ms to about 16 s.
@@ -373,7 +390,7 @@ mod tests {
     fn hold_batch_totals_are_counters_read_at_scrape_time() {
         let m = Metrics::new();
         assert!(!m.encode(&ScrapeState::default()).contains("cartd_hold_batches"), "none without batches");
-        let stats = HoldBatchStats { batches: 4, holds: 90, busy_seconds: 0.25, failed: 1, reference_fallbacks: 2 };
+        let stats = HoldBatchTotals { batches: 4, holds: 90, busy_seconds: 0.25, failed: 1, reference_fallbacks: 2 };
         let text = m.encode(&ScrapeState { hold_batches: Some(stats), ..ScrapeState::default() });
         assert_eq!(sample(&text, "cartd_hold_batches_total"), Some(4.0));
         assert_eq!(sample(&text, "cartd_hold_batch_holds_total"), Some(90.0));

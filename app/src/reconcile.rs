@@ -12,8 +12,8 @@ use std::io::Write;
 use adapters::postgres_store::{Drift, PgInventory};
 use anyhow::Context;
 
+use crate::compose::pg_settings;
 use crate::settings::{Backend, Settings};
-use crate::startup::pg_settings;
 
 /// What a run found and did.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -19,6 +19,8 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
+use crate::settings::HttpSettings;
+
 /// hyper's own limit on header fields.
 const HYPER_DEFAULT_MAX_HEADERS: usize = 100;
 
@@ -35,6 +37,18 @@ pub struct ServeOptions {
     pub max_headers: usize,
     /// Time in-flight requests get after shutdown begins.
     pub shutdown_grace: Duration,
+}
+
+impl From<&HttpSettings> for ServeOptions {
+    fn from(http: &HttpSettings) -> Self {
+        Self {
+            max_connections: http.max_connections,
+            header_read_timeout: http.header_read_timeout,
+            max_header_bytes: http.max_header_bytes,
+            max_headers: http.max_headers,
+            shutdown_grace: http.shutdown_grace,
+        }
+    }
 }
 
 /// Serves `app` on `listener` until `shutdown` completes, then drains.

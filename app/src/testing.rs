@@ -22,10 +22,11 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use crate::http::{AppState, Backend, RouterOptions, router};
+use crate::http::{RouterOptions, router};
 use crate::metrics::Metrics;
 use crate::server::{ServeOptions, serve};
 use crate::settings::{Secret, Settings};
+use crate::state::{AppState, Backend};
 
 /// The use cases as a [`TestServer`] runs them: in-memory stores that can be
 /// made to fail, and a manual clock.
@@ -105,7 +106,7 @@ impl TestServerBuilder {
         });
         let options = RouterOptions {
             max_body_bytes: settings.http.max_body_bytes,
-            cors_allowed_origins: settings.cors_allowed_origins.clone(),
+            cors_allowed_origins: settings.cors.allowed_origins.clone(),
             request_timeout: settings.http.request_timeout,
             // No page, and no live stock: its hub runs on a timer, and
             // nothing here may.
@@ -113,13 +114,7 @@ impl TestServerBuilder {
             live: None,
         };
         let app = router(state.clone(), &options);
-        let serve_options = ServeOptions {
-            max_connections: settings.http.max_connections,
-            header_read_timeout: settings.http.header_read_timeout,
-            max_header_bytes: settings.http.max_header_bytes,
-            max_headers: settings.http.max_headers,
-            shutdown_grace: settings.http.shutdown_grace,
-        };
+        let serve_options = ServeOptions::from(&settings.http);
         let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
         let addr = listener.local_addr()?;
         let (stop, stopped) = oneshot::channel::<()>();
@@ -154,9 +149,7 @@ pub struct TestServer {
 impl TestServer {
     /// Options, starting from the service's defaults, over `clock`.
     pub fn builder(clock: ManualClock) -> TestServerBuilder {
-        let defaults = Settings::environment().source(Some(config::Map::new()));
-        let settings = Settings::from_sources(None, defaults).expect("the built-in defaults are valid");
-        TestServerBuilder { clock, settings, admin_token: TEST_ADMIN_TOKEN.to_owned() }
+        TestServerBuilder { clock, settings: Settings::default(), admin_token: TEST_ADMIN_TOKEN.to_owned() }
     }
 
     /// Starts a server with the default options over `clock`.

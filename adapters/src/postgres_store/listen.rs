@@ -19,6 +19,7 @@ use tokio_postgres::{AsyncMessage, NoTls};
 use super::PgSettings;
 use super::error::PgError;
 use super::notice::{ALL_ITEMS, stock_channel};
+use crate::backoff::Backoff;
 
 /// What a notice says changed.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -91,7 +92,7 @@ async fn run(
     stop: impl Future<Output = ()> + Send + 'static,
 ) {
     tokio::pin!(stop);
-    let mut pause = Duration::from_millis(100);
+    let mut backoff = Backoff::default();
     tracing::info!(%channel, "stock listener started");
     loop {
         let session = tokio::select! {
@@ -101,16 +102,15 @@ async fn run(
         connected.store(false, Ordering::Relaxed);
         match session {
             // The session was up: start the back-off again.
-            Ok(()) => pause = Duration::from_millis(100),
+            Ok(()) => backoff.reset(),
             Err(e) => {
-                tracing::warn!(error = %domain::error_chain(&e), retry_in = ?pause, "stock listener disconnected")
+                tracing::warn!(error = %domain::error_chain(&e), retry_in = ?backoff.peek(), "stock listener disconnected")
             }
         }
         tokio::select! {
-            () = tokio::time::sleep(pause) => {}
+            () = tokio::time::sleep(backoff.next_pause()) => {}
             () = &mut stop => break,
         }
-        pause = (pause * 2).min(Duration::from_secs(5));
     }
     connected.store(false, Ordering::Relaxed);
     tracing::info!("stock listener stopped");

@@ -28,6 +28,7 @@ use tokio::time::{Instant, sleep, sleep_until, timeout};
 
 use super::layout::session_of_key;
 use super::{Error, RedisSettings, check_prefix, client, redacted};
+use crate::backoff::Backoff;
 use domain::error_chain as chain;
 
 /// Notices waiting for [`ExpiryEvents::next_expired`]; when full the task
@@ -280,7 +281,7 @@ struct Task {
 
 impl Task {
     async fn run(self) {
-        let mut backoff = self.settings.backoff_min;
+        let mut backoff = Backoff::new(self.settings.backoff_min, self.settings.backoff_max);
         // Whether a subscription ever succeeded, so later ones are logged
         // and counted as reconnections.
         let mut subscribed_before = false;
@@ -299,21 +300,21 @@ impl Task {
                 Ok(pubsub) => pubsub,
                 Err(e) => {
                     let error = chain(&e);
+                    let pause = backoff.next_pause();
                     if outage_logged {
-                        tracing::debug!(%error, retry_in = ?backoff, "expiry listener could not subscribe");
+                        tracing::debug!(%error, retry_in = ?pause, "expiry listener could not subscribe");
                     } else {
                         outage_logged = true;
                         tracing::warn!(%error, channel = %self.channel, "expiry listener cannot subscribe; retrying with back-off");
                     }
                     tokio::select! {
                         () = self.tx.closed() => break,
-                        () = sleep(backoff) => {}
+                        () = sleep(pause) => {}
                     }
-                    backoff = (backoff * 2).min(self.settings.backoff_max);
                     continue;
                 }
             };
-            backoff = self.settings.backoff_min;
+            backoff.reset();
             if subscribed_before {
                 self.shared.reconnects.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(channel = %self.channel, "expiry listener reconnected");
@@ -360,7 +361,7 @@ impl Task {
         let mut health = tokio::time::interval_at(Instant::now() + every, every);
         health.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut check_at = self.settings.configure_notifications.then(Instant::now);
-        let mut check_delay = self.settings.backoff_min;
+        let mut check_delay = Backoff::new(self.settings.backoff_min, self.settings.backoff_max);
         loop {
             let check_due = async {
                 match check_at {
@@ -387,9 +388,7 @@ impl Task {
                     };
                     self.shared.notifications.store(state.to_u8(), Ordering::Relaxed);
                     check_at = if state == Notifications::Unknown {
-                        let at = Instant::now() + check_delay;
-                        check_delay = (check_delay * 2).min(self.settings.backoff_max);
-                        Some(at)
+                        Some(Instant::now() + check_delay.next_pause())
                     } else {
                         None
                     };

@@ -18,8 +18,8 @@ use super::wire::{
     AddToCartRequest, AddToCartResponse, CartBody, ErrorBody, GetCartResponse, LineBody, OrderBody, SetLineRequest,
     SetStockRequest, StatusBody, StockBody, StockPage, StockQuery,
 };
-use super::{AppState, Backend};
 use crate::metrics::ScrapeState;
+use crate::state::{AppState, Backend};
 
 type AppS<B> = State<Arc<AppState<B>>>;
 

@@ -2,6 +2,8 @@
 //!
 //! Handlers are generic over a [`Backend`], so the same code serves the
 //! in-memory adapters and the Redis + PostgreSQL ones without dynamic dispatch.
+//! This layer knows the domain and the [`AppState`] it is handed, never an
+//! adapter: which backend runs is decided in [`crate::compose`].
 
 pub mod error;
 pub mod extract;
@@ -11,84 +13,22 @@ pub mod openapi;
 pub mod storefront;
 pub mod wire;
 
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use adapters::postgres_store::HoldBatchStats;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Extension, Router};
-use domain::CartService;
-use domain::ports::{Clock, Inventory, SessionStore};
 use http::{HeaderName, HeaderValue, Method, StatusCode, header};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
-use crate::metrics::{Metrics, PoolUse};
-use crate::settings::Secret;
+use crate::state::{AppState, Backend};
 use error::ApiError;
 use extract::{BodyLimit, SESSION_HEADER};
 use handlers::*;
 
-/// A set of adapters the HTTP layer can serve.
-pub trait Backend: Send + Sync + 'static {
-    /// Where sessions live.
-    type Sessions: SessionStore;
-    /// Where stock, holds and orders live.
-    type Inventory: Inventory;
-    /// The clock.
-    type Clock: Clock;
-
-    /// Whether every backing store of `service` answers right now.
-    fn ready(
-        &self,
-        service: &CartService<Self::Sessions, Self::Inventory, Self::Clock>,
-    ) -> impl Future<Output = bool> + Send;
-
-    /// The use of each connection pool of `service`, for metrics. None by
-    /// default (in-memory stores have no pools).
-    fn pools(&self, _service: &CartService<Self::Sessions, Self::Inventory, Self::Clock>) -> Vec<PoolUse> {
-        Vec::new()
-    }
-
-    /// Whether the expiry listener is connected; `None` when there is none.
-    fn listener_connected(&self) -> Option<bool> {
-        None
-    }
-
-    /// Items whose counts changed since the last call, when the inventory
-    /// itself can say (in-memory); the Redis + PostgreSQL backend learns
-    /// them from its stock listener instead.
-    fn take_stock_changes(
-        &self,
-        _service: &CartService<Self::Sessions, Self::Inventory, Self::Clock>,
-    ) -> Vec<domain::InventoryId> {
-        Vec::new()
-    }
-
-    /// What the inventory's batches of holds have done, for metrics; `None`
-    /// when holds are not batched (in-memory stores).
-    fn hold_batches(
-        &self,
-        _service: &CartService<Self::Sessions, Self::Inventory, Self::Clock>,
-    ) -> Option<HoldBatchStats> {
-        None
-    }
-}
-
-/// What every handler shares.
-pub struct AppState<B: Backend> {
-    /// The use cases.
-    pub service: CartService<B::Sessions, B::Inventory, B::Clock>,
-    /// Readiness probes of the backing stores.
-    pub backend: B,
-    /// The admin bearer token.
-    pub admin_token: Secret,
-    /// The metrics registry (also the service's [`StockEvents`](domain::ports::StockEvents)).
-    pub metrics: Arc<Metrics>,
-}
-
-/// Router options that come from configuration.
+/// Router options that come from configuration (`[http]`, `[cors]`; the
+/// defaults are the settings').
 #[derive(Clone, Debug)]
 pub struct RouterOptions {
     /// Largest request body accepted.
@@ -101,18 +41,6 @@ pub struct RouterOptions {
     pub storefront: Option<Arc<storefront::Storefront>>,
     /// Live stock (`GET /v1/inventory/events`); `None` leaves the route out.
     pub live: Option<Arc<crate::live::StockHub>>,
-}
-
-impl Default for RouterOptions {
-    fn default() -> Self {
-        Self {
-            max_body_bytes: 16 * 1024,
-            cors_allowed_origins: Vec::new(),
-            request_timeout: Duration::from_secs(10),
-            storefront: None,
-            live: None,
-        }
-    }
 }
 
 /// The complete router.
