@@ -15,8 +15,8 @@ use http::{HeaderMap, HeaderValue, StatusCode, header};
 use super::error::{ApiError, error_chain};
 use super::extract::{JsonBody, SESSION_HEADER, parse_id, require_admin, required_session, session_header};
 use super::wire::{
-    AddToCartRequest, AddToCartResponse, CartBody, ErrorBody, GetCartResponse, LineBody, OrderBody, SetLineRequest,
-    SetStockRequest, StatusBody, StockBody, StockPage, StockQuery,
+    AddToCartRequest, AddToCartResponse, CartBody, ErrorBody, GetCartResponse, LineBody, MergeBody, MergeRequest,
+    OrderBody, SetLineRequest, SetStockRequest, StatusBody, StockBody, StockPage, StockQuery,
 };
 use crate::metrics::ScrapeState;
 use crate::state::{AppState, Backend};
@@ -239,6 +239,36 @@ pub async fn checkout<B: Backend>(State(app): AppS<B>, headers: HeaderMap) -> Re
     let result = app.service.checkout(id).await?;
     let status = if result.created { StatusCode::CREATED } else { StatusCode::OK };
     Ok((status, Json(OrderBody::from(&result.order))).into_response())
+}
+
+/// Merges another cart into this one: the other cart's lines move in with
+/// the units they hold, only what merged lines need beyond that is taken
+/// (clamped to stock and the limits), and the other cart's session closes.
+#[utoipa::path(
+    post, path = "/v1/cart/merge", tag = "carts",
+    params(("cart-session-id" = String, Header, description = "The cart to merge into (a UUID v4)",
+        format = "uuid", pattern = "^[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-4[0-9A-Fa-f]{3}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}$",
+        example = "8b6f3b84-5d1c-4e0f-9a7b-2c3d4e5f6a7b")),
+    request_body = MergeRequest,
+    responses(
+        (status = 200, description = "The merged cart, and every line that got less than asked", body = MergeBody,
+            headers(("cart-session-id" = String, description = "The merged cart's session id"))),
+        (status = 400, description = "`invalid_request`, or `merge_into_itself`", body = ErrorBody),
+        (status = 404, description = "`session_not_found`: either cart is not open (nothing changed)", body = ErrorBody),
+        (status = 413, body = ErrorBody), (status = 415, body = ErrorBody), (status = 503, body = ErrorBody),
+    )
+)]
+pub async fn merge_carts<B: Backend>(
+    State(app): AppS<B>,
+    headers: HeaderMap,
+    JsonBody(req): JsonBody<MergeRequest>,
+) -> Result<Response, ApiError> {
+    let into = required_session(&headers)?;
+    // The id is a secret: the message names the field, never the value.
+    let from = CartId::parse(req.from_cart_session_id.trim())
+        .map_err(|_| ApiError::invalid("from_cart_session_id must be a UUID v4"))?;
+    let merged = app.service.merge(into, from, req.strategy.into()).await?;
+    Ok(with_session(into, Json(MergeBody::from(&merged)).into_response()))
 }
 
 /// Most items one `GET /v1/inventory` answer lists, and the default page size.

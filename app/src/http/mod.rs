@@ -57,6 +57,7 @@ pub fn router<B: Backend>(state: Arc<AppState<B>>, options: &RouterOptions) -> R
         .route("/v1/cart", get(get_cart::<B>).delete(abandon_cart::<B>))
         .route("/v1/cart/items/{product_id}", put(set_line::<B>).delete(remove_line::<B>))
         .route("/v1/cart/checkout", post(checkout::<B>))
+        .route("/v1/cart/merge", post(merge_carts::<B>))
         .route("/v1/inventory", get(list_stock::<B>))
         .route("/v1/inventory/{inventory_id}", get(get_stock::<B>).put(set_stock::<B>))
         .route("/healthz", get(healthz))

@@ -30,6 +30,7 @@ use super::wire;
         handlers::remove_line,
         handlers::abandon_cart,
         handlers::checkout,
+        handlers::merge_carts,
         handlers::list_stock,
         crate::live::events,
         handlers::get_stock,
@@ -44,7 +45,7 @@ use super::wire;
     ),
     components(schemas(
         wire::AddToCartRequest, wire::AddToCartResponse, wire::GetCartResponse, wire::LineBody, wire::CartBody,
-        wire::SetLineRequest, wire::OrderBody, wire::StockBody, wire::StockPage, crate::live::StockEventBody, crate::live::StockEvent, wire::SetStockRequest, wire::ErrorBody,
+        wire::SetLineRequest, wire::MergeRequest, wire::MergeStrategyBody, wire::MergeBody, wire::ShortfallBody, wire::OrderBody, wire::StockBody, wire::StockPage, crate::live::StockEventBody, crate::live::StockEvent, wire::SetStockRequest, wire::ErrorBody,
         wire::StatusBody, crate::catalog::Catalog, crate::catalog::Product,
     )),
     modifiers(&AdminToken),

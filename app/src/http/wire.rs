@@ -105,6 +105,96 @@ pub struct SetLineRequest {
     pub quantity: u32,
 }
 
+/// How quantities of a product in both carts combine in a merge.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, ToSchema, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum MergeStrategyBody {
+    /// The two quantities added. The default.
+    #[default]
+    Sum,
+    /// The larger of the two.
+    Max,
+}
+
+impl From<MergeStrategyBody> for domain::merge::MergeStrategy {
+    fn from(s: MergeStrategyBody) -> Self {
+        match s {
+            MergeStrategyBody::Sum => Self::Sum,
+            MergeStrategyBody::Max => Self::Max,
+        }
+    }
+}
+
+/// `POST /v1/cart/merge` body.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MergeRequest {
+    /// The cart to merge into the one named by the `cart-session-id` header
+    /// (a bearer secret like the header: never logged).
+    #[schema(
+        min_length = 36,
+        max_length = 36,
+        pattern = "^[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-4[0-9A-Fa-f]{3}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}$",
+        example = "0f6b3b84-5d1c-4e0f-9a7b-2c3d4e5f6a7c"
+    )]
+    pub from_cart_session_id: String,
+    /// `sum` (the default) or `max`.
+    #[serde(default)]
+    pub strategy: MergeStrategyBody,
+}
+
+/// A line of a merge that got less than the strategy asked for.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ShortfallBody {
+    /// The product.
+    pub product_id: String,
+    /// The quantity the strategy asked for.
+    pub requested: u32,
+    /// The quantity the merged cart holds (0: the line was not added).
+    pub granted: u32,
+    /// `insufficient_stock`, `quantity_over_limit` or `too_many_lines`.
+    #[schema(example = "insufficient_stock")]
+    pub reason: String,
+}
+
+/// The merged cart and what it could not take.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct MergeBody {
+    /// The merged cart's session id (the target's).
+    #[schema(min_length = 36, max_length = 36)]
+    pub cart_session_id: String,
+    /// When the cart expires and its holds are released (RFC 3339, UTC).
+    #[schema(format = DateTime)]
+    pub expires_at: String,
+    /// The lines, ordered by product id.
+    pub lines: Vec<LineBody>,
+    /// Lines that got less than asked, ordered by product id.
+    pub shortfalls: Vec<ShortfallBody>,
+    /// `true` when this answers a retry of a merge made earlier (nothing moved now).
+    pub replayed: bool,
+}
+
+impl From<&domain::MergeResult> for MergeBody {
+    fn from(m: &domain::MergeResult) -> Self {
+        Self {
+            cart_session_id: m.cart.id.to_string(),
+            expires_at: rfc3339(m.cart.expires_at),
+            lines: m.cart.lines.iter().map(LineBody::from).collect(),
+            shortfalls: m
+                .shortfalls
+                .iter()
+                .map(|s| ShortfallBody {
+                    product_id: s.product_id.to_string(),
+                    requested: s.requested,
+                    granted: s.granted,
+                    reason: s.reason.as_str().to_owned(),
+                })
+                .collect(),
+            replayed: m.replayed,
+        }
+    }
+}
+
 /// An order made by checkout.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct OrderBody {
