@@ -366,6 +366,7 @@ async fn the_openapi_document_lists_every_route() {
         ("/v1/cart/items/{product_id}", "put"),
         ("/v1/cart/items/{product_id}", "delete"),
         ("/v1/cart/checkout", "post"),
+        ("/v1/cart/merge", "post"),
         ("/v1/inventory", "get"),
         ("/v1/inventory/events", "get"),
         ("/v1/inventory/{inventory_id}", "get"),
