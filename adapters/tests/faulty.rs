@@ -8,8 +8,8 @@ use std::time::Duration;
 use cartd_adapters::{
     Fault, Faults, Faulty, InjectedFault, ManualClock, MemoryInventory, MemorySessions, Op, UnknownOp,
 };
-use domain::ports::{ExpiryEvents, Inventory, PortError, SessionStore};
 use cartd_test_support::fixtures::{self, START};
+use domain::ports::{ExpiryEvents, Inventory, PortError, SessionStore};
 use domain::{CartError, CartId, OrderId, StockCount, StockLevel, Timestamp};
 
 async fn faulty_sessions() -> (Faulty<MemorySessions>, ManualClock) {

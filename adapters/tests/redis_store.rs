@@ -14,12 +14,12 @@ use std::time::{Duration, Instant};
 
 use cartd_adapters::SystemClock;
 use cartd_adapters::redis_store::{ListenerSettings, Notifications, RedisExpiryListener, RedisSessions, RedisSettings};
-use domain::ports::{Clock, ExpiryEvents, LineChange, PortError, SessionStore};
-use domain::{CartId, ProductId, Timestamp};
 use cartd_test_support::fixtures::{line, receipt, secs, set};
 use cartd_test_support::isolation::fresh_key_prefix;
 use cartd_test_support::servers::redis_url;
 use cartd_test_support::stores::{redis_sessions, redis_sessions_with_prefix};
+use domain::ports::{Clock, ExpiryEvents, LineChange, PortError, SessionStore};
+use domain::{CartId, ProductId, Timestamp};
 use redis::aio::MultiplexedConnection;
 
 /// Held by every test that changes server-wide settings or needs expired
@@ -48,7 +48,6 @@ async fn query<T: redis::FromRedisValue>(conn: &mut MultiplexedConnection, cmd: 
 fn now() -> Timestamp {
     SystemClock.now()
 }
-
 
 /// Every key under `prefix`.
 async fn keys_under(conn: &mut MultiplexedConnection, prefix: &str) -> Vec<String> {

@@ -11,7 +11,8 @@ pub fn redis_url() -> String {
 /// database).
 #[must_use]
 pub fn postgres_url() -> String {
-    std::env::var("CARTD_TEST_POSTGRES_URL").unwrap_or_else(|_| "postgres://cartd:cartd@127.0.0.1:5432/cartd".to_owned())
+    std::env::var("CARTD_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://cartd:cartd@127.0.0.1:5432/cartd".to_owned())
 }
 
 /// Panics with what to do when a server cannot be used.
