@@ -24,6 +24,8 @@
 #           redis_del_prefix URL PREFIX: deletes every key under PREFIX.
 #           as_root COMMAND...: runs COMMAND as root (sudo when not root).
 #           pg_ready PORT: PostgreSQL on 127.0.0.1:PORT accepts connections.
+# Load:     empty_carts PORT COUNT FILE: opens COUNT empty carts on the cartd at
+#           127.0.0.1:PORT and writes their session ids to FILE, one a line.
 
 lib_init() {
   LIB_NAME=$1
@@ -119,6 +121,21 @@ psql_admin() { as_root su postgres -c "PGOPTIONS='-c client_min_messages=warning
 
 redis_del_prefix() {
   redis-cli -u "$1" --scan --pattern "$2*" | xargs -r -n 500 redis-cli -u "$1" del >/dev/null
+}
+
+empty_carts() {
+  python3 - "$@" <<'PY'
+import http.client, sys
+port, count, path = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+c = http.client.HTTPConnection("127.0.0.1", port)
+ids = []
+for n in range(count):
+    c.request("POST", "/v1/carts")
+    r = c.getresponse(); r.read()
+    assert r.status == 201, r.status
+    ids.append(r.getheader("cart-session-id"))
+open(path, "w").write("\n".join(ids) + "\n")
+PY
 }
 
 pg_ready() { pg_isready -h 127.0.0.1 -p "$1" -q 2>/dev/null; }

@@ -100,20 +100,13 @@ sessions(cport, f"{out}/cartd-sessions.txt")
 sessions(cport, f"{out}/cartd-v1-sessions.txt")
 sessions(cport, f"{out}/cartd-hold-sessions.txt")
 sessions(tport, f"{out}/tutorial-sessions.txt")
+PY
 # The flash sale: many shoppers, each adding the hot item to a small cart of
 # their own. 20,000 empty carts keep every cart at a few lines over the run
 # (a handful of requests each); the older run on the 1,000 carts above grew
 # them to hundreds of lines, so every answer carried a cart of hundreds of
 # lines and the run measured that more than the holds.
-c = http.client.HTTPConnection("127.0.0.1", cport)
-ids = []
-for n in range(20000):
-    c.request("POST", "/v1/carts")
-    r = c.getresponse(); r.read()
-    assert r.status == 201, r.status
-    ids.append(r.getheader("cart-session-id"))
-open(f"{out}/cartd-flash-sessions.txt", "w").write("\n".join(ids) + "\n")
-PY
+empty_carts "$CARTD_PORT" 20000 "$OUT/cartd-flash-sessions.txt"
 redis-cli hset bench:h a 1 b 2 c 3 >/dev/null
 psql_url "$PGURL" -f "$PEERS/pgbench/stock-setup.sql" >/dev/null
 

@@ -49,18 +49,7 @@ wait_until 20 "$pid" http_ok "$C/readyz" || die "cartd not ready (see $OUT/cartd
 
 log "seeding flash-1 and 20,000 empty carts"
 psql_url "$PGURL" -c "insert into $SCHEMA.items (inventory_id, available) values ('flash-1', 1000000000)"
-python3 - "$OUT" "$PORT" <<'PY'
-import http.client, sys
-out, port = sys.argv[1], int(sys.argv[2])
-c = http.client.HTTPConnection("127.0.0.1", port)
-ids = []
-for n in range(20000):
-    c.request("POST", "/v1/carts")
-    r = c.getresponse(); r.read()
-    assert r.status == 201, r.status
-    ids.append(r.getheader("cart-session-id"))
-open(f"{out}/sessions.txt", "w").write("\n".join(ids) + "\n")
-PY
+empty_carts "$PORT" 20000 "$OUT/sessions.txt"
 
 results="$OUT/results.txt"
 : >"$results"

@@ -20,6 +20,12 @@ pub fn product(s: &str) -> ProductId {
     ProductId::parse(s).expect("valid product id")
 }
 
+/// `product-<n>`: the n-th of many products (benchmarks, load).
+#[must_use]
+pub fn numbered_product(n: usize) -> ProductId {
+    product(&format!("product-{n}"))
+}
+
 /// An inventory id from a literal known to be valid.
 ///
 /// # Panics
