@@ -1,7 +1,7 @@
 //! The HTTP API end to end, on the in-memory backend: every route, every error
 //! code, and the tutorial routes' exact bodies.
 
-mod support;
+use cartd_test_support::app as support;
 
 use std::time::Duration;
 

@@ -3,7 +3,7 @@
 //! and outages. Each test runs in a Redis key prefix and PostgreSQL schema of
 //! its own; instances started in the same `Isolation` share them like replicas.
 
-mod support;
+use cartd_test_support::app as support;
 
 use std::collections::HashMap;
 use std::sync::Arc;

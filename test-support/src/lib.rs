@@ -11,15 +11,21 @@
 //! - [`fixtures`]: ids, quantities, line changes and timestamps from literals.
 //! - [`contract`]: the port contracts, written once and run against every
 //!   adapter by [`session_store_contract!`] and [`inventory_contract!`].
+//! - [`proxy`]: a TCP proxy a test can cut, to take a server away from cartd.
+//! - `app` (feature `app`, for the app's black-box tests): `spawn_app()` on
+//!   port 0 and a typed HTTP client, a Prometheus text parser, raw exchanges.
 //!
 //! A dev-dependency only (like linkerd2-proxy's test-support crates): nothing
 //! here reaches the `cartd` binary.
 
 #![forbid(unsafe_code)]
 
+#[cfg(feature = "app")]
+pub mod app;
 pub mod contract;
 pub mod fixtures;
 pub mod isolation;
+pub mod proxy;
 pub mod servers;
 pub mod stores;
 

@@ -1,9 +1,7 @@
-//! Black-box test support: `spawn_app()` starts the real server on port 0 with
-//! the in-memory backend, `spawn_real_app()` with Redis + PostgreSQL in a key
-//! prefix and schema of its own, and both hand back a typed client.
-#![allow(dead_code)]
-
-pub mod proxy;
+//! Black-box test support for the app (feature `app`): `spawn_app()` starts the
+//! real server on port 0 with the in-memory backend, `spawn_real_app()` with
+//! Redis + PostgreSQL in a key prefix and schema of its own, and both hand back
+//! a typed client.
 
 use std::net::SocketAddr;
 
@@ -92,8 +90,9 @@ pub async fn spawn_app() -> TestApp {
     spawn_app_with(&[]).await
 }
 
-pub use cartd_test_support::Isolation;
-pub use cartd_test_support::servers::{postgres_url, redis_url};
+pub use crate::Isolation;
+pub use crate::proxy;
+pub use crate::servers::{postgres_url, redis_url};
 
 /// Starts an instance on Redis + PostgreSQL in `iso`, with `vars` on top, and
 /// waits until it is ready (migrations applied, both servers answering).
