@@ -17,8 +17,8 @@
 # Builds into ${BREAKS_TARGET_DIR:-/var/tmp/cartd-target-breaks} (seeded
 # from /var/tmp/cartd-target when empty), so the broken binaries never land
 # in the build directory the test command uses.
-set -euo pipefail
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
+. "$(dirname "$0")/lib.sh"
+lib_init breaks.sh
 
 # NAME -> the check that must catch it (run from the worktree's root).
 declare -A CHECK=(
@@ -44,33 +44,31 @@ AT=HEAD
 while [ $# -gt 0 ]; do
   case "$1" in
     --at) AT=$2; shift 2 ;;
-    *) echo "breaks.sh: unknown argument $1" >&2; exit 2 ;;
+    *) die "unknown argument $1" ;;
   esac
 done
 PATCH="$ROOT/scripts/breaks/$NAME.patch"
-[ -f "$PATCH" ] && [ -n "${CHECK[$NAME]:-}" ] || { echo "breaks.sh: no break named $NAME (see --list)" >&2; exit 2; }
+if [ ! -f "$PATCH" ] || [ -z "${CHECK[$NAME]:-}" ]; then die "no break named $NAME (see --list)"; fi
 
-if ! command -v cargo >/dev/null && [ -f "$HOME/.cargo/env" ]; then
-  # shellcheck disable=SC1091
-  . "$HOME/.cargo/env"
-fi
+# Not the shared build directory (lib.sh's default): this one holds broken builds.
+shared_target=$CARGO_TARGET_DIR
 export CARGO_TARGET_DIR="${BREAKS_TARGET_DIR:-/var/tmp/cartd-target-breaks}"
-if [ ! -d "$CARGO_TARGET_DIR" ] && [ -d /var/tmp/cartd-target ]; then
-  echo "breaks.sh: seeding $CARGO_TARGET_DIR from /var/tmp/cartd-target" >&2
-  cp -a /var/tmp/cartd-target "$CARGO_TARGET_DIR"
+if [ ! -d "$CARGO_TARGET_DIR" ] && [ -d "$shared_target" ]; then
+  log "seeding $CARGO_TARGET_DIR from $shared_target"
+  cp -a "$shared_target" "$CARGO_TARGET_DIR"
 fi
 OUT=/var/tmp/cartd-breaks
 mkdir -p "$OUT"
 REV=$(git -C "$ROOT" rev-parse --short "$AT")
 WT="$OUT/tree-$NAME-$REV"
 LOG="$OUT/$NAME$([ "$AT" = HEAD ] || echo "-$REV").log"
-cleanup() { git -C "$ROOT" worktree remove --force "$WT" >/dev/null 2>&1 || rm -rf "$WT"; }
-trap cleanup EXIT
-cleanup
-git -C "$ROOT" worktree add --detach "$WT" "$REV" >/dev/null 2>&1 || { echo "breaks.sh: cannot check out $REV" >&2; exit 2; }
-git -C "$WT" apply "$PATCH" 2>/dev/null || git -C "$WT" apply -3 "$PATCH" || { echo "breaks.sh: $NAME.patch does not apply to $REV" >&2; exit 2; }
-echo "breaks.sh: $NAME: ${WHAT[$NAME]}" >&2
-echo "breaks.sh: applied to $REV; running: ${CHECK[$NAME]}" >&2
+remove_tree() { git -C "$ROOT" worktree remove --force "$WT" >/dev/null 2>&1 || rm -rf "$WT"; }
+on_exit remove_tree
+remove_tree
+git -C "$ROOT" worktree add --detach "$WT" "$REV" >/dev/null 2>&1 || die "cannot check out $REV"
+git -C "$WT" apply "$PATCH" 2>/dev/null || git -C "$WT" apply -3 "$PATCH" || die "$NAME.patch does not apply to $REV"
+log "$NAME: ${WHAT[$NAME]}"
+log "applied to $REV; running: ${CHECK[$NAME]}"
 set +e
 (cd "$WT" && RUST_BACKTRACE=0 bash -c "${CHECK[$NAME]}") >"$LOG" 2>&1
 rc=$?

@@ -26,8 +26,11 @@
 #   * cartd instances on 127.0.0.1:18091 and :18092: CART__BACKEND=redis,
 #     session TTL 3 s, sweeper every 500 ms, a fixed admin token.
 # Only 127.0.0.1 is ever contacted. Packages come from scripts/services.sh
-# (run only when redis/postgresql are missing). The binary is built with
-# `cargo build -p cartd` into ${CARGO_TARGET_DIR:-target}/debug/cartd.
+# (run only when redis/postgresql are missing). cartd is built with
+# `cargo build -p cartd` into $CARGO_TARGET_DIR/debug/cartd, and the load
+# test's tool (which seeds the stock and checks conservation, the same code
+# scripts/loadtest.sh uses) with `cargo build --release -p cartd-loadtest`;
+# CARGO_TARGET_DIR defaults to /var/tmp/cartd-target, as for scripts/test.sh.
 #
 # Faults, in turn, with a few seconds between, each logged with a timestamp
 # (faults.log in the run directory):
@@ -42,9 +45,10 @@
 #      reconnect; what is seen is logged, not judged).
 #
 # After the load it waits TTL + 2 sweep intervals + slack, then judges through
-# the API (chaos_client.py check): per item available + reserved + sold ==
-# stock set, reserved == 0, sold == the sum of the lines of the orders the
-# client saw (201/200, each order once), no 5xx other than 503 at any time,
+# the API: `cartd-loadtest check` over both instances (they agree; per item
+# available + reserved + sold == stock set, reserved == 0, sold == the sum of
+# the lines of the orders the client saw, 201/200, each order once), then
+# chaos_client.py check: that verdict, no 5xx other than 503 at any time,
 # no invariant violation seen during the load (see chaos_client.py), both
 # instances /readyz 200, no panic in their logs. Prints a one-screen summary
 # and exits 1 on any violation (2 on a setup failure).
@@ -56,7 +60,8 @@
 # deadlocks PostgreSQL logged. Cleanup runs on every exit (trap): both cartd instances
 # stopped, the chaos Redis shut down, the chaos PostgreSQL cluster stopped
 # (and resumed first if a failure left it frozen).
-set -euo pipefail
+. "$(dirname "$0")/lib.sh"
+lib_init chaos
 
 MODE=short
 for arg in "$@"; do
@@ -64,17 +69,13 @@ for arg in "$@"; do
     --short) MODE=short ;;
     --long) MODE=long ;;
     -h | --help)
-      sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'
+      usage
       exit 0
       ;;
-    *)
-      echo "chaos.sh: unknown argument $arg (use --short or --long)" >&2
-      exit 2
-      ;;
+    *) die "unknown argument $arg (use --short or --long)" ;;
   esac
 done
 
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
 CLIENT="$ROOT/scripts/chaos_client.py"
 PYTHON=${PYTHON:-python3}
 REDIS_PORT=6390
@@ -86,7 +87,7 @@ SWEEP_MS=500
 TOKEN=chaos-admin-token-0f3e2d1c
 REDIS_URL="redis://127.0.0.1:$REDIS_PORT"
 PG_URL="postgres://cartd:cartd@127.0.0.1:$PG_PORT/cartd"
-BASES=(http://127.0.0.1:${PORTS[0]} http://127.0.0.1:${PORTS[1]})
+BASES=("http://127.0.0.1:${PORTS[0]}" "http://127.0.0.1:${PORTS[1]}")
 
 # Nothing of the caller's cartd configuration may leak into the instances,
 # and no proxy may redirect a request away from 127.0.0.1.
@@ -95,11 +96,6 @@ unset RUST_LOG http_proxy https_proxy HTTP_PROXY HTTPS_PROXY all_proxy ALL_PROXY
 export NO_PROXY='*' no_proxy='*'
 
 T_START=$(date +%s.%N)
-log() { printf '%s chaos: %s\n' "$(date +%T.%3N)" "$*" >&2; }
-die() {
-  log "setup failed: $*"
-  exit 2
-}
 elapsed() { awk -v a="$1" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }'; }
 
 [ "$(id -u)" -eq 0 ] || die "run as root (starts the PostgreSQL cluster, signals its processes)"
@@ -156,8 +152,6 @@ redis_stop() {
 }
 
 # ---------------------------------------------------------------- postgres
-pg_ready() { pg_isready -h 127.0.0.1 -p "$PG_PORT" -q 2>/dev/null; }
-psql_admin() { su postgres -c "PGOPTIONS='-c client_min_messages=warning' psql -p $PG_PORT -qtAX -v ON_ERROR_STOP=1 -c \"$1\""; }
 # Sends SIG<$1> to the chaos cluster's postmaster and every one of its
 # children (backends, checkpointer, walwriter, ...). Prints how many.
 pg_signal_all() {
@@ -207,25 +201,13 @@ save_pg_log() {
   return 0
 }
 cleanup() {
-  local rc=$?
-  set +e
-  trap - EXIT INT TERM
   if [ -n "$CLIENT_PID" ] && kill -0 "$CLIENT_PID" 2>/dev/null; then
     kill "$CLIENT_PID" 2>/dev/null
   fi
   # A failure in the middle of the freeze must not leave PostgreSQL stopped.
   pg_signal_all CONT >/dev/null 2>&1
   for i in 0 1; do
-    local pid=${CARTD_PIDS[$i]}
-    [ -n "$pid" ] && kill -TERM "$pid" 2>/dev/null
-  done
-  for i in 0 1; do
-    local pid=${CARTD_PIDS[$i]}
-    if [ -n "$pid" ]; then
-      for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-      kill -KILL "$pid" 2>/dev/null
-      wait "$pid" 2>/dev/null
-    fi
+    stop_pid "${CARTD_PIDS[$i]}" 5
   done
   command -v redis-cli >/dev/null && redis_stop
   if [ -n "$PG_VERSION" ] && command -v pg_ctlcluster >/dev/null &&
@@ -236,11 +218,8 @@ cleanup() {
   save_pg_log
   rm -f "$RUN_DIR/cartd"
   log "cleaned up (cartd instances, redis :$REDIS_PORT and PostgreSQL $PG_VERSION/$PG_CLUSTER stopped); run directory $RUN_DIR; total $(elapsed "$T_START")s"
-  exit "$rc"
 }
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+on_exit cleanup
 
 # ---------------------------------------------------------------- packages
 if ! command -v redis-server >/dev/null || ! command -v redis-cli >/dev/null ||
@@ -255,18 +234,16 @@ command -v curl >/dev/null || die "curl is needed"
 "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' || die "$PYTHON must be Python >= 3.11"
 
 # ---------------------------------------------------------------- build
-BIN="${CARGO_TARGET_DIR:-$ROOT/target}/debug/cartd"
-case "$BIN" in /*) ;; *) BIN="$ROOT/$BIN" ;; esac
+BIN="$CARGO_TARGET_DIR/debug/cartd"
+LT_BIN="$CARGO_TARGET_DIR/release/cartd-loadtest"
 if [ "${CHAOS_SKIP_BUILD:-0}" != 1 ]; then
-  if ! command -v cargo >/dev/null && [ -f "$HOME/.cargo/env" ]; then
-    # shellcheck disable=SC1091
-    . "$HOME/.cargo/env"
-  fi
   t=$(date +%s.%N)
-  (cd "$ROOT" && cargo build -q -p cartd) || die "cargo build -p cartd failed"
-  log "cargo build -p cartd: $(elapsed "$t")s"
+  cargo build -q -p cartd || die "cargo build -p cartd failed"
+  cargo build -q --release -p cartd-loadtest || die "cargo build --release -p cartd-loadtest failed"
+  log "cargo build -p cartd, --release -p cartd-loadtest: $(elapsed "$t")s"
 fi
 [ -x "$BIN" ] || die "no binary at $BIN"
+[ -x "$LT_BIN" ] || die "no binary at $LT_BIN"
 # Run a private copy: a concurrent build must not swap the binary under the
 # instance restarted after its kill. (Removed at exit.)
 cp "$BIN" "$RUN_DIR/cartd"
@@ -303,14 +280,7 @@ start_instance() { # $1 = index
 }
 http_code() { curl -s -o /dev/null -w '%{http_code}' --max-time 2 --noproxy '*' "$1" 2>/dev/null || true; }
 wait_ready() { # $1 = index, $2 = seconds
-  local i=$1 deadline
-  deadline=$(($(date +%s) + $2))
-  while [ "$(date +%s)" -le "$deadline" ]; do
-    kill -0 "${CARTD_PIDS[$i]}" 2>/dev/null || return 1
-    [ "$(http_code "${BASES[$i]}/readyz")" = 200 ] && return 0
-    sleep 0.1
-  done
-  return 1
+  wait_until "$2" "${CARTD_PIDS[$1]}" http_ok "${BASES[$1]}/readyz"
 }
 
 # ---------------------------------------------------------------- setup
@@ -330,17 +300,17 @@ PG_LOG=$(pg_lsclusters -h | awk -v v="$PG_VERSION" -v c="$PG_CLUSTER" '$1 == v &
 # what the cluster logs during this run is copied to the run directory at exit
 PG_LOG_FROM=$(stat -c %s "$PG_LOG" 2>/dev/null || echo 0)
 pg_signal_all CONT >/dev/null # a run killed in the middle of the freeze
-if ! pg_ready; then
+if ! pg_ready "$PG_PORT"; then
   pg_ctlcluster "$PG_VERSION" "$PG_CLUSTER" start || die "cannot start PostgreSQL $PG_VERSION/$PG_CLUSTER"
-  for _ in $(seq 100); do pg_ready && break; sleep 0.1; done
+  wait_until 10 "" pg_ready "$PG_PORT" || true
 fi
-pg_ready || die "PostgreSQL $PG_VERSION/$PG_CLUSTER does not answer on 127.0.0.1:$PG_PORT"
-if [ "$(psql_admin "select 1 from pg_roles where rolname = 'cartd'")" != "1" ]; then
-  psql_admin "create role cartd login createdb password 'cartd'"
+pg_ready "$PG_PORT" || die "PostgreSQL $PG_VERSION/$PG_CLUSTER does not answer on 127.0.0.1:$PG_PORT"
+if [ "$(psql_admin "$PG_PORT" "select 1 from pg_roles where rolname = 'cartd'")" != "1" ]; then
+  psql_admin "$PG_PORT" "create role cartd login createdb password 'cartd'"
 fi
 # A fresh database every run: the stock set below is then the whole stock.
-psql_admin "drop database if exists cartd with (force)"
-psql_admin "create database cartd owner cartd"
+psql_admin "$PG_PORT" "drop database if exists cartd with (force)"
+psql_admin "$PG_PORT" "create database cartd owner cartd"
 
 start_instance 0
 start_instance 1
@@ -353,9 +323,8 @@ log "redis :$REDIS_PORT, PostgreSQL $PG_VERSION/$PG_CLUSTER :$PG_PORT, cartd ${B
 # client sells a few hundred units a second); one hot item with little stock
 # keeps contention and "expired holds never block" in play.
 UNITS=${CHAOS_UNITS:-$([ "$MODE" = long ] && echo 6000 || echo 1000)}
-"$PYTHON" "$CLIENT" seed --base "${BASES[0]}" --base "${BASES[1]}" --token "$TOKEN" \
-  --items 20 --units "$UNITS" --hot-units 30 \
-  --out "$RUN_DIR/seed.json" >&2 || die "seeding failed"
+CARTD_LOADTEST_ADMIN_TOKEN="$TOKEN" "$LT_BIN" seed --host "${BASES[0]}" --items 20 --units "$UNITS" \
+  --flash-units 30 --out "$RUN_DIR/seed.json" >&2 || die "seeding failed"
 
 # ---------------------------------------------------------------- faults
 LOAD_T0=0
@@ -411,7 +380,7 @@ fault_redis_restart() {
 }
 
 fault_pg_pause() { # $1 = seconds
-  local n state
+  local n
   n=$(pg_signal_all STOP)
   fault "(3) POSTGRESQL SIGSTOP: ${n:-0} processes of $PG_VERSION/$PG_CLUSTER frozen for $1 s"
   # /proc says whether they really stopped (state T): a data directory that
@@ -427,7 +396,7 @@ fault_pg_pause() { # $1 = seconds
   n=$(pg_signal_all CONT)
   sleep 0.2
   read -r stopped total < <(pg_stopped_count)
-  if [ "$stopped" -eq 0 ] && pg_ready; then
+  if [ "$stopped" -eq 0 ] && pg_ready "$PG_PORT"; then
     recovery ok "PostgreSQL resumed: $total processes, none stopped, pg_isready ok"
   else
     recovery NONE "PostgreSQL not back: $stopped of $total processes still stopped"
@@ -551,8 +520,15 @@ if [ "$load_rc" -ne 0 ] || [ ! -s "$RUN_DIR/load.json" ]; then
   check_rc=1
 else
   save_pg_log
+  # Conservation: the load test's check, over both instances. Reads are
+  # retried for 10 s (an instance may still be recovering); the wait above was
+  # the settling, so reserved must be 0 at once (--settle-secs 0).
+  "$LT_BIN" check --host "${BASES[0]}" --host "${BASES[1]}" --stock "$RUN_DIR/seed.json" \
+    --summary "$RUN_DIR/load.json" --read-retry-secs 10 --settle-secs 0 \
+    --out "$RUN_DIR/conservation.json" >"$RUN_DIR/conservation.log" 2>&1 || true
+  [ -s "$RUN_DIR/conservation.json" ] || { cat "$RUN_DIR/conservation.log" >&2; die "the conservation check did not run"; }
   "$PYTHON" "$CLIENT" check --base "${BASES[0]}" --base "${BASES[1]}" --seed "$RUN_DIR/seed.json" \
-    --load "$RUN_DIR/load.json" --faults "$FAULTS" --log "$RUN_DIR/cartd-0.log" --log "$RUN_DIR/cartd-1.log" \
+    --load "$RUN_DIR/load.json" --conservation "$RUN_DIR/conservation.json" --faults "$FAULTS" --log "$RUN_DIR/cartd-0.log" --log "$RUN_DIR/cartd-1.log" \
     --pg-log "$RUN_DIR/postgresql.log" \
     --detail "$RUN_DIR/detail.json" --meta "mode=--$MODE" --meta "run_dir=$RUN_DIR" \
     --meta "faults=$PLANNED_FAULTS" |

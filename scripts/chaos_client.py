@@ -5,13 +5,13 @@ Driven by scripts/chaos.sh, which owns the servers and injects the faults; this
 file only speaks HTTP to the cartd instances it is given (127.0.0.1 only).
 Python 3.11, standard library only (http.client, threading, json).
 
+The stock is seeded, and conservation judged after the load, by the load
+test's own tool (`cartd-loadtest seed` and `cartd-loadtest check`, in
+loadtest/src/stock.rs): one implementation for both suites. chaos.sh runs
+them; this file reads what they write (seed.json, conservation.json).
+
 Subcommands
 -----------
-  seed   --base URL --token T --items N --units U [--hot-units H] --out seed.json
-         Creates the items through the admin API (PUT /v1/inventory/{id}) and
-         records the stock each one was given (available + reserved + sold as
-         answered, which is the set value on a fresh database).
-
   load   --base URL --base URL --seed seed.json --duration S --workers W
          --ttl SECS --out load.json
          N worker threads, each running carts through both instances: create,
@@ -26,16 +26,21 @@ Subcommands
          checks available + reserved + sold == stock and that sold never
          decreases. Stops by itself after --duration seconds (plus the
          bounded checkout resolution). Writes every status seen, every order
-         (once per order_id) and every violation to --out.
+         (once per order_id), the units the orders sold by item
+         (`confirmed_sold`, plus `unknown_sold_upper` for checkouts whose
+         answer never came) and every violation to --out.
 
   check  --base URL --base URL --seed seed.json --load load.json
+         --conservation conservation.json
          [--faults faults.log] [--log cartd.log ...] [--meta k=v ...]
-         Reads the final stock through the API and judges: per item
-         available + reserved + sold == stock, reserved == 0, sold == the sum
-         of the order lines the client saw (within bounds if any checkout
-         stayed unknown), no 5xx other than 503 at any time, no violation seen
-         during the load, both instances answer /readyz 200, no panic in the
-         logs. Prints a one-screen summary; exit status 0 = PASS, 1 = FAIL.
+         Judges the run: the conservation check's verdict (`cartd-loadtest
+         check` over both instances: they agree, per item available +
+         reserved + sold == stock, reserved == 0, sold == the sum of the
+         order lines the client saw, within bounds if any checkout stayed
+         unknown), no 5xx other than 503 at any time, no violation seen
+         during the load, every fault took effect and recovered, both
+         instances answer /readyz 200, no panic in the logs. Prints a
+         one-screen summary; exit status 0 = PASS, 1 = FAIL.
 
 What counts as a violation (FAIL)
 ---------------------------------
@@ -305,36 +310,6 @@ class Client:
 
 
 # --------------------------------------------------------------------------
-# seed
-# --------------------------------------------------------------------------
-
-
-def cmd_seed(a):
-    bases = a.base
-    stats = Stats(bases)
-    cl = Client(bases, stats, random.Random(1))
-    cl.extra_headers["Authorization"] = f"Bearer {a.token}"
-    items = [f"chaos-{n:02d}" for n in range(1, a.items + 1)]
-    units = {i: a.units for i in items}
-    if a.hot_units > 0:
-        items.append("chaos-hot")
-        units["chaos-hot"] = a.hot_units
-    stock = {}
-    for item in items:
-        res, _ = cl.retrying("seed", "PUT", f"/v1/inventory/{item}", body={"available": units[item]},
-                             attempts=30)
-        if res.status != 200:
-            raise SystemExit(f"chaos_client seed: PUT /v1/inventory/{item} -> {res.status} {res.data}")
-        d = res.data
-        stock[item] = d["available"] + d["reserved"] + d["sold"]
-        if d["reserved"] or d["sold"]:
-            print(f"chaos_client seed: {item} was not fresh: {d}", file=sys.stderr)
-    with open(a.out, "w") as f:
-        json.dump({"stock": stock, "set": units}, f, indent=1)
-    print(f"seeded {len(items)} items, {sum(stock.values())} units")
-
-
-# --------------------------------------------------------------------------
 # load
 # --------------------------------------------------------------------------
 
@@ -365,8 +340,8 @@ class Worker(threading.Thread):
         self.a = a
         self.stats = stats
         self.items = items
-        self.hot = [i for i in items if i.endswith("-hot")]
-        self.cold = [i for i in items if not i.endswith("-hot")]
+        self.hot = [i for i in items if i == a.hot_item]
+        self.cold = [i for i in items if i != a.hot_item]
         self.end = end
         self.hard_end = hard_end
         self.rng = random.Random(a.seed_rng * 1000 + n)
@@ -684,7 +659,8 @@ def latency_summary(xs):
 def cmd_load(a):
     with open(a.seed) as f:
         seed = json.load(f)
-    stock = seed["stock"]
+    stock = seed["items"]
+    a.hot_item = seed.get("flash_item")
     items = sorted(stock)
     stats = Stats(a.base)
     t0 = time.time()
@@ -740,8 +716,8 @@ def cmd_load(a):
         "status": dict(stats.status), "by_status": dict(stats.by_status), "by_inst": dict(stats.by_inst),
         "events": dict(stats.events), "server_errors": stats.server_errors, "unexpected": stats.unexpected,
         "violations": stats.violations, "conn_errors": stats.conn_errors, "unavailable": stats.unavailable,
-        "orders": stats.orders, "sold_by_item": dict(sold_by_item),
-        "unknown_checkouts": [c.id for c in still], "unknown_upper_by_item": dict(unknown_upper),
+        "orders": stats.orders, "confirmed_sold": dict(sold_by_item),
+        "unknown_checkouts": [c.id for c in still], "unknown_sold_upper": dict(unknown_upper),
         "monitor_samples": stats.monitor_samples,
         "writes_ok": {str(k): sorted(v) for k, v in stats.writes_ok.items()}, "orders_at": sorted(stats.orders_at),
         "latency": latency_summary(stats.latencies), "slow": stats.slow,
@@ -969,38 +945,17 @@ def meta_of(a):
     return dict(kv.split("=", 1) for kv in (a.meta or []))
 
 
-def cmd_check(a):
-    with open(a.seed) as f:
-        seed = json.load(f)
-    with open(a.load) as f:
-        load = json.load(f)
-    stock = seed["stock"]
-    stats = Stats(a.base)
-    cl = Client(a.base, stats, random.Random(3))
-    fails = []
+def read_json(path):
+    with open(path) as f:
+        return json.load(f)
 
-    # Final stock, read from every instance (they share the database; the
-    # answers must agree).
-    final = {}
-    for item in sorted(stock):
-        seen = []
-        for inst in range(len(a.base)):
-            deadline = time.time() + 10
-            while True:
-                res = cl.once("final-stock", "GET", f"/v1/inventory/{item}", inst=inst)
-                if res.status == 200 or time.time() > deadline:
-                    break
-                time.sleep(0.2)
-            seen.append(res.data if res.status == 200 else None)
-            if res.status != 200:
-                fails.append(f"instance {inst} could not read {item}: {res.status or res.kind}")
-        good = [s for s in seen if s]
-        final[item] = good[0] if good else None
-        if len(good) == 2 and good[0] != good[1]:
-            fails.append(f"instances disagree on {item}: {good[0]} vs {good[1]}")
 
+def instances_ready(bases):
+    """GET /readyz on every instance (retried for 5 s): the status each
+    answered last, or ERR-<kind>."""
+    cl = Client(bases, Stats(bases), random.Random(3))
     ready = []
-    for inst in range(len(a.base)):
+    for inst in range(len(bases)):
         deadline = time.time() + 5
         while True:
             res = cl.once("readyz", "GET", "/readyz", inst=inst)
@@ -1008,89 +963,74 @@ def cmd_check(a):
                 break
             time.sleep(0.2)
         ready.append(res.status if res.status is not None else "ERR-" + res.kind)
-        if res.status != 200:
-            fails.append(f"instance {inst} ({a.base[inst]}) /readyz -> {ready[-1]}")
     cl.close()
+    return ready
 
-    sold_exp = collections.Counter(load["sold_by_item"])
-    upper = collections.Counter(load["unknown_upper_by_item"])
+
+def item_rows(stock, cons, load):
+    """Per item: (available, reserved, sold, expected sold low, high, bad) from
+    the conservation check's final reading, or None when it had none."""
+    sold_exp = collections.Counter(load["confirmed_sold"])
+    upper = collections.Counter(load["unknown_sold_upper"])
+    final = cons.get("final") or {}
     rows = []
-    mism = []
     for item in sorted(stock):
-        d = final[item]
+        d = final.get(item)
         if d is None:
             rows.append((item, None))
-            mism.append(f"{item}: unreadable")
             continue
-        a_, r_, s_ = d["available"], d["reserved"], d["sold"]
-        problems = []
-        if a_ + r_ + s_ != stock[item]:
-            problems.append(f"a+r+s={a_ + r_ + s_}!={stock[item]}")
-        if min(a_, r_, s_) < 0:
-            problems.append("negative")
-        if r_ != 0:
-            problems.append(f"reserved={r_}")
-        lo, hi = sold_exp[item], sold_exp[item] + upper[item]
-        if not (lo <= s_ <= hi):
-            problems.append(f"sold={s_} expected {lo}" + (f"..{hi}" if hi != lo else ""))
-        rows.append((item, (a_, r_, s_, lo, hi, problems)))
-        if problems:
-            mism.append(f"{item}: " + ", ".join(problems))
+        lo = sold_exp[item]
+        bad = any(re.search(rf"(^|\s){re.escape(item)}:", v) for v in cons["violations"])
+        rows.append((item, (d["available"], d["reserved"], d["sold"], lo, lo + upper[item], bad)))
+    return rows
 
-    counts, panics = log_stats(a.log)
-    faults = read_faults(a.faults)
-    windows = kill_windows(faults, len(a.base))
+
+def stray_conn_errors(load, faults, n_inst):
+    """Connection errors other than refusals outside every kill window."""
+    windows = kill_windows(faults, n_inst)
     stray = []
     for err in load["conn_errors"]:
-        _sent, inst, route, kind, failed = err
+        _sent, inst, _route, kind, failed = err
         if kind == "refused":
             continue
         if any(w_i == inst and ws - 0.5 <= failed <= we + 0.5 for w_i, ws, we in windows):
             continue
         stray.append(err)
+    return stray
 
-    server_errors = load["server_errors"]
-    violations = load["violations"]
-    unexpected = load["unexpected"]
-    if server_errors:
-        fails.append(f"{len(server_errors)} answers 5xx other than 503")
-    if violations:
-        fails.append(f"{len(violations)} invariant violations seen during the load")
-    if unexpected:
-        fails.append(f"{len(unexpected)} undocumented/unexpected answers")
+
+def load_fails(load, panics, timeout):
+    """What the load itself saw go wrong."""
+    fails = []
+    if load["server_errors"]:
+        fails.append(f"{len(load['server_errors'])} answers 5xx other than 503")
+    if load["violations"]:
+        fails.append(f"{len(load['violations'])} invariant violations seen during the load")
+    if load["unexpected"]:
+        fails.append(f"{len(load['unexpected'])} undocumented/unexpected answers")
     if panics:
         fails.append(f"{len(panics)} panics in the cartd logs")
     hung = [c for c in load["conn_errors"] if c[3] == "timeout"]
     if hung:
-        fails.append(f"{len(hung)} requests got no answer within {a.timeout:g} s (first: {hung[0]})")
-    if mism:
-        fails.append(f"{len(mism)} items with wrong final counts")
-    parsed_faults, fault_lines, fault_fails = judge_faults(faults, load, len(a.base))
-    fails.extend(fault_fails)
-    expected_faults = int(meta_of(a).get("faults", "0") or 0)
-    if len(parsed_faults) < expected_faults:
-        fails.append(f"{len(parsed_faults)} faults in faults.log, {expected_faults} planned")
-    # A fault's window: from just before it to FAULT_GRACE after its last
-    # line (its recovery).
-    windows_all = [(f["kind"], f["start"] - 0.5, f["end"] + FAULT_GRACE, f["text"]) for f in parsed_faults]
-    u = load.get("unavailable", [])
-    inside, outside = [], []
-    for t in u:
-        (inside if any(ws <= t <= we for _k, ws, we, _x in windows_all) else outside).append(t)
-    if len(outside) > a.allowed_503_outside:
-        fails.append(f"{len(outside)} answers 503 outside every fault window (allowed {a.allowed_503_outside}; "
-                     f"first at t{outside[0] - load['started']:+.1f}s)")
-    errors_by_kind = collections.Counter(error_kinds(a.log))
-    unexplained = {k: n for k, n in errors_by_kind.items() if not any(rx.search(k) for rx in EXPECTED_ERRORS)}
-    if unexplained:
-        fails.append(f"{sum(unexplained.values())} ERROR log lines of no expected kind: "
-                     + "; ".join(f"{n}x {k[:100]}" for k, n in sorted(unexplained.items())[:3]))
+        fails.append(f"{len(hung)} requests got no answer within {timeout:g} s (first: {hung[0]})")
+    return fails
 
-    # ---- summary --------------------------------------------------------
-    meta = dict(kv.split("=", 1) for kv in (a.meta or []))
-    W = 78
-    print("=" * W)
-    print(f"cartd chaos {meta.get('mode', '')}: {meta.get('run_dir', '')}".rstrip())
+
+def fault_windows(parsed_faults):
+    """A fault's window: from just before it to FAULT_GRACE after its last
+    line (its recovery). [(kind, start, end, text)]"""
+    return [(f["kind"], f["start"] - 0.5, f["end"] + FAULT_GRACE, f["text"]) for f in parsed_faults]
+
+
+def split_503s(load, windows_all):
+    """The times of 503 answers inside some fault window, and outside all."""
+    inside, outside = [], []
+    for t in load.get("unavailable", []):
+        (inside if any(ws <= t <= we for _k, ws, we, _x in windows_all) else outside).append(t)
+    return inside, outside
+
+
+def print_load(load, W):
     ev = load["events"]
     total = sum(load["by_status"].values())
     secs = load["load_end"] - load["started"]
@@ -1117,6 +1057,9 @@ def cmd_check(a):
             "carts_lost_or_expired_on_change", "put_after_deadline_404", "put_after_checkout_404",
             "insufficient_stock", "line_changes_unanswered", "resolved_sold", "resolved_not_sold"]
     print("events: " + ", ".join(f"{k}={ev[k]}" for k in keys if ev.get(k)))
+
+
+def print_faults(load, faults, parsed_faults, fault_lines, windows_all, W):
     t0 = load["started"]
     bad_faults = [l_ for l_ in fault_lines if " BAD (" in l_]
     print(f"faults: {len(parsed_faults)} injected, {len(parsed_faults) - len(bad_faults)} with evidence that they "
@@ -1124,25 +1067,52 @@ def cmd_check(a):
     if len(fault_lines) <= 10:
         for fl in fault_lines:
             print(f"  {fl[:2 * W]}")
-    else:
-        for fl in bad_faults:
-            print(f"  {fl[:2 * W]}")
-        by_kind = collections.defaultdict(list)
-        for kind, ws, _we, text in windows_all:
-            by_kind[kind].append((ws + 0.5 - t0, text))
-        for kind in sorted(by_kind):
-            first = by_kind[kind][0][1]
-            first = re.sub(r"^\(\d\)\s*", "", first)
-            first = re.sub(r"instance \d \(pid \d+, [^)]*\)", "an instance (alternating), restarted", first)
-            first = re.sub(r" \(dbsize was \d+\)", "", first)
-            times = " ".join(f"{t:+.0f}" for t, _ in by_kind[kind])
-            print(f"  ({kind}) x{len(by_kind[kind])} at t{times}s: {first[:60]}")
-        for fl in faults:
-            if "NOT ready" in fl or "did not come back" in fl:
-                print(f"  ANOMALY {fl}")
-        obs = [fl.split(" NOTE ", 1)[1] for fl in faults if "2 s later notify-keyspace-events" in fl]
-        if obs:
-            print(f"  (5) observed after resubscribe: " + "; ".join(sorted(set(obs)))[:120])
+        return
+    for fl in bad_faults:
+        print(f"  {fl[:2 * W]}")
+    by_kind = collections.defaultdict(list)
+    for kind, ws, _we, text in windows_all:
+        by_kind[kind].append((ws + 0.5 - t0, text))
+    for kind in sorted(by_kind):
+        first = by_kind[kind][0][1]
+        first = re.sub(r"^\(\d\)\s*", "", first)
+        first = re.sub(r"instance \d \(pid \d+, [^)]*\)", "an instance (alternating), restarted", first)
+        first = re.sub(r" \(dbsize was \d+\)", "", first)
+        times = " ".join(f"{t:+.0f}" for t, _ in by_kind[kind])
+        print(f"  ({kind}) x{len(by_kind[kind])} at t{times}s: {first[:60]}")
+    for fl in faults:
+        if "NOT ready" in fl or "did not come back" in fl:
+            print(f"  ANOMALY {fl}")
+    obs = [fl.split(" NOTE ", 1)[1] for fl in faults if "2 s later notify-keyspace-events" in fl]
+    if obs:
+        print("  (5) observed after resubscribe: " + "; ".join(sorted(set(obs)))[:120])
+
+
+def print_items(rows, stock, load, cons):
+    upper = load["unknown_sold_upper"]
+    print(f"items (available/reserved/sold, expected sold): stock {sum(stock.values())} units")
+    cells = []
+    for item, r in rows:
+        if r is None:
+            cells.append(f"{item:10} unreadable")
+            continue
+        a_, r_, s_, lo, hi, bad = r
+        exp = f"{lo}" if lo == hi else f"{lo}..{hi}"
+        cells.append(f"{item:10} {a_:>5}/{r_}/{s_:<4} exp {exp:<5} {'BAD' if bad else 'ok'}")
+    half = (len(cells) + 1) // 2
+    for i in range(half):
+        left = cells[i]
+        right = cells[i + half] if i + half < len(cells) else ""
+        print(f"  {left:<37} {right}")
+    tot_sold = sum(r[2] for _i, r in rows if r)
+    print(f"totals: sold {tot_sold} (orders say {sum(load['confirmed_sold'].values())}"
+          f"{', +unknown up to ' + str(sum(upper.values())) if upper else ''}), reserved "
+          f"{sum(r[1] for _i, r in rows if r)}, unknown checkouts {len(load['unknown_checkouts'])}")
+    print(f"conservation (cartd-loadtest check): {cons['verdict']}, {len(cons['violations'])} violations")
+
+
+def print_availability(a, load, windows_all, inside, outside, counts, errors_by_kind, stray):
+    """Latency, 503s by fault, what the logs of cartd and PostgreSQL show."""
     per_kind = collections.Counter()
     for t in inside:
         for k, ws, we, _x in windows_all:
@@ -1156,7 +1126,7 @@ def cmd_check(a):
         print(f"latency: p50 {lat['p50'] * 1000:.0f} ms, p99 {lat['p99'] * 1000:.0f} ms, p99.9 "
               f"{lat['p999'] * 1000:.0f} ms, max {lat['max']:.1f} s; {len(slow)} answers slower than {SLOW} s "
               f"({len(slow_out)} outside fault windows)")
-    print(f"503s: {len(u)}, {len(inside)} during or within {FAULT_GRACE:g} s after a fault ("
+    print(f"503s: {len(inside) + len(outside)}, {len(inside)} during or within {FAULT_GRACE:g} s after a fault ("
           + ", ".join(f"({k}):{n}" for k, n in sorted(per_kind.items()))
           + f"), {len(outside)} elsewhere (allowed {a.allowed_503_outside})")
     print("cartd logs: " + ", ".join(f"{k}={v}" for k, v in sorted(counts.items())))
@@ -1168,42 +1138,74 @@ def cmd_check(a):
               + (" (not judged; see postgresql.log)" if pg.get("deadlocks") else ""))
     if stray:
         print(f"note: {len(stray)} connection errors outside kill windows (first: {stray[0]})")
-    # per-item table, two columns
-    print(f"items (available/reserved/sold, expected sold): stock {sum(stock.values())} units")
-    cells = []
-    for item, r in rows:
-        if r is None:
-            cells.append(f"{item:10} unreadable")
-            continue
-        a_, r_, s_, lo, hi, problems = r
-        exp = f"{lo}" if lo == hi else f"{lo}..{hi}"
-        cells.append(f"{item:10} {a_:>5}/{r_}/{s_:<4} exp {exp:<5} {'ok' if not problems else 'BAD'}")
-    half = (len(cells) + 1) // 2
-    for i in range(half):
-        left = cells[i]
-        right = cells[i + half] if i + half < len(cells) else ""
-        print(f"  {left:<37} {right}")
-    tot_sold = sum(r[2] for _i, r in rows if r)
-    print(f"totals: sold {tot_sold} (orders say {sum(sold_exp.values())}"
-          f"{', +unknown up to ' + str(sum(upper.values())) if upper else ''}), reserved "
-          f"{sum(r[1] for _i, r in rows if r)}, unknown checkouts {len(load['unknown_checkouts'])}")
-    print(f"readyz: " + ", ".join(f"{a.base[i]} -> {ready[i]}" for i in range(len(ready))))
-    for m in mism[:5]:
+
+
+def print_problems(a, load, cons, panics, fails, stray, ready, counts):
+    """The first few of each kind of problem; everything in --detail."""
+    for m in cons["violations"][:5]:
         print(f"  MISMATCH {m}")
-    for e in server_errors[:5]:
+    for e in load["server_errors"][:5]:
         print(f"  5XX {e}")
-    for v in violations[:5]:
+    for v in load["violations"][:5]:
         print(f"  VIOLATION {json.dumps(v)[:300]}")
-    for u in unexpected[:5]:
+    for u in load["unexpected"][:5]:
         print(f"  UNEXPECTED {json.dumps(u)[:300]}")
     for p in panics[:3]:
         print(f"  PANIC {p}")
     if a.detail:
         with open(a.detail, "w") as f:
-            json.dump({"final": final, "fails": fails, "mismatches": mism, "server_errors": server_errors,
-                       "violations": violations, "unexpected": unexpected, "panics": panics,
-                       "stray_conn_errors": stray, "ready": ready, "log_counts": counts,
-                       "slow": load.get("slow"), "latency": load.get("latency")}, f, indent=1)
+            json.dump({"final": cons.get("final"), "fails": fails, "mismatches": cons["violations"],
+                       "server_errors": load["server_errors"], "violations": load["violations"],
+                       "unexpected": load["unexpected"], "panics": panics, "stray_conn_errors": stray,
+                       "ready": ready, "log_counts": counts, "slow": load.get("slow"),
+                       "latency": load.get("latency")}, f, indent=1)
+
+
+def cmd_check(a):
+    seed, load, cons = read_json(a.seed), read_json(a.load), read_json(a.conservation)
+    stock = seed["items"]
+    fails = []
+
+    ready = instances_ready(a.base)
+    for inst, status in enumerate(ready):
+        if status != 200:
+            fails.append(f"instance {inst} ({a.base[inst]}) /readyz -> {status}")
+    if cons["verdict"] != "pass":
+        fails.append(f"conservation: {len(cons['violations'])} violations")
+    rows = item_rows(stock, cons, load)
+
+    counts, panics = log_stats(a.log)
+    faults = read_faults(a.faults)
+    stray = stray_conn_errors(load, faults, len(a.base))
+    fails.extend(load_fails(load, panics, a.timeout))
+
+    parsed_faults, fault_lines, fault_fails = judge_faults(faults, load, len(a.base))
+    fails.extend(fault_fails)
+    expected_faults = int(meta_of(a).get("faults", "0") or 0)
+    if len(parsed_faults) < expected_faults:
+        fails.append(f"{len(parsed_faults)} faults in faults.log, {expected_faults} planned")
+    windows_all = fault_windows(parsed_faults)
+    inside, outside = split_503s(load, windows_all)
+    if len(outside) > a.allowed_503_outside:
+        fails.append(f"{len(outside)} answers 503 outside every fault window (allowed {a.allowed_503_outside}; "
+                     f"first at t{outside[0] - load['started']:+.1f}s)")
+    errors_by_kind = collections.Counter(error_kinds(a.log))
+    unexplained = {k: n for k, n in errors_by_kind.items() if not any(rx.search(k) for rx in EXPECTED_ERRORS)}
+    if unexplained:
+        fails.append(f"{sum(unexplained.values())} ERROR log lines of no expected kind: "
+                     + "; ".join(f"{n}x {k[:100]}" for k, n in sorted(unexplained.items())[:3]))
+
+    # ---- summary --------------------------------------------------------
+    meta = meta_of(a)
+    W = 78
+    print("=" * W)
+    print(f"cartd chaos {meta.get('mode', '')}: {meta.get('run_dir', '')}".rstrip())
+    print_load(load, W)
+    print_faults(load, faults, parsed_faults, fault_lines, windows_all, W)
+    print_availability(a, load, windows_all, inside, outside, counts, errors_by_kind, stray)
+    print_items(rows, stock, load, cons)
+    print("readyz: " + ", ".join(f"{a.base[i]} -> {ready[i]}" for i in range(len(ready))))
+    print_problems(a, load, cons, panics, fails, stray, ready, counts)
     verdict = "PASS" if not fails else "FAIL: " + "; ".join(fails)
     print(("RESULT " + verdict)[:2000])
     print("=" * W)
@@ -1213,13 +1215,6 @@ def cmd_check(a):
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
-    s = sub.add_parser("seed")
-    s.add_argument("--base", action="append", required=True)
-    s.add_argument("--token", required=True)
-    s.add_argument("--items", type=int, default=20)
-    s.add_argument("--units", type=int, default=200)
-    s.add_argument("--hot-units", type=int, default=30)
-    s.add_argument("--out", required=True)
     l = sub.add_parser("load")
     l.add_argument("--base", action="append", required=True)
     l.add_argument("--seed", required=True)
@@ -1237,6 +1232,7 @@ def main():
     c.add_argument("--base", action="append", required=True)
     c.add_argument("--seed", required=True)
     c.add_argument("--load", required=True)
+    c.add_argument("--conservation", required=True, help="what `cartd-loadtest check` wrote (--out)")
     c.add_argument("--faults")
     c.add_argument("--log", action="append")
     c.add_argument("--meta", action="append")
@@ -1246,9 +1242,6 @@ def main():
     c.add_argument("--allowed-503-outside", type=int, default=0,
                    help="503 answers allowed outside every fault window (default 0)")
     a = p.parse_args()
-    if a.cmd == "seed":
-        cmd_seed(a)
-        return 0
     if a.cmd == "load":
         cmd_load(a)
         return 0

@@ -23,7 +23,7 @@
 #      reserved + sold == stock when the load stops; reserved back to 0 within
 #      TTL + a few sweeper intervals; sold == the units the 201 checkouts
 #      confirmed; flash-1 never oversold (also watched 4x/s during the run);
-#      and, when the binary has it, `cartd reconcile` (reserved == hold ledger);
+#      and `cartd reconcile` (reserved == hold ledger);
 #   8. always (trap): stops cartd, drops its schema and deletes its Redis keys.
 # Exit status 0 only when goose saw no failure and every check passed. The last
 # line printed is a one-line summary.
@@ -53,12 +53,8 @@
 #   scripts/loadtest.sh -u 1000 -r 200 -t 60s -s shopper,browser --weights shopper=1,browser=1
 # Builds into $CARGO_TARGET_DIR (default /var/tmp/cartd-target, as scripts/test.sh).
 # Needs Redis and PostgreSQL as scripts/services.sh sets them up (root or sudo the first time).
-set -euo pipefail
-cd "$(dirname "$0")/.."
-
-usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; }
-log() { printf 'loadtest: %s\n' "$*" >&2; }
-die() { log "$*"; exit 2; }
+. "$(dirname "$0")/lib.sh"
+lib_init loadtest
 
 users=100
 rate=""
@@ -107,13 +103,6 @@ done
 [ -n "$rate" ] || rate=$((users / 5 > 0 ? users / 5 : 1))
 case "$think" in on) think_env=1 ;; off) think_env=0 ;; *) think_env="$think" ;; esac
 
-if ! command -v cargo >/dev/null && [ -f "$HOME/.cargo/env" ]; then
-  # shellcheck disable=SC1091
-  . "$HOME/.cargo/env"
-fi
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/cartd-target}"
-export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
-
 # 1. File descriptors: a goose user keeps a connection open, and cartd its
 # side of it, plus pools to Redis and PostgreSQL.
 need_fds=$((users * 2 + 4096))
@@ -158,27 +147,15 @@ redis_url="${CART__REDIS__URL:-redis://127.0.0.1:6379}"
 pg_url="${CART__POSTGRES__URL:-postgres://cartd:cartd@127.0.0.1:5432/cartd}"
 cartd_pid=""
 
-cleanup() {
-  local rc=$?
-  if [ -n "$cartd_pid" ] && kill -0 "$cartd_pid" 2>/dev/null; then
-    kill -TERM "$cartd_pid" 2>/dev/null || true
-    for _ in $(seq 150); do kill -0 "$cartd_pid" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$cartd_pid" 2>/dev/null || true
-    wait "$cartd_pid" 2>/dev/null || true
-  fi
+drop_run_data() {
   if [ "$keep" = 1 ]; then
     log "kept schema $schema and Redis keys $prefix* (--keep)"
-  else
-    psql "$pg_url" -qtAX -c "drop schema if exists $schema cascade" >/dev/null 2>&1 ||
-      log "could not drop schema $schema"
-    redis-cli -u "$redis_url" --scan --pattern "$prefix*" 2>/dev/null |
-      xargs -r -n 500 redis-cli -u "$redis_url" del >/dev/null 2>&1 || log "could not delete Redis keys $prefix*"
+    return
   fi
-  exit "$rc"
+  psql_url "$pg_url" -c "drop schema if exists $schema cascade" >/dev/null 2>&1 || log "could not drop schema $schema"
+  redis_del_prefix "$redis_url" "$prefix" 2>/dev/null || log "could not delete Redis keys $prefix*"
 }
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+on_exit drop_run_data
 
 log "run $run: cartd with Redis prefix $prefix, PostgreSQL schema $schema, TTL ${ttl}s; reports in $report_dir"
 env CART__BACKEND=redis \
@@ -195,32 +172,15 @@ env CART__BACKEND=redis \
   CART__LOG__FILTER=info \
   "$cartd_bin" >"$report_dir/cartd.log" 2>&1 &
 cartd_pid=$!
+on_exit "stop_pid $cartd_pid 15"
 
 port=""
-for _ in $(seq 300); do
-  kill -0 "$cartd_pid" 2>/dev/null || { tail -n 20 "$report_dir/cartd.log" >&2; die "cartd exited at start"; }
-  port=$(grep -o 'listening on http://127\.0\.0\.1:[0-9]*' "$report_dir/cartd.log" | head -n 1 | sed 's/.*://') || true
-  [ -n "$port" ] && break
-  sleep 0.1
-done
-[ -n "$port" ] || die "cartd did not report its port (see $report_dir/cartd.log)"
+cartd_port() { port=$(logged_port "$report_dir/cartd.log") && [ -n "$port" ]; }
+wait_until 30 "$cartd_pid" cartd_port || { tail -n 20 "$report_dir/cartd.log" >&2; die "cartd did not report its port"; }
 base="http://127.0.0.1:$port"
 # GET /readyz answers 200 once Redis and PostgreSQL (with the schema migrated)
-# answer. Plain bash, so nothing beyond services.sh's packages is needed.
-ready() {
-  (
-    exec 3<>"/dev/tcp/127.0.0.1/$port" || exit 1
-    printf 'GET /readyz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n' >&3
-    IFS= read -r -t 5 status <&3 || exit 1
-    [[ "$status" == "HTTP/1.1 200"* ]]
-  ) 2>/dev/null
-}
-for _ in $(seq 600); do
-  ready && break
-  kill -0 "$cartd_pid" 2>/dev/null || die "cartd exited before it was ready (see $report_dir/cartd.log)"
-  sleep 0.1
-done
-ready || die "cartd at $base not ready after 60 s (see $report_dir/cartd.log)"
+# answer.
+wait_until 60 "$cartd_pid" http_ok "$base/readyz" || die "cartd at $base not ready (see $report_dir/cartd.log)"
 log "cartd (pid $cartd_pid) ready at $base"
 
 # 5. Stock.

@@ -15,13 +15,11 @@
 # socket errors where none are expected, or the scarce flash sale holding
 # anything but exactly its stock.
 # Traffic goes to 127.0.0.1 only; every load is bounded in time.
-set -euo pipefail
-cd "$(dirname "$0")/.."
-ROOT=$(pwd)
+. "$(dirname "$0")/lib.sh"
+lib_init perf
 PEERS=$ROOT/loadtest/peers
 DUR=${DUR:-15}
 OUT=${OUT:-/var/tmp/cartd-perf}
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/cartd-target}"
 TOKEN=perf-admin-token-0123456789
 CARTD_PORT=18080
 TUT_PORT=13000
@@ -29,7 +27,6 @@ PGURL=postgres://cartd:cartd@127.0.0.1:5432/cartd
 mkdir -p "$OUT"
 ulimit -n 65536 || ulimit -n 4096
 
-log() { printf '\n== %s\n' "$*" >&2; }
 command -v wrk >/dev/null || apt-get install -y -qq wrk >/dev/null
 scripts/services.sh
 cargo build --release -p cartd >&2
@@ -38,12 +35,12 @@ BIN=$CARGO_TARGET_DIR/release/cartd
 pids=()
 cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  redis-cli --scan --pattern 'perf:*' | xargs -r -n 1000 redis-cli del >/dev/null || true
+  redis_del_prefix redis://127.0.0.1:6379 perf: || true
   redis-cli del bench:h >/dev/null || true
-  psql "$PGURL" -qc 'drop schema if exists perf cascade' >/dev/null 2>&1 || true
-  psql "$PGURL" -qc 'drop table if exists stock' >/dev/null 2>&1 || true
+  psql_url "$PGURL" -c 'drop schema if exists perf cascade' >/dev/null 2>&1 || true
+  psql_url "$PGURL" -c 'drop table if exists stock' >/dev/null 2>&1 || true
 }
-trap cleanup EXIT
+on_exit cleanup
 
 # The tutorial's service, as published (its own Redis keys: sessions:*, cart:*).
 # (A copy under $OUT, so node_modules stays out of the clone; refreshed when
@@ -57,21 +54,21 @@ fi
 (cd "$OUT/te" && PORT=$TUT_PORT exec node server.js >"$OUT/tutorial.log" 2>&1) &
 pids+=($!)
 
-psql "$PGURL" -qc 'drop schema if exists perf cascade' >/dev/null
+psql_url "$PGURL" -c 'drop schema if exists perf cascade' >/dev/null
 CART__BACKEND=redis CART__HTTP__ADDR=127.0.0.1:$CARTD_PORT CART__REDIS__KEY_PREFIX=perf: \
 CART__POSTGRES__SCHEMA=perf CART__ADMIN__TOKEN=$TOKEN CART__LIMITS__MAX_LINES=1000 \
 CART__SESSION__TTL_SECS=3600 CART__LOG__FILTER=warn CART__HTTP__MAX_CONNECTIONS=20000 \
   "$BIN" >"$OUT/cartd.log" 2>&1 &
 pids+=($!)
-for _ in $(seq 200); do
-  curl -sf "http://127.0.0.1:$CARTD_PORT/readyz" >/dev/null && curl -sf -o /dev/null -X POST \
+peers_ready() {
+  http_ok "http://127.0.0.1:$CARTD_PORT/readyz" && curl -sf -o /dev/null -X POST \
     "http://127.0.0.1:$TUT_PORT/add-to-cart" -H 'content-type: application/json' \
-    -d '{"product_id":"warm","inventory_id":"inv-1","quantity":1}' && break
-  sleep 0.1
-done
+    -d '{"product_id":"warm","inventory_id":"inv-1","quantity":1}'
+}
+wait_until 20 "" peers_ready || true
 
 log "seeding stock and sessions"
-psql "$PGURL" -q <<SQL
+psql_url "$PGURL" <<SQL
 insert into perf.items (inventory_id, available)
 select 'inv-' || g, 1000000000 from generate_series(1, 100) g
 union all select 'sku-' || g, 1000000000 from generate_series(1, 10000) g
@@ -103,22 +100,15 @@ sessions(cport, f"{out}/cartd-sessions.txt")
 sessions(cport, f"{out}/cartd-v1-sessions.txt")
 sessions(cport, f"{out}/cartd-hold-sessions.txt")
 sessions(tport, f"{out}/tutorial-sessions.txt")
+PY
 # The flash sale: many shoppers, each adding the hot item to a small cart of
 # their own. 20,000 empty carts keep every cart at a few lines over the run
 # (a handful of requests each); the older run on the 1,000 carts above grew
 # them to hundreds of lines, so every answer carried a cart of hundreds of
 # lines and the run measured that more than the holds.
-c = http.client.HTTPConnection("127.0.0.1", cport)
-ids = []
-for n in range(20000):
-    c.request("POST", "/v1/carts")
-    r = c.getresponse(); r.read()
-    assert r.status == 201, r.status
-    ids.append(r.getheader("cart-session-id"))
-open(f"{out}/cartd-flash-sessions.txt", "w").write("\n".join(ids) + "\n")
-PY
+empty_carts "$CARTD_PORT" 20000 "$OUT/cartd-flash-sessions.txt"
 redis-cli hset bench:h a 1 b 2 c 3 >/dev/null
-psql "$PGURL" -q -f "$PEERS/pgbench/stock-setup.sql" >/dev/null
+psql_url "$PGURL" -f "$PEERS/pgbench/stock-setup.sql" >/dev/null
 
 results="$OUT/results.txt"
 : >"$results"

@@ -7,7 +7,8 @@
 #   1. makes a virtualenv under $CARTD_SCHEMATHESIS_DIR (default
 #      /var/tmp/cartd-schemathesis) with the pinned schemathesis; a venv that
 #      already has that version is reused;
-#   2. builds the debug `cartd` binary (${CARGO_TARGET_DIR:-target}/debug/cartd);
+#   2. builds the debug `cartd` binary ($CARGO_TARGET_DIR/debug/cartd; the
+#      build directory every script shares, /var/tmp/cartd-target by default);
 #   3. starts it on the in-memory backend, on a free loopback port (it binds
 #      127.0.0.1:0 and the script reads the address it logs), with a known admin
 #      token and the demo catalogue (inv-1 .. inv-100), and waits for /healthz;
@@ -28,14 +29,8 @@
 #   ST_VERBOSE=1      show the build and schemathesis's full report even on success
 #   SCHEMATHESIS_SPEC the pip requirement (default schemathesis==4.32.5: pinned,
 #                     since checks and CLI flags change between versions)
-set -euo pipefail
-cd "$(dirname "$0")/.."
-ROOT=$(pwd)
-
-if ! command -v cargo >/dev/null && [ -f "$HOME/.cargo/env" ]; then
-  # shellcheck disable=SC1091
-  . "$HOME/.cargo/env"
-fi
+. "$(dirname "$0")/lib.sh"
+lib_init schemathesis.sh
 
 STATE=${CARTD_SCHEMATHESIS_DIR:-/var/tmp/cartd-schemathesis}
 VENV=$STATE/venv
@@ -43,9 +38,7 @@ SPEC=${SCHEMATHESIS_SPEC:-schemathesis==4.32.5}
 MAX_EXAMPLES=${ST_MAX_EXAMPLES:-150}
 MIN_REQUESTS=${ST_MIN_REQUESTS:-1000}
 VERBOSE=${ST_VERBOSE:-0}
-TARGET=${CARGO_TARGET_DIR:-target}
-case $TARGET in /*) ;; *) TARGET=$ROOT/$TARGET ;; esac
-BIN=$TARGET/debug/cartd
+BIN=$CARGO_TARGET_DIR/debug/cartd
 TOKEN=schemathesis-admin-token-0123456789
 
 # Every check schemathesis 4.32 has that can apply here. The ones this run is
@@ -60,7 +53,6 @@ CHECKS=not_a_server_error,status_code_conformance,content_type_conformance,respo
 CHECKS+=,response_schema_conformance,positive_data_acceptance,negative_data_rejection,missing_required_header
 CHECKS+=,unsupported_method,allow_header_conformance,use_after_free,ensure_resource_availability,ignored_auth
 
-say() { printf 'schemathesis.sh: %s\n' "$*" >&2; }
 quiet() {
   # Runs "$@" with its output kept in a file, shown only when it fails (or verbose).
   local out
@@ -87,7 +79,7 @@ install_schemathesis() {
     "$VENV/bin/st" --version >/dev/null 2>&1; then
     return 0
   fi
-  say "installing $SPEC into $VENV"
+  log "installing $SPEC into $VENV"
   rm -rf "$VENV"
   quiet python3 -m venv "$VENV"
   quiet "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check "$SPEC"
@@ -107,22 +99,20 @@ LOG=$WORK/cartd.log
 CARTD_PID=
 WATCHDOG_PID=
 cleanup() {
-  local rc=$?
+  local rc=$LIB_EXIT_STATUS
   [ -z "$WATCHDOG_PID" ] || kill "$WATCHDOG_PID" 2>/dev/null || true
   if [ -n "$CARTD_PID" ] && kill -0 "$CARTD_PID" 2>/dev/null; then
     kill "$CARTD_PID" 2>/dev/null || true
     wait "$CARTD_PID" 2>/dev/null || true
   fi
   if [ "$rc" -ne 0 ] && [ -s "$LOG" ]; then
-    say "cartd's log (last 30 lines of $LOG):"
+    log "cartd's log (last 30 lines of $LOG):"
     tail -n 30 "$LOG" >&2
   fi
   # Failing runs keep their directory (log, report) for a look; passing ones not.
-  [ "$rc" -eq 0 ] && rm -rf "$WORK"
-  exit "$rc"
+  [ "$rc" -ne 0 ] || rm -rf "$WORK"
 }
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+on_exit cleanup
 
 (
   for var in $(compgen -e | grep '^CART__' || true); do unset "$var"; done
@@ -141,12 +131,12 @@ WATCHDOG_PID=$!
 
 PORT=
 for _ in $(seq 300); do
-  kill -0 "$CARTD_PID" 2>/dev/null || { say "cartd exited at start"; exit 1; }
+  kill -0 "$CARTD_PID" 2>/dev/null || { log "cartd exited at start"; exit 1; }
   PORT=$(grep -o 'listening on http://127\.0\.0\.1:[0-9]*' "$LOG" | head -n 1 | sed 's/.*://') || true
   [ -n "$PORT" ] && break
   sleep 0.1
 done
-[ -n "$PORT" ] || { say "cartd did not say where it listens"; exit 1; }
+[ -n "$PORT" ] || { log "cartd did not say where it listens"; exit 1; }
 BASE=http://127.0.0.1:$PORT
 
 # A tiny client on the venv's Python (no curl needed): `get PATH` prints the
@@ -175,10 +165,10 @@ print(total, errors)'
 
 for _ in $(seq 100); do
   get /healthz >/dev/null 2>&1 && break
-  kill -0 "$CARTD_PID" 2>/dev/null || { say "cartd exited at start"; exit 1; }
+  kill -0 "$CARTD_PID" 2>/dev/null || { log "cartd exited at start"; exit 1; }
   sleep 0.1
 done
-get /healthz >/dev/null || { say "cartd does not answer $BASE/healthz"; exit 1; }
+get /healthz >/dev/null || { log "cartd does not answer $BASE/healthz"; exit 1; }
 
 # 4. schemathesis. The admin token goes only to operations whose `security`
 #    names the `admin_token` scheme (PUT /v1/inventory/{inventory_id}); the
@@ -194,7 +184,7 @@ bearer = "$TOKEN"
 database = "$STATE/examples"
 EOF
 
-read -r before _ < <(requests) || { say "cannot read cartd's /metrics"; exit 1; }
+read -r before _ < <(requests) || { log "cannot read cartd's /metrics"; exit 1; }
 st_args=(run "$BASE/openapi.json" --checks "$CHECKS" --max-examples "$MAX_EXAMPLES"
   # One worker: with several, hypothesis' concurrent `ast.parse` calls can hit
   # CPython 3.11's "AST constructor recursion depth mismatch" (a runtime error
@@ -226,7 +216,7 @@ fail=()
 [ "$made" -ge "$MIN_REQUESTS" ] || fail+=("only $made requests, fewer than $MIN_REQUESTS")
 if [ "${#fail[@]}" -gt 0 ]; then
   printf '%s: FAILED: %s\n' "$summary" "$(IFS=';'; echo "${fail[*]}")"
-  say "kept $WORK (cartd.log, report.txt)"
+  log "kept $WORK (cartd.log, report.txt)"
   exit 1
 fi
 echo "$summary: passed"

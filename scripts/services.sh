@@ -4,17 +4,11 @@
 # PostgreSQL has the `cartd` role and database the tests use. Idempotent: safe on
 # a fresh Debian machine and on one that has run it before. Needs root (or sudo)
 # for apt-get and for starting the packaged PostgreSQL cluster.
-set -euo pipefail
+. "$(dirname "$0")/lib.sh"
+lib_init services
 
 REDIS_PORT="${CARTD_REDIS_PORT:-6379}"
 PG_PORT="${CARTD_PG_PORT:-5432}"
-
-log() { printf 'services: %s\n' "$*" >&2; }
-
-as_root() {
-  if [ "$(id -u)" -eq 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else
-    log "need root to run: $*"; return 1; fi
-}
 
 missing=()
 command -v redis-server >/dev/null || missing+=(redis-server)
@@ -38,13 +32,12 @@ if ! redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping >/dev/null 2>&1; then
   log "starting redis on 127.0.0.1:$REDIS_PORT"
   redis-server --daemonize yes --bind 127.0.0.1 --port "$REDIS_PORT" --save "" --appendonly no \
     --notify-keyspace-events Ex --logfile /var/tmp/cartd-redis.log
-  for _ in $(seq 50); do redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping >/dev/null 2>&1 && break; sleep 0.1; done
+  wait_until 5 "" redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping >/dev/null 2>&1 || true
 fi
 redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping >/dev/null
 
 # PostgreSQL: the packaged cluster (initdb refuses to run as root).
-pg_ready() { pg_isready -h 127.0.0.1 -p "$PG_PORT" -q 2>/dev/null; }
-if ! pg_ready; then
+if ! pg_ready "$PG_PORT"; then
   version=$(ls /etc/postgresql 2>/dev/null | sort -V | tail -n 1)
   if [ -z "$version" ]; then
     version=$(ls /usr/lib/postgresql | sort -V | tail -n 1)
@@ -53,17 +46,16 @@ if ! pg_ready; then
   fi
   log "starting PostgreSQL $version"
   as_root pg_ctlcluster "$version" main start
-  for _ in $(seq 100); do pg_ready && break; sleep 0.1; done
+  wait_until 10 "" pg_ready "$PG_PORT" || true
 fi
-pg_ready || { log "PostgreSQL did not come up on 127.0.0.1:$PG_PORT"; exit 1; }
+pg_ready "$PG_PORT" || { log "PostgreSQL did not come up on 127.0.0.1:$PG_PORT"; exit 1; }
 
-psql_admin() { as_root su postgres -c "psql -p $PG_PORT -qtAX -v ON_ERROR_STOP=1 -c \"$1\""; }
-if [ "$(psql_admin "select 1 from pg_roles where rolname = 'cartd'")" != "1" ]; then
+if [ "$(psql_admin "$PG_PORT" "select 1 from pg_roles where rolname = 'cartd'")" != "1" ]; then
   log "creating role cartd"
-  psql_admin "create role cartd login createdb password 'cartd'"
+  psql_admin "$PG_PORT" "create role cartd login createdb password 'cartd'"
 fi
-if [ "$(psql_admin "select 1 from pg_database where datname = 'cartd'")" != "1" ]; then
+if [ "$(psql_admin "$PG_PORT" "select 1 from pg_database where datname = 'cartd'")" != "1" ]; then
   log "creating database cartd"
-  psql_admin "create database cartd owner cartd"
+  psql_admin "$PG_PORT" "create database cartd owner cartd"
 fi
 log "redis on 127.0.0.1:$REDIS_PORT and PostgreSQL on 127.0.0.1:$PG_PORT are ready"

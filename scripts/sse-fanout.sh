@@ -12,14 +12,12 @@
 #
 # Needs root for wrk/Redis/PostgreSQL installs (scripts/services.sh). Traffic
 # goes to 127.0.0.1 only; every load is bounded in time.
-set -euo pipefail
-cd "$(dirname "$0")/.."
-ROOT=$(pwd)
+. "$(dirname "$0")/lib.sh"
+lib_init sse-fanout
 DUR=${DUR:-15}
 STREAMS=${STREAMS:-1000}
 ROUNDS=${ROUNDS:-4}
 OUT=${OUT:-/var/tmp/cartd-sse-fanout}
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/cartd-target}"
 PORT=18090
 C=http://127.0.0.1:$PORT
 PGURL=postgres://cartd:cartd@127.0.0.1:5432/cartd
@@ -27,7 +25,6 @@ SCHEMA=sse_fanout
 mkdir -p "$OUT"
 ulimit -n 65536 || ulimit -n 4096
 
-log() { printf '\n== %s\n' "$*" >&2; }
 command -v wrk >/dev/null || apt-get install -y -qq wrk >/dev/null
 scripts/services.sh
 cargo build --release -p cartd >&2
@@ -35,35 +32,24 @@ BIN=$CARGO_TARGET_DIR/release/cartd
 
 pid=
 cleanup() {
-  [ -n "$pid" ] && kill "$pid" 2>/dev/null || true
-  redis-cli --scan --pattern 'ssefan:*' | xargs -r -n 1000 redis-cli del >/dev/null || true
-  psql "$PGURL" -qc "drop schema if exists $SCHEMA cascade" >/dev/null 2>&1 || true
+  if [ -n "$pid" ]; then kill "$pid" 2>/dev/null || true; fi
+  redis_del_prefix redis://127.0.0.1:6379 ssefan: || true
+  psql_url "$PGURL" -c "drop schema if exists $SCHEMA cascade" >/dev/null 2>&1 || true
 }
-trap cleanup EXIT
+on_exit cleanup
 
-psql "$PGURL" -qc "drop schema if exists $SCHEMA cascade" >/dev/null
+psql_url "$PGURL" -c "drop schema if exists $SCHEMA cascade" >/dev/null
 CART__BACKEND=redis CART__HTTP__ADDR=127.0.0.1:$PORT CART__REDIS__KEY_PREFIX=ssefan: \
 CART__POSTGRES__SCHEMA=$SCHEMA CART__ADMIN__TOKEN=sse-fanout-token-0123456789 CART__LIMITS__MAX_LINES=1000 \
 CART__SESSION__TTL_SECS=3600 CART__LOG__FILTER=warn CART__HTTP__MAX_CONNECTIONS=20000 \
 CART__LIVE__MAX_STREAMS=$((STREAMS + 100)) CART__STOREFRONT__ENABLED=false \
   "$BIN" >"$OUT/cartd.log" 2>&1 &
 pid=$!
-for _ in $(seq 200); do curl -sf "$C/readyz" >/dev/null && break; sleep 0.1; done
+wait_until 20 "$pid" http_ok "$C/readyz" || die "cartd not ready (see $OUT/cartd.log)"
 
 log "seeding flash-1 and 20,000 empty carts"
-psql "$PGURL" -qc "insert into $SCHEMA.items (inventory_id, available) values ('flash-1', 1000000000)"
-python3 - "$OUT" "$PORT" <<'PY'
-import http.client, sys
-out, port = sys.argv[1], int(sys.argv[2])
-c = http.client.HTTPConnection("127.0.0.1", port)
-ids = []
-for n in range(20000):
-    c.request("POST", "/v1/carts")
-    r = c.getresponse(); r.read()
-    assert r.status == 201, r.status
-    ids.append(r.getheader("cart-session-id"))
-open(f"{out}/sessions.txt", "w").write("\n".join(ids) + "\n")
-PY
+psql_url "$PGURL" -c "insert into $SCHEMA.items (inventory_id, available) values ('flash-1', 1000000000)"
+empty_carts "$PORT" 20000 "$OUT/sessions.txt"
 
 results="$OUT/results.txt"
 : >"$results"

@@ -13,17 +13,16 @@
 # schema of its own, so earlier load in other schemas does not weigh on it.
 # Sweeper: cartd's shipped settings (docs/configuration.md); try others with
 # EXTRA, e.g. EXTRA="CART__SWEEPER__BATCH=10000 CART__SWEEPER__INTERVAL_MS=200".
-set -euo pipefail
-cd "$(dirname "$0")/.."
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/cartd-target}"
+. "$(dirname "$0")/lib.sh"
+lib_init storm
 PGURL=postgres://cartd:cartd@127.0.0.1:5432/cartd
 PORT=${STORM_PORT:-18282}
 scripts/services.sh >&2
 cargo build --release -p cartd-benches --example expiry_storm >&2
 cargo build --release -p cartd >&2
 clean() {
-  PGOPTIONS=--client-min-messages=warning psql "$PGURL" -qc 'drop schema if exists storm cascade' >/dev/null 2>&1 || true
-  redis-cli --scan --pattern 'storm:*' | xargs -r -n 1000 redis-cli del >/dev/null || true
+  psql_url "$PGURL" -c 'drop schema if exists storm cascade' >/dev/null 2>&1 || true
+  redis_del_prefix redis://127.0.0.1:6379 storm: || true
 }
 clean
 # shellcheck disable=SC2086
@@ -32,6 +31,7 @@ env CART__BACKEND=redis CART__HTTP__ADDR=127.0.0.1:$PORT CART__REDIS__KEY_PREFIX
   ${EXTRA:-} \
   "$CARGO_TARGET_DIR/release/cartd" >/var/tmp/cartd-storm.log 2>&1 &
 PID=$!
-trap 'kill $PID 2>/dev/null || true; wait $PID 2>/dev/null || true; clean' EXIT
-for _ in $(seq 200); do curl -sf "http://127.0.0.1:$PORT/readyz" >/dev/null && break; sleep 0.1; done
+on_exit clean
+on_exit "stop_pid $PID"
+wait_until 20 "$PID" http_ok "http://127.0.0.1:$PORT/readyz" || die "cartd not ready (see /var/tmp/cartd-storm.log)"
 "$CARGO_TARGET_DIR/release/examples/expiry_storm" "${CARTS:-100000}" storm: storm "${LEAD:-30}"

@@ -2,16 +2,11 @@
 # The test command: sets up what the tests need (Redis, PostgreSQL), then runs
 # the formatting and lint checks and every test of the workspace.
 # Works on a fresh Debian machine with Rust installed; run as root or with sudo.
-set -euo pipefail
-cd "$(dirname "$0")/.."
-
-if ! command -v cargo >/dev/null && [ -f "$HOME/.cargo/env" ]; then
-  # shellcheck disable=SC1091
-  . "$HOME/.cargo/env"
-fi
-# A build cache outside the clone survives fresh clones on the same machine.
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/cartd-target}"
-export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+# The build directory is /var/tmp/cartd-target unless CARGO_TARGET_DIR says
+# otherwise (scripts/lib.sh): a cache outside the clone survives fresh clones
+# on the same machine, and every script shares it.
+. "$(dirname "$0")/lib.sh"
+lib_init test
 
 # Knobs that loosen a check (a baseline chaos run without faults, a skipped
 # build, fewer schemathesis cases, another schemathesis version) must not
@@ -26,10 +21,10 @@ scripts/services.sh
 
 # Tests work in Redis key prefixes `test-*` and PostgreSQL schemas `test_*` of
 # their own; clear what earlier runs left behind.
-redis-cli -h 127.0.0.1 --scan --pattern 'test-*' | xargs -r -n 500 redis-cli -h 127.0.0.1 del >/dev/null
-PGOPTIONS=--client-min-messages=warning PGPASSWORD=cartd psql -h 127.0.0.1 -U cartd -d cartd -qtAX -c \
-  "select 'drop schema ' || nspname || ' cascade;' from pg_namespace where nspname like 'test\_%'" |
-  PGOPTIONS=--client-min-messages=warning PGPASSWORD=cartd psql -h 127.0.0.1 -U cartd -d cartd -q >/dev/null
+pg_url=postgres://cartd:cartd@127.0.0.1:5432/cartd
+redis_del_prefix redis://127.0.0.1:6379 test-
+psql_url "$pg_url" -c "select 'drop schema ' || nspname || ' cascade;' from pg_namespace where nspname like 'test\_%'" |
+  psql_url "$pg_url" >/dev/null
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check

@@ -2,16 +2,13 @@
 //! one won, and only that one reports success (issue 15, item 4). Run on the
 //! in-memory adapters and on real Redis + PostgreSQL.
 
-mod pg_support;
-
 use std::sync::Arc;
 use std::time::Duration;
 
-use cartd_adapters::redis_store::{RedisSessions, RedisSettings};
 use cartd_adapters::{MemoryInventory, MemorySessions, SystemClock};
 use domain::ports::{Clock, Inventory, SessionStore};
 use domain::{
-    CartError, CartId, CartService, ExpiryMode, ExpiryPolicy, InventoryId, Limits, ProductId, SessionTtl, StockCount,
+    CartError, CartService, ExpiryMode, ExpiryPolicy, InventoryId, Limits, ProductId, SessionTtl, StockCount,
     StockLevel, Target,
 };
 
@@ -24,13 +21,6 @@ fn policy() -> ExpiryPolicy {
 
 fn item() -> InventoryId {
     InventoryId::parse("sku-race").unwrap()
-}
-
-async fn redis_sessions() -> RedisSessions {
-    let url = std::env::var("CARTD_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
-    let mut settings = RedisSettings::new(url);
-    settings.key_prefix = format!("test-{}:", CartId::random());
-    RedisSessions::connect(&settings).await.expect("Redis is running (scripts/services.sh)")
 }
 
 /// Opens [`CARTS`] carts of [`UNITS`] units each, then sends an abandon and a
@@ -88,8 +78,14 @@ async fn abandon_racing_checkout_has_exactly_one_success_in_memory() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn abandon_racing_checkout_has_exactly_one_success_on_redis_and_postgres() {
-    let inventory = pg_support::fresh_inventory().await;
-    let svc = CartService::new(redis_sessions().await, inventory, SystemClock, policy(), Limits::default());
+    let inventory = cartd_test_support::stores::pg_inventory().await;
+    let svc = CartService::new(
+        cartd_test_support::stores::redis_sessions().await,
+        inventory,
+        SystemClock,
+        policy(),
+        Limits::default(),
+    );
     abandon_and_checkout_race(svc).await;
 }
 

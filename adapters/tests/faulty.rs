@@ -1,19 +1,16 @@
 //! [`Faulty`]: with nothing armed it keeps the port contracts of the adapter
-//! it wraps (both suites of `contract/mod.rs` run over it); armed, it fails,
+//! it wraps (both suites of `cartd_test_support::contract` run over it); armed, it fails,
 //! delays or loses exactly the calls it was told to, with the error a real
 //! outage gives.
-
-mod contract;
 
 use std::time::Duration;
 
 use cartd_adapters::{
     Fault, Faults, Faulty, InjectedFault, ManualClock, MemoryInventory, MemorySessions, Op, UnknownOp,
 };
+use cartd_test_support::fixtures::{self, START};
 use domain::ports::{ExpiryEvents, Inventory, PortError, SessionStore};
 use domain::{CartError, CartId, OrderId, StockCount, StockLevel, Timestamp};
-
-const START: Timestamp = Timestamp::from_millis(1_700_000_000_000);
 
 async fn faulty_sessions() -> (Faulty<MemorySessions>, ManualClock) {
     (Faulty::new(MemorySessions::new()), ManualClock::new(START))
@@ -24,11 +21,11 @@ async fn faulty_inventory() -> (Faulty<MemoryInventory>, ManualClock) {
 }
 
 mod session_store {
-    crate::contract::session_store_contract!(super::faulty_sessions);
+    cartd_test_support::session_store_contract!(super::faulty_sessions);
 }
 
 mod inventory {
-    crate::contract::inventory_contract!(super::faulty_inventory);
+    cartd_test_support::inventory_contract!(super::faulty_inventory);
 }
 
 /// The injected cause inside a port error.
@@ -41,11 +38,11 @@ fn secs(s: u64) -> Timestamp {
 }
 
 async fn stocked(inv: &impl Inventory, n: u32) {
-    inv.set_available(&contract::item("sku-a"), StockCount::new(n).unwrap()).await.unwrap();
+    inv.set_available(&fixtures::item("sku-a"), StockCount::new(n).unwrap()).await.unwrap();
 }
 
 async fn level(inv: &impl Inventory) -> StockLevel {
-    inv.stock(&contract::item("sku-a")).await.unwrap().unwrap()
+    inv.stock(&fixtures::item("sku-a")).await.unwrap().unwrap()
 }
 
 mod wrapper {
@@ -56,7 +53,7 @@ mod wrapper {
         let inv = Faulty::new(MemoryInventory::new());
         stocked(&inv, 5).await;
         inv.faults().fail_next(2);
-        let e = inv.stock(&contract::item("sku-a")).await.unwrap_err();
+        let e = inv.stock(&fixtures::item("sku-a")).await.unwrap_err();
         assert_eq!(e.store(), "postgres", "the store a real outage names");
         assert_eq!(cause(&e), InjectedFault { op: Op::Stock, after_call: false });
         assert!(inv.reserved_total().await.is_err(), "the second call, another operation, fails too");
@@ -91,11 +88,11 @@ mod wrapper {
         inv.open_cart(id, secs(60)).await.unwrap();
         inv.faults().inject(Fault::on(Op::SetHold).times(1));
         inv.faults().inject(Fault::on(Op::Checkout).times(1));
-        let r = inv.set_hold(id, &contract::set("p1", "sku-a", 2), None, 10, START).await;
+        let r = inv.set_hold(id, &fixtures::set("p1", "sku-a", 2), None, 10, START).await;
         let Err(CartError::Unavailable(e)) = r else { panic!("{r:?}") };
         assert_eq!((e.store(), cause(&e).op), ("postgres", Op::SetHold));
         assert_eq!(level(&inv).await.reserved, 0, "a fault before the call changes nothing");
-        inv.set_hold(id, &contract::set("p1", "sku-a", 2), None, 10, START).await.unwrap();
+        inv.set_hold(id, &fixtures::set("p1", "sku-a", 2), None, 10, START).await.unwrap();
         let r = inv.checkout(id, OrderId::random(), START).await;
         assert!(matches!(r, Err(CartError::Unavailable(_))), "{r:?}");
         assert_eq!(level(&inv).await, StockLevel { available: 3, reserved: 2, sold: 0 });
@@ -108,11 +105,11 @@ mod wrapper {
         let id = CartId::random();
         inv.open_cart(id, secs(60)).await.unwrap();
         inv.faults().inject(Fault::on(Op::SetHold).times(1).after_call());
-        let r = inv.set_hold(id, &contract::set("p1", "sku-a", 2), None, 10, START).await;
+        let r = inv.set_hold(id, &fixtures::set("p1", "sku-a", 2), None, 10, START).await;
         let Err(CartError::Unavailable(e)) = r else { panic!("{r:?}") };
         assert_eq!(cause(&e), InjectedFault { op: Op::SetHold, after_call: true });
         assert_eq!(level(&inv).await, StockLevel { available: 3, reserved: 2, sold: 0 }, "the hold was taken");
-        assert_eq!(inv.inner().holds(id), vec![contract::line("p1", "sku-a", 2)]);
+        assert_eq!(inv.inner().holds(id), vec![fixtures::line("p1", "sku-a", 2)]);
     }
 
     #[tokio::test]
@@ -152,14 +149,14 @@ mod wrapper {
         inv.reserved_total().await.unwrap();
         assert_eq!(t.elapsed(), Duration::from_millis(200));
         let t = tokio::time::Instant::now();
-        inv.stock(&contract::item("sku-a")).await.unwrap();
+        inv.stock(&fixtures::item("sku-a")).await.unwrap();
         assert_eq!(t.elapsed(), Duration::from_secs(3), "the operation's own delay wins");
         // A caller's timeout sees the delay as a slow store.
-        let slow = tokio::time::timeout(Duration::from_secs(1), inv.stock(&contract::item("sku-a"))).await;
+        let slow = tokio::time::timeout(Duration::from_secs(1), inv.stock(&fixtures::item("sku-a"))).await;
         assert!(slow.is_err(), "timed out");
         inv.faults().heal();
         let t = tokio::time::Instant::now();
-        inv.stock(&contract::item("sku-a")).await.unwrap();
+        inv.stock(&fixtures::item("sku-a")).await.unwrap();
         assert_eq!(t.elapsed(), Duration::ZERO);
     }
 

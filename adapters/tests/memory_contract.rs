@@ -1,16 +1,12 @@
-//! The port contracts (see `contract/mod.rs`) run against the in-memory
-//! adapters, plus the few behaviours that only the in-memory ones have.
-
-mod contract;
+//! The port contracts (see `cartd_test_support::contract`) run against the
+//! in-memory adapters, plus the few behaviours that only the in-memory ones have.
 
 use std::time::Duration;
 
 use cartd_adapters::{ManualClock, MemoryInventory, MemorySessions};
+use cartd_test_support::fixtures::{self, START};
 use domain::ports::{Clock, HoldReceipt, Inventory, SessionStore};
 use domain::{CartId, StockCount, Timestamp};
-
-/// 2023-11-14T22:13:20Z: any instant works, the contract only uses offsets.
-const START: Timestamp = Timestamp::from_millis(1_700_000_000_000);
 
 async fn memory_sessions() -> (MemorySessions, ManualClock) {
     (MemorySessions::new(), ManualClock::new(START))
@@ -21,11 +17,11 @@ async fn memory_inventory() -> (MemoryInventory, ManualClock) {
 }
 
 mod session_store {
-    crate::contract::session_store_contract!(super::memory_sessions);
+    cartd_test_support::session_store_contract!(super::memory_sessions);
 }
 
 mod inventory {
-    crate::contract::inventory_contract!(super::memory_inventory);
+    cartd_test_support::inventory_contract!(super::memory_inventory);
 }
 
 /// Behaviours of the in-memory adapters beyond the port contracts.
@@ -64,7 +60,7 @@ mod memory_only {
         store.create(last, deadline, t0).await.unwrap();
         let receipt = HoldReceipt { version: 1, expires_at: t0.plus(Duration::from_secs(60)), taken: 0, released: 0 };
         assert_eq!(store.load(last, deadline).await.unwrap(), None, "ended at its deadline");
-        assert_eq!(store.apply(last, &contract::set("p1", "sku-a", 1), receipt, deadline).await.unwrap(), None);
+        assert_eq!(store.apply(last, &fixtures::set("p1", "sku-a", 1), receipt, deadline).await.unwrap(), None);
         assert_eq!(store.load(last, deadline).await.unwrap(), None, "apply did not revive it");
         assert!(!store.close(last, deadline).await.unwrap(), "it was not live when closed");
         assert!(store.len() > 1, "the purge is bounded, so ended sessions were left for later calls");
@@ -79,7 +75,7 @@ mod memory_only {
         let id = CartId::random();
         store.create(id, t0.plus(Duration::from_secs(1)), t0).await.unwrap();
         let receipt = HoldReceipt { version: 1, expires_at: t0.plus(Duration::from_secs(60)), taken: 0, released: 0 };
-        store.apply(id, &contract::set("p1", "sku-a", 1), receipt, t0).await.unwrap();
+        store.apply(id, &fixtures::set("p1", "sku-a", 1), receipt, t0).await.unwrap();
         store.load(CartId::random(), t0.plus(Duration::from_secs(2))).await.unwrap();
         assert_eq!(store.len(), 1);
         assert!(store.load(id, t0.plus(Duration::from_secs(2))).await.unwrap().is_some());
@@ -91,15 +87,15 @@ mod memory_only {
     async fn holds_snapshot_and_open_carts_report_the_ledger() {
         let inv = MemoryInventory::new();
         let t0 = START;
-        inv.set_available(&contract::item("sku-b"), StockCount::new(4).unwrap()).await.unwrap();
-        inv.set_available(&contract::item("sku-a"), StockCount::new(5).unwrap()).await.unwrap();
+        inv.set_available(&fixtures::item("sku-b"), StockCount::new(4).unwrap()).await.unwrap();
+        inv.set_available(&fixtures::item("sku-a"), StockCount::new(5).unwrap()).await.unwrap();
         let id = CartId::random();
         inv.open_cart(id, t0.plus(Duration::from_secs(60))).await.unwrap();
         assert_eq!(inv.open_carts(), 1);
         assert_eq!(inv.holds(id), vec![]);
-        inv.set_hold(id, &contract::set("p2", "sku-a", 2), None, 10, t0).await.unwrap();
-        inv.set_hold(id, &contract::set("p1", "sku-b", 1), None, 10, t0).await.unwrap();
-        assert_eq!(inv.holds(id), vec![contract::line("p1", "sku-b", 1), contract::line("p2", "sku-a", 2)]);
+        inv.set_hold(id, &fixtures::set("p2", "sku-a", 2), None, 10, t0).await.unwrap();
+        inv.set_hold(id, &fixtures::set("p1", "sku-b", 1), None, 10, t0).await.unwrap();
+        assert_eq!(inv.holds(id), vec![fixtures::line("p1", "sku-b", 1), fixtures::line("p2", "sku-a", 2)]);
         let snap: Vec<_> = inv.snapshot().into_iter().map(|(i, l)| (i.to_string(), l.available, l.reserved)).collect();
         assert_eq!(snap, vec![("sku-a".to_owned(), 3, 2), ("sku-b".to_owned(), 3, 1)]);
         assert_eq!(inv.release(id).await.unwrap().units, 3);
@@ -112,7 +108,7 @@ mod memory_only {
         let inv = MemoryInventory::new();
         let t0 = START;
         for name in ["sku-a", "sku-b", "sku-c"] {
-            inv.set_available(&contract::item(name), StockCount::new(5).unwrap()).await.unwrap();
+            inv.set_available(&fixtures::item(name), StockCount::new(5).unwrap()).await.unwrap();
         }
         let names = |v: Vec<domain::InventoryId>| v.into_iter().map(|i| i.to_string()).collect::<Vec<_>>();
         assert_eq!(names(inv.take_changed()), ["sku-a", "sku-b", "sku-c"]);
@@ -120,16 +116,16 @@ mod memory_only {
         let id = CartId::random();
         inv.open_cart(id, t0.plus(Duration::from_secs(60))).await.unwrap();
         assert_eq!(inv.take_changed(), vec![], "opening a cart moves no stock");
-        inv.set_hold(id, &contract::set("p1", "sku-a", 2), None, 10, t0).await.unwrap();
-        inv.set_hold(id, &contract::set("p1", "sku-b", 2), None, 10, t0).await.unwrap();
+        inv.set_hold(id, &fixtures::set("p1", "sku-a", 2), None, 10, t0).await.unwrap();
+        inv.set_hold(id, &fixtures::set("p1", "sku-b", 2), None, 10, t0).await.unwrap();
         assert_eq!(names(inv.take_changed()), ["sku-a", "sku-b"], "moving a line changes both items");
-        assert!(inv.set_hold(id, &contract::set("p2", "sku-c", 9), None, 10, t0).await.is_err());
+        assert!(inv.set_hold(id, &fixtures::set("p2", "sku-c", 9), None, 10, t0).await.is_err());
         assert_eq!(inv.take_changed(), vec![], "a refused hold changes nothing");
         inv.checkout(id, domain::OrderId::random(), t0).await.unwrap();
         assert_eq!(names(inv.take_changed()), ["sku-b"]);
         let other = CartId::random();
         inv.open_cart(other, t0.plus(Duration::from_secs(1))).await.unwrap();
-        inv.set_hold(other, &contract::set("p1", "sku-c", 1), None, 10, t0).await.unwrap();
+        inv.set_hold(other, &fixtures::set("p1", "sku-c", 1), None, 10, t0).await.unwrap();
         let _ = inv.take_changed();
         inv.release_expired(t0.plus(Duration::from_secs(2)), 10).await.unwrap();
         assert_eq!(names(inv.take_changed()), ["sku-c"], "the sweeper's releases count too");

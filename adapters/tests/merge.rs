@@ -4,12 +4,10 @@
 //! that moves nothing, the edge cases, and merges racing the source's
 //! checkout and expiry.
 
-mod pg_support;
-
 use std::sync::Arc;
 use std::time::Duration;
 
-use cartd_adapters::redis_store::{RedisSessions, RedisSettings};
+use cartd_adapters::redis_store::RedisSessions;
 use cartd_adapters::{MemoryInventory, MemorySessions, SystemClock};
 use domain::merge::{MergeStrategy, Shortage};
 use domain::ports::{Clock, Inventory, SessionStore};
@@ -34,13 +32,6 @@ fn line(p: &str, i: &str, n: u32) -> Line {
     Line { product_id: product(p), inventory_id: item(i), quantity: Quantity::new(n).unwrap() }
 }
 
-async fn redis_sessions() -> RedisSessions {
-    let url = std::env::var("CARTD_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
-    let mut settings = RedisSettings::new(url);
-    settings.key_prefix = format!("test-{}:", CartId::random());
-    RedisSessions::connect(&settings).await.expect("Redis is running (scripts/services.sh)")
-}
-
 fn memory(mode: ExpiryMode) -> CartService<MemorySessions, MemoryInventory, SystemClock> {
     CartService::new(
         MemorySessions::new(),
@@ -54,8 +45,14 @@ fn memory(mode: ExpiryMode) -> CartService<MemorySessions, MemoryInventory, Syst
 async fn real(
     mode: ExpiryMode,
 ) -> CartService<RedisSessions, cartd_adapters::postgres_store::PgInventory, SystemClock> {
-    let inventory = pg_support::fresh_inventory().await;
-    CartService::new(redis_sessions().await, inventory, SystemClock, policy(mode), Limits::new(10, 3).unwrap())
+    let inventory = cartd_test_support::stores::pg_inventory().await;
+    CartService::new(
+        cartd_test_support::stores::redis_sessions().await,
+        inventory,
+        SystemClock,
+        policy(mode),
+        Limits::new(10, 3).unwrap(),
+    )
 }
 
 async fn cart_with<S: SessionStore, I: Inventory, C: Clock>(

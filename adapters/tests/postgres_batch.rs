@@ -1,29 +1,22 @@
 //! Holds are grouped into batches (one transaction each); several instances'
 //! batches on the same items must neither deadlock nor lose a unit.
 
-mod pg_support;
-
 use std::sync::Arc;
 use std::time::Duration;
 
 use cartd_adapters::SystemClock;
 use cartd_adapters::postgres_store::{BatchedHold, HoldBatchMode, PgInventory, PgSettings};
+use cartd_test_support::fixtures::{item, set};
+use cartd_test_support::servers::postgres_url;
+use cartd_test_support::stores;
 use domain::ports::{Clock, Inventory, LineChange};
-use domain::{CartError, CartId, InventoryId, ProductId, Quantity, StockCount, Timestamp};
-
-fn item(s: &str) -> InventoryId {
-    InventoryId::parse(s).unwrap()
-}
-
-fn set(product: &str, inv: &str, n: u32) -> LineChange {
-    LineChange { product_id: ProductId::parse(product).unwrap(), line: Some((item(inv), Quantity::new(n).unwrap())) }
-}
+use domain::{CartError, CartId, ProductId, Quantity, StockCount, Timestamp};
 
 /// An instance on `schema`: its own pool and batcher. Generous timeouts:
 /// these tests are about correctness under contention, not latency, and the
 /// machine may be busy.
 fn instance(schema: &str) -> PgInventory {
-    let mut settings = PgSettings::new(pg_support::url());
+    let mut settings = PgSettings::new(postgres_url());
     settings.schema = Some(schema.to_owned());
     settings.pool_size = 4;
     settings.op_timeout = Duration::from_secs(20);
@@ -37,7 +30,7 @@ fn instance(schema: &str) -> PgInventory {
 #[tokio::test]
 async fn three_instances_batching_holds_on_shared_items_neither_deadlock_nor_oversell() {
     const STOCK: i64 = 200;
-    let (_, schema) = pg_support::fresh_inventory_with_schema().await;
+    let (_, schema) = stores::pg_inventory_with_schema().await;
     let instances = Arc::new([instance(&schema), instance(&schema), instance(&schema)]);
     let items = ["a", "b", "c", "d"];
     for name in items {
@@ -85,7 +78,7 @@ async fn three_instances_batching_holds_on_shared_items_neither_deadlock_nor_ove
 
 #[tokio::test]
 async fn a_hot_item_is_held_exactly_up_to_its_stock_by_batched_holds() {
-    let (_, schema) = pg_support::fresh_inventory_with_schema().await;
+    let (_, schema) = stores::pg_inventory_with_schema().await;
     let inv = Arc::new(instance(&schema));
     inv.set_available(&item("flash"), StockCount::new(137).unwrap()).await.unwrap();
     let now = SystemClock.now();
@@ -171,8 +164,8 @@ async fn line_counter_disagreements(client: &tokio_postgres::Client, schema: &st
 /// and the test requires enough of those to reach every kind of answer.
 #[tokio::test]
 async fn planned_batches_answer_and_write_exactly_what_the_reference_loop_does() {
-    let (planned, planned_schema) = pg_support::fresh_inventory_in_mode(HoldBatchMode::Planned).await;
-    let (reference, reference_schema) = pg_support::fresh_inventory_in_mode(HoldBatchMode::Reference).await;
+    let (planned, planned_schema) = stores::pg_inventory_in_mode(HoldBatchMode::Planned).await;
+    let (reference, reference_schema) = stores::pg_inventory_in_mode(HoldBatchMode::Reference).await;
     let items = ["a", "b", "c", "d"];
     for inv in [&planned, &reference] {
         for name in items {
@@ -180,7 +173,7 @@ async fn planned_batches_answer_and_write_exactly_what_the_reference_loop_does()
         }
     }
     let carts: Vec<CartId> = (0..7).map(|_| CartId::random()).collect();
-    let (client, connection) = tokio_postgres::connect(&pg_support::url(), tokio_postgres::NoTls).await.unwrap();
+    let (client, connection) = tokio_postgres::connect(&postgres_url(), tokio_postgres::NoTls).await.unwrap();
     tokio::spawn(connection);
     let mut seen = std::collections::BTreeMap::<String, usize>::new();
     let (mut planned_rounds, mut fallback_rounds) = (0usize, 0usize);

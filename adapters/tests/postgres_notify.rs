@@ -2,25 +2,18 @@
 //! sends one notice at commit, on its deployment's channel only, and the
 //! listener asks for a full re-read after (re)connecting.
 
-mod pg_support;
-
 use std::time::Duration;
 
 use cartd_adapters::postgres_store::{PgSettings, StockListener, StockNotice};
-use domain::ports::{Inventory, LineChange};
-use domain::{CartId, InventoryId, OrderId, ProductId, Quantity, StockCount, Timestamp};
+use cartd_test_support::fixtures::{item, set};
+use cartd_test_support::servers::postgres_url;
+use cartd_test_support::stores;
+use domain::ports::Inventory;
+use domain::{CartId, OrderId, StockCount, Timestamp};
 use tokio::sync::{mpsc, oneshot};
-
-fn item(s: &str) -> InventoryId {
-    InventoryId::parse(s).unwrap()
-}
 
 fn items(v: &[&str]) -> StockNotice {
     StockNotice::Items(v.iter().map(|s| item(s)).collect())
-}
-
-fn set(p: &str, i: &str, n: u32) -> LineChange {
-    LineChange { product_id: ProductId::parse(p).unwrap(), line: Some((item(i), Quantity::new(n).unwrap())) }
 }
 
 fn now() -> Timestamp {
@@ -35,7 +28,7 @@ struct Listening {
 }
 
 async fn listen(schema: &str) -> Listening {
-    let mut settings = PgSettings::new(pg_support::url());
+    let mut settings = PgSettings::new(postgres_url());
     settings.schema = Some(schema.to_owned());
     let (tx, notices) = mpsc::unbounded_channel();
     let (stop, stopped) = oneshot::channel::<()>();
@@ -71,7 +64,7 @@ impl Listening {
 
 #[tokio::test]
 async fn every_committed_change_of_counts_sends_one_notice_naming_what_changed() {
-    let (inv, schema) = pg_support::fresh_inventory_with_schema().await;
+    let (inv, schema) = stores::pg_inventory_with_schema().await;
     let mut l = listen(&schema).await;
     let t0 = now();
 
@@ -113,8 +106,8 @@ async fn every_committed_change_of_counts_sends_one_notice_naming_what_changed()
 
 #[tokio::test]
 async fn a_deployment_hears_only_its_own_schema() {
-    let (inv, _schema) = pg_support::fresh_inventory_with_schema().await;
-    let (_other_inv, other_schema) = pg_support::fresh_inventory_with_schema().await;
+    let (inv, _schema) = stores::pg_inventory_with_schema().await;
+    let (_other_inv, other_schema) = stores::pg_inventory_with_schema().await;
     let mut l = listen(&other_schema).await;
     inv.set_available(&item("sku-a"), StockCount::new(1).unwrap()).await.unwrap();
     l.nothing_more().await;
@@ -122,9 +115,9 @@ async fn a_deployment_hears_only_its_own_schema() {
 
 #[tokio::test]
 async fn after_its_connection_is_killed_the_listener_reconnects_and_asks_for_a_full_re_read() {
-    let (inv, schema) = pg_support::fresh_inventory_with_schema().await;
+    let (inv, schema) = stores::pg_inventory_with_schema().await;
     let mut l = listen(&schema).await;
-    let (admin, connection) = tokio_postgres::connect(&pg_support::url(), tokio_postgres::NoTls).await.unwrap();
+    let (admin, connection) = tokio_postgres::connect(&postgres_url(), tokio_postgres::NoTls).await.unwrap();
     tokio::spawn(connection);
     let killed = admin
         .query_one(

@@ -3,28 +3,28 @@
 //! by a development build from before the baseline migration is refused with
 //! a pointer to how to reset it.
 
-mod pg_support;
-
 use cartd_adapters::postgres_store::{PgInventory, PgSettings};
-use domain::CartId;
+use cartd_test_support::isolation::fresh_schema;
+use cartd_test_support::servers::postgres_url;
+use cartd_test_support::stores;
 
 /// Runs `sql` in `schema` on a connection of its own.
 async fn exec_in(schema: &str, sql: &str) {
-    let (client, connection) = tokio_postgres::connect(&pg_support::url(), tokio_postgres::NoTls).await.unwrap();
+    let (client, connection) = tokio_postgres::connect(&postgres_url(), tokio_postgres::NoTls).await.unwrap();
     tokio::spawn(connection);
     client.batch_execute(&format!("set search_path = {schema}; {sql}")).await.unwrap();
 }
 
 fn unmigrated() -> (PgInventory, String) {
-    let schema = format!("test_{}", CartId::random().as_uuid().simple());
-    let mut settings = PgSettings::new(pg_support::url());
+    let schema = fresh_schema();
+    let mut settings = PgSettings::new(postgres_url());
     settings.schema = Some(schema.clone());
     (PgInventory::connect(&settings).unwrap(), schema)
 }
 
 #[tokio::test]
 async fn ready_means_the_database_records_exactly_this_builds_migrations() {
-    let (inv, schema) = pg_support::fresh_inventory_with_schema().await;
+    let (inv, schema) = stores::pg_inventory_with_schema().await;
     assert!(inv.ready().await, "freshly migrated");
 
     exec_in(

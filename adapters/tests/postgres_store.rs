@@ -1,22 +1,15 @@
 //! PostgreSQL-specific behaviour under concurrency: what the in-memory adapter
 //! gets from one mutex, the SQL functions must get from locks and transactions.
 
-mod pg_support;
-
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cartd_adapters::postgres_store::{PgInventory, PgSettings};
-use domain::ports::{Clock, Inventory, LineChange};
-use domain::{CartError, CartId, InventoryId, OrderId, ProductId, Quantity, StockCount, StockLevel, Timestamp};
-
-fn item(s: &str) -> InventoryId {
-    InventoryId::parse(s).unwrap()
-}
-
-fn set(product: &str, inv: &str, n: u32) -> LineChange {
-    LineChange { product_id: ProductId::parse(product).unwrap(), line: Some((item(inv), Quantity::new(n).unwrap())) }
-}
+use cartd_test_support::fixtures::{item, set};
+use cartd_test_support::servers::postgres_url;
+use cartd_test_support::stores;
+use domain::ports::{Clock, Inventory};
+use domain::{CartError, CartId, OrderId, StockCount, StockLevel, Timestamp};
 
 fn now() -> Timestamp {
     cartd_adapters::SystemClock.now()
@@ -28,7 +21,7 @@ async fn stock(inv: &PgInventory, name: &str) -> StockLevel {
 
 #[tokio::test]
 async fn two_hundred_carts_racing_for_fifty_units_hold_exactly_fifty() {
-    let inv = Arc::new(pg_support::fresh_inventory().await);
+    let inv = Arc::new(stores::pg_inventory().await);
     inv.set_available(&item("hot"), StockCount::new(50).unwrap()).await.unwrap();
     let t0 = now();
     let deadline = t0.plus(Duration::from_secs(60));
@@ -58,7 +51,7 @@ async fn two_hundred_carts_racing_for_fifty_units_hold_exactly_fifty() {
 
 #[tokio::test]
 async fn racing_releases_of_one_cart_return_its_units_once() {
-    let inv = Arc::new(pg_support::fresh_inventory().await);
+    let inv = Arc::new(stores::pg_inventory().await);
     inv.set_available(&item("a"), StockCount::new(10).unwrap()).await.unwrap();
     inv.set_available(&item("b"), StockCount::new(10).unwrap()).await.unwrap();
     let t0 = now();
@@ -85,7 +78,7 @@ async fn racing_releases_of_one_cart_return_its_units_once() {
 
 #[tokio::test]
 async fn checkout_racing_release_has_exactly_one_winner() {
-    let inv = Arc::new(pg_support::fresh_inventory().await);
+    let inv = Arc::new(stores::pg_inventory().await);
     inv.set_available(&item("a"), StockCount::new(1000).unwrap()).await.unwrap();
     let t0 = now();
     let (mut sold_wins, mut release_wins) = (0, 0);
@@ -115,7 +108,7 @@ async fn checkout_racing_release_has_exactly_one_winner() {
 
 #[tokio::test]
 async fn three_sweepers_release_a_thousand_expired_carts_exactly_once() {
-    let inv = Arc::new(pg_support::fresh_inventory().await);
+    let inv = Arc::new(stores::pg_inventory().await);
     for name in ["a", "b", "c"] {
         inv.set_available(&item(name), StockCount::new(10_000).unwrap()).await.unwrap();
     }
@@ -160,7 +153,7 @@ async fn three_sweepers_release_a_thousand_expired_carts_exactly_once() {
 #[tokio::test]
 async fn migrations_apply_once() {
     let schema = format!("test_{}", CartId::random().as_uuid().simple());
-    let mut settings = PgSettings::new(pg_support::url());
+    let mut settings = PgSettings::new(postgres_url());
     settings.schema = Some(schema.clone());
     let inv = PgInventory::connect(&settings).unwrap();
     let first = inv.migrate(Some(&schema)).await.unwrap();
@@ -186,7 +179,7 @@ async fn an_unreachable_server_fails_fast_with_a_port_error() {
 /// Runs `sql` in `schema` on a connection of its own (to corrupt counts the
 /// way a bug or a hand edit would).
 async fn exec_in(schema: &str, sql: &str) {
-    let (client, connection) = tokio_postgres::connect(&pg_support::url(), tokio_postgres::NoTls).await.unwrap();
+    let (client, connection) = tokio_postgres::connect(&postgres_url(), tokio_postgres::NoTls).await.unwrap();
     tokio::spawn(connection);
     client.batch_execute(&format!("set search_path = {schema}; {sql}")).await.unwrap();
 }
@@ -195,7 +188,7 @@ async fn exec_in(schema: &str, sql: &str) {
 async fn reconcile_reports_reserved_counts_that_disagree_with_the_ledger_and_fixes_them() {
     use cartd_adapters::postgres_store::Drift;
     let schema = format!("test_{}", CartId::random().as_uuid().simple());
-    let mut settings = PgSettings::new(pg_support::url());
+    let mut settings = PgSettings::new(postgres_url());
     settings.schema = Some(schema.clone());
     let inv = PgInventory::connect(&settings).unwrap();
     inv.migrate(Some(&schema)).await.unwrap();

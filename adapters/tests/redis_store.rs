@@ -4,8 +4,7 @@
 //! unreachable, and the memory a cart takes compared with the tutorial's
 //! layout.
 //!
-//! `CARTD_TEST_REDIS_URL` overrides the server (default
-//! `redis://127.0.0.1:6379`; `scripts/services.sh` starts one). Tests that
+//! The server is `cartd_test_support::servers::redis_url()`. Tests that
 //! change server-wide settings (`CONFIG SET`, `CLIENT KILL`, `SCRIPT FLUSH`)
 //! or depend on them hold [`SERVER`] and restore what they changed, even when
 //! they fail.
@@ -15,39 +14,24 @@ use std::time::{Duration, Instant};
 
 use cartd_adapters::SystemClock;
 use cartd_adapters::redis_store::{ListenerSettings, Notifications, RedisExpiryListener, RedisSessions, RedisSettings};
-use domain::ports::{Clock, ExpiryEvents, HoldReceipt, LineChange, PortError, SessionStore};
-use domain::{CartId, InventoryId, Line, ProductId, Quantity, Timestamp};
+use cartd_test_support::fixtures::{line, receipt, secs, set};
+use cartd_test_support::isolation::fresh_key_prefix;
+use cartd_test_support::servers::redis_url;
+use cartd_test_support::stores::{redis_sessions, redis_sessions_with_prefix};
+use domain::ports::{Clock, ExpiryEvents, LineChange, PortError, SessionStore};
+use domain::{CartId, ProductId, Timestamp};
 use redis::aio::MultiplexedConnection;
 
 /// Held by every test that changes server-wide settings or needs expired
 /// events to be on, so they do not disturb each other.
 static SERVER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-fn redis_url() -> String {
-    std::env::var("CARTD_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
-}
-
 fn describe(e: &PortError) -> String {
     domain::error_chain(e)
 }
 
 fn unreachable(url: &str, e: &dyn std::fmt::Display) -> ! {
-    panic!("Redis at {url} is unreachable ({e}); run scripts/services.sh or set CARTD_TEST_REDIS_URL")
-}
-
-fn fresh_prefix() -> String {
-    format!("cartd-test:{}:", CartId::random())
-}
-
-async fn store_with_prefix(prefix: &str) -> RedisSessions {
-    let url = redis_url();
-    let mut settings = RedisSettings::new(url.clone());
-    settings.key_prefix = prefix.to_owned();
-    RedisSessions::connect(&settings).await.unwrap_or_else(|e| unreachable(&url, &describe(&e)))
-}
-
-async fn store() -> RedisSessions {
-    store_with_prefix(&fresh_prefix()).await
+    cartd_test_support::servers::unreachable("Redis", url, e)
 }
 
 /// A plain connection for looking at what the store wrote.
@@ -63,29 +47,6 @@ async fn query<T: redis::FromRedisValue>(conn: &mut MultiplexedConnection, cmd: 
 
 fn now() -> Timestamp {
     SystemClock.now()
-}
-
-fn secs(t: Timestamp, s: u64) -> Timestamp {
-    t.plus(Duration::from_secs(s))
-}
-
-fn set(p: &str, i: &str, n: u32) -> LineChange {
-    LineChange {
-        product_id: ProductId::parse(p).unwrap(),
-        line: Some((InventoryId::parse(i).unwrap(), Quantity::new(n).unwrap())),
-    }
-}
-
-fn line(p: &str, i: &str, n: u32) -> Line {
-    Line {
-        product_id: ProductId::parse(p).unwrap(),
-        inventory_id: InventoryId::parse(i).unwrap(),
-        quantity: Quantity::new(n).unwrap(),
-    }
-}
-
-fn receipt(version: u64, expires_at: Timestamp) -> HoldReceipt {
-    HoldReceipt { version, expires_at, taken: 0, released: 0 }
 }
 
 /// Every key under `prefix`.
@@ -120,8 +81,8 @@ async fn assert_expires_at(conn: &mut MultiplexedConnection, key: &str, deadline
 
 #[tokio::test]
 async fn a_session_is_one_hash_whose_ttl_matches_its_deadline() {
-    let prefix = fresh_prefix();
-    let store = store_with_prefix(&prefix).await;
+    let prefix = fresh_key_prefix();
+    let store = redis_sessions_with_prefix(&prefix).await;
     let mut conn = raw().await;
     let t0 = now();
     let id = CartId::random();
@@ -153,7 +114,7 @@ async fn a_session_is_one_hash_whose_ttl_matches_its_deadline() {
 
 #[tokio::test]
 async fn creating_a_session_again_replaces_its_content_and_expiry() {
-    let store = store().await;
+    let store = redis_sessions().await;
     let mut conn = raw().await;
     let t0 = now();
     let id = CartId::random();
@@ -167,7 +128,7 @@ async fn creating_a_session_again_replaces_its_content_and_expiry() {
 
 #[tokio::test]
 async fn a_sliding_deadline_moves_the_keys_expiry() {
-    let store = store().await;
+    let store = redis_sessions().await;
     let mut conn = raw().await;
     let t0 = now();
     let id = CartId::random();
@@ -186,7 +147,7 @@ async fn a_sliding_deadline_moves_the_keys_expiry() {
 
 #[tokio::test]
 async fn a_stale_version_does_not_overwrite_a_newer_line() {
-    let store = store().await;
+    let store = redis_sessions().await;
     let mut conn = raw().await;
     let t0 = now();
     let id = CartId::random();
@@ -212,7 +173,7 @@ async fn a_stale_version_does_not_overwrite_a_newer_line() {
 #[tokio::test]
 async fn concurrent_applies_to_one_line_leave_the_highest_version() {
     const N: u64 = 64;
-    let store = store().await;
+    let store = redis_sessions().await;
     let mut conn = raw().await;
     let t0 = now();
     let id = CartId::random();
@@ -238,7 +199,7 @@ async fn concurrent_applies_to_one_line_leave_the_highest_version() {
 
 #[tokio::test]
 async fn uuid_product_ids_are_packed_and_read_back_unchanged() {
-    let store = store().await;
+    let store = redis_sessions().await;
     let mut conn = raw().await;
     let t0 = now();
     let id = CartId::random();
@@ -265,7 +226,7 @@ async fn uuid_product_ids_are_packed_and_read_back_unchanged() {
 
 #[tokio::test]
 async fn unparseable_fields_are_skipped_and_the_rest_of_the_cart_is_read() {
-    let store = store().await;
+    let store = redis_sessions().await;
     let mut conn = raw().await;
     let t0 = now();
     let id = CartId::random();
@@ -298,7 +259,7 @@ async fn unparseable_fields_are_skipped_and_the_rest_of_the_cart_is_read() {
 #[tokio::test]
 async fn scripts_are_loaded_again_after_the_server_forgets_them() {
     let _server = SERVER.lock().await;
-    let store = store().await;
+    let store = redis_sessions().await;
     let mut conn = raw().await;
     let t0 = now();
     let id = CartId::random();
@@ -324,7 +285,7 @@ async fn a_pooled_connection_that_redis_dropped_is_replaced() {
     // apart from everyone else's in CLIENT LIST and killed alone.
     const DB: u8 = 13;
     let mut settings = RedisSettings::new(url_with_db(DB));
-    settings.key_prefix = fresh_prefix();
+    settings.key_prefix = fresh_key_prefix();
     settings.pool_size = 1;
     let store = RedisSessions::connect(&settings).await.unwrap_or_else(|e| unreachable(&settings.url, &describe(&e)));
     let mut conn = raw().await;
@@ -354,7 +315,7 @@ async fn a_pooled_connection_that_redis_dropped_is_replaced() {
 
 #[tokio::test]
 async fn ping_answers_true_for_a_reachable_server() {
-    assert!(store().await.ping().await);
+    assert!(redis_sessions().await.ping().await);
 }
 
 #[tokio::test]
@@ -460,9 +421,9 @@ impl Drop for RestoreNotifyFlags {
 #[tokio::test]
 async fn the_expiry_listener_delivers_a_session_that_expires_and_ignores_other_prefixes() {
     let _server = SERVER.lock().await;
-    let prefix = fresh_prefix();
-    let other = store().await;
-    let store = store_with_prefix(&prefix).await;
+    let prefix = fresh_key_prefix();
+    let other = redis_sessions().await;
+    let store = redis_sessions_with_prefix(&prefix).await;
     let mut conn = raw().await;
     let mut listener = RedisExpiryListener::spawn(&ListenerSettings::new(redis_url(), prefix)).unwrap();
     let status = listener.status();
@@ -495,8 +456,8 @@ async fn the_listener_switches_notifications_back_on_and_survives_a_killed_conne
     let _restore = RestoreNotifyFlags(notify_flags(&mut conn).await);
     let _: () = query(&mut conn, redis::cmd("CONFIG").arg("SET").arg("notify-keyspace-events").arg("")).await;
 
-    let prefix = fresh_prefix();
-    let store = store_with_prefix(&prefix).await;
+    let prefix = fresh_key_prefix();
+    let store = redis_sessions_with_prefix(&prefix).await;
     let mut listener = RedisExpiryListener::spawn(&ListenerSettings::new(redis_url(), prefix)).unwrap();
     let status = listener.status();
     wait_until("notifications switched on", Duration::from_secs(3), || status.notifications() == Notifications::On)
@@ -575,7 +536,7 @@ async fn memory_usage(conn: &mut MultiplexedConnection, key: &str) -> u64 {
 async fn redis_memory_per_session_is_at_most_half_of_the_tutorials() {
     let mut conn = raw().await;
     // The production prefix: the measurement is of the real key.
-    let store = store_with_prefix(&RedisSettings::new(redis_url()).key_prefix).await;
+    let store = redis_sessions_with_prefix(&RedisSettings::new(redis_url()).key_prefix).await;
     let t0 = now();
     let id = CartId::random();
     let d = t0.plus(Duration::from_secs(900));

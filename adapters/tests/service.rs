@@ -4,33 +4,21 @@
 use std::time::Duration;
 
 use cartd_adapters::{ManualClock, MemoryInventory, MemorySessions};
+use cartd_test_support::fixtures::{START, item, line, product};
 use domain::ports::{Clock, SessionStore};
 use domain::{
-    CartError, CartId, CartService, ExpiryMode, ExpiryPolicy, InventoryId, Limits, Line, ProductId, Quantity,
-    SessionTtl, StockCount, StockLevel, Target, Timestamp,
+    CartError, CartId, CartService, ExpiryMode, ExpiryPolicy, Limits, Quantity, SessionTtl, StockCount, StockLevel,
+    Target,
 };
 
 type Service = CartService<MemorySessions, MemoryInventory, ManualClock>;
 
-const START: Timestamp = Timestamp::from_millis(1_700_000_000_000);
 const TTL: Duration = Duration::from_secs(900);
 
 fn service(mode: ExpiryMode) -> Service {
     let policy = ExpiryPolicy { ttl: SessionTtl::new(TTL).unwrap(), mode };
     let limits = Limits::new(10, 5).unwrap();
     CartService::new(MemorySessions::new(), MemoryInventory::new(), ManualClock::new(START), policy, limits)
-}
-
-fn product(s: &str) -> ProductId {
-    ProductId::parse(s).unwrap()
-}
-
-fn item(s: &str) -> InventoryId {
-    InventoryId::parse(s).unwrap()
-}
-
-fn line(p: &str, i: &str, n: u32) -> Line {
-    Line { product_id: product(p), inventory_id: item(i), quantity: Quantity::new(n).unwrap() }
 }
 
 async fn stocked(svc: &Service, name: &str, n: u32) {

@@ -1,7 +1,7 @@
 //! The HTTP API end to end, on the in-memory backend: every route, every error
 //! code, and the tutorial routes' exact bodies.
 
-mod support;
+use cartd_test_support::app as support;
 
 use std::time::Duration;
 
@@ -394,7 +394,10 @@ async fn the_openapi_document_lists_every_route() {
     app.stop().await;
 }
 
-#[tokio::test]
+// The in-memory backend's clock is tokio's, so the tests of expiry below run
+// on a paused clock: it moves only as the test sleeps, and a sleep returns as
+// soon as nothing else can run, so no test waits in real time.
+#[tokio::test(start_paused = true)]
 async fn an_abandoned_cart_expires_and_its_stock_returns() {
     let app = spawn_app_with(&[("CART__SESSION__TTL_SECS", "1"), ("CART__SWEEPER__INTERVAL_MS", "50")]).await;
     app.set_stock("inv-1", 5).await;
@@ -411,7 +414,7 @@ async fn an_abandoned_cart_expires_and_its_stock_returns() {
     app.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn sliding_expiry_pushes_the_deadline_on_every_change() {
     let app = spawn_app_with(&[("CART__SESSION__TTL_SECS", "60"), ("CART__SESSION__SLIDING", "true")]).await;
     app.set_stock("inv-1", 5).await;
@@ -429,7 +432,7 @@ async fn sliding_expiry_pushes_the_deadline_on_every_change() {
     app.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn fixed_expiry_keeps_the_deadline() {
     let app = spawn_app_with(&[("CART__SESSION__TTL_SECS", "60")]).await;
     app.set_stock("inv-1", 5).await;
@@ -495,7 +498,7 @@ fn the_binary_refuses_an_invalid_setting_and_names_the_key() {
     assert!(stderr.contains("session.ttl_secs"), "{stderr}");
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn metrics_count_requests_and_every_kind_of_stock_movement() {
     let app = spawn_app_with(&[("CART__SESSION__TTL_SECS", "1"), ("CART__SWEEPER__INTERVAL_MS", "50")]).await;
     app.set_stock("inv-1", 20).await;
@@ -514,7 +517,7 @@ async fn metrics_count_requests_and_every_kind_of_stock_movement() {
     app.request(Method::PATCH, "/v1/cart", &[], None).await.assert_error(405, "method_not_allowed");
 
     let hold = |change: &'static str, cause: &'static str| [("change", change), ("cause", cause)];
-    let started = std::time::Instant::now();
+    let started = tokio::time::Instant::now();
     let m = loop {
         let m = app.metrics().await;
         if m.value("cartd_hold_units_total", &hold("released", "sweeper")) >= 1.0 {

@@ -1,7 +1,7 @@
 //! Live stock over Server-Sent Events (`GET /v1/inventory/events`): on the
 //! in-memory backend, and across two instances sharing Redis + PostgreSQL.
 
-mod support;
+use cartd_test_support::app as support;
 
 use std::net::SocketAddr;
 use std::time::Duration;

@@ -1,11 +1,10 @@
 //! `POST /v1/cart/merge` end to end, on the in-memory backend and on real
 //! Redis + PostgreSQL (issue 15, item 1).
 
-mod support;
-
+use cartd_test_support::Isolation;
+use cartd_test_support::app::{TestApp, spawn_app, spawn_real_app_in};
 use http::{Method, StatusCode};
 use serde_json::json;
-use support::{Isolation, TestApp, spawn_app, spawn_real_app_in};
 
 const MISSING: &str = "4f1c9b9e-4a8e-4d61-9f4f-6a2b8f0f6c11";
 

@@ -11,7 +11,7 @@
 //! leave in it, which is part of the point: later cases meet carts and stock
 //! that earlier ones changed).
 
-mod support;
+use cartd_test_support::app as support;
 
 use std::net::SocketAddr;
 

@@ -3,7 +3,7 @@
 //! and outages. Each test runs in a Redis key prefix and PostgreSQL schema of
 //! its own; instances started in the same `Isolation` share them like replicas.
 
-mod support;
+use cartd_test_support::app as support;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -52,7 +52,7 @@ fn lag_ms(deadline: SystemTime, seen: SystemTime) -> i128 {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_two_hundred_clients_racing_for_fifty_units_hold_exactly_fifty() {
+async fn two_hundred_clients_racing_for_fifty_units_hold_exactly_fifty() {
     let app = Arc::new(spawn_real_app(&[]).await);
     app.set_stock("hot", 50).await;
     let mut tasks = Vec::new();
@@ -77,7 +77,7 @@ async fn a_two_hundred_clients_racing_for_fifty_units_hold_exactly_fifty() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn b_with_the_listener_an_expired_carts_stock_is_back_within_a_second_of_its_deadline() {
+async fn with_the_listener_an_expired_carts_stock_is_back_within_a_second_of_its_deadline() {
     let _one_at_a_time = TIMING.lock().await;
     // The listener with the sweeper at half a second: whichever comes first
     // releases. How late Redis raises `expired` depends on how many keys with a
@@ -110,7 +110,7 @@ async fn released_by(app: &TestApp, cause: &str) -> f64 {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn b2_the_listener_alone_releases_an_expired_cart_on_its_expiry_event() {
+async fn the_listener_alone_releases_an_expired_cart_on_its_expiry_event() {
     let _one_at_a_time = TIMING.lock().await;
     // The sweeper is an hour away: only the expiry event can release.
     let app = spawn_real_app(&[("CART__SESSION__TTL_SECS", "1"), ("CART__SWEEPER__INTERVAL_MS", "3600000")]).await;
@@ -127,7 +127,7 @@ async fn b2_the_listener_alone_releases_an_expired_cart_on_its_expiry_event() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn c_without_the_listener_the_sweeper_returns_stock_within_one_interval_of_the_deadline() {
+async fn without_the_listener_the_sweeper_returns_stock_within_one_interval_of_the_deadline() {
     let _one_at_a_time = TIMING.lock().await;
     let app = spawn_real_app(&[
         ("CART__SESSION__TTL_SECS", "1"),
@@ -150,7 +150,7 @@ async fn c_without_the_listener_the_sweeper_returns_stock_within_one_interval_of
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn d_three_instances_release_a_thousand_expiring_carts_exactly_once() {
+async fn three_instances_release_a_thousand_expiring_carts_exactly_once() {
     let _one_at_a_time = TIMING.lock().await;
     let iso = Isolation::new();
     let vars = [("CART__SESSION__TTL_SECS", "2"), ("CART__SWEEPER__INTERVAL_MS", "200")];
@@ -221,7 +221,7 @@ async fn d_three_instances_release_a_thousand_expiring_carts_exactly_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn e_checkout_racing_expiry_has_exactly_one_winner_per_cart() {
+async fn checkout_racing_expiry_has_exactly_one_winner_per_cart() {
     let _one_at_a_time = TIMING.lock().await;
     let app = Arc::new(spawn_real_app(&[("CART__SESSION__TTL_SECS", "1"), ("CART__SWEEPER__INTERVAL_MS", "20")]).await);
     app.set_stock("inv-e", 10_000).await;
@@ -261,7 +261,7 @@ async fn e_checkout_racing_expiry_has_exactly_one_winner_per_cart() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn f_when_redis_loses_every_session_the_sweeper_releases_their_holds_and_clients_start_again() {
+async fn when_redis_loses_every_session_the_sweeper_releases_their_holds_and_clients_start_again() {
     let iso = Isolation::new();
     let app = spawn_real_app_in(&iso, &[("CART__SESSION__TTL_SECS", "2"), ("CART__SWEEPER__INTERVAL_MS", "100")]).await;
     app.set_stock("inv-f", 100).await;
@@ -287,7 +287,7 @@ async fn f_when_redis_loses_every_session_the_sweeper_releases_their_holds_and_c
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn g_a_postgres_outage_gives_503s_then_recovers_with_conservation_exact() {
+async fn a_postgres_outage_gives_503s_then_recovers_with_conservation_exact() {
     let hp = host_port(&postgres_url());
     let proxy = Proxy::start(hp.parse().expect("postgres host:port")).await;
     let url = postgres_url().replace(&hp, &proxy.addr.to_string());
@@ -346,7 +346,7 @@ async fn g_a_postgres_outage_gives_503s_then_recovers_with_conservation_exact() 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn g_a_redis_outage_gives_503s_then_recovers() {
+async fn a_redis_outage_gives_503s_then_recovers() {
     let hp = host_port(&redis_url());
     let proxy = Proxy::start(hp.parse().expect("redis host:port")).await;
     let url = redis_url().replace(&hp, &proxy.addr.to_string());
@@ -373,7 +373,7 @@ async fn g_a_redis_outage_gives_503s_then_recovers() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn h_expired_holds_never_block_even_before_any_sweep() {
+async fn expired_holds_never_block_even_before_any_sweep() {
     let _one_at_a_time = TIMING.lock().await;
     let app = spawn_real_app(&[
         ("CART__SESSION__TTL_SECS", "1"),
@@ -397,7 +397,7 @@ async fn h_expired_holds_never_block_even_before_any_sweep() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn i_metrics_show_the_listener_connected_and_both_pools() {
+async fn metrics_show_the_listener_connected_and_both_pools() {
     let app = spawn_real_app(&[("CART__REDIS__POOL_SIZE", "4")]).await;
     app.set_stock("gauge-item", 5).await;
     let session = app.set_line_new("p1", "gauge-item", 2).await.session();

@@ -2,7 +2,7 @@
 //! PostgreSQL ledger of a running deployment (Redis and PostgreSQL from the
 //! test command).
 
-mod support;
+use cartd_test_support::app as support;
 
 use std::process::{Command, Output};
 

@@ -1,7 +1,7 @@
 //! The shopper's side over HTTP, on the in-memory backend: listing stock
 //! (`GET /v1/inventory`), the storefront page and its catalogue.
 
-mod support;
+use cartd_test_support::app as support;
 
 use http::StatusCode;
 use serde_json::{Value, json};

@@ -11,25 +11,16 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use adapters::{ManualClock, MemoryInventory, MemorySessions, SystemClock};
+use cartd_test_support::fixtures::{item, numbered_product as product};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use domain::ports::Clock;
-use domain::{
-    CartId, CartService, ExpiryMode, ExpiryPolicy, InventoryId, Limits, ProductId, SessionTtl, StockCount, Target,
-};
+use domain::{CartId, CartService, ExpiryMode, ExpiryPolicy, InventoryId, Limits, SessionTtl, StockCount, Target};
 use tokio::runtime::{Builder, Runtime};
 
 type Svc = CartService<MemorySessions, MemoryInventory, ManualClock>;
 
 /// Tasks racing for one item in the contended benchmark.
 const CONTENDERS: usize = 64;
-
-fn product(n: usize) -> ProductId {
-    ProductId::parse(&format!("product-{n}")).expect("valid product id")
-}
-
-fn item(name: &str) -> InventoryId {
-    InventoryId::parse(name).expect("valid inventory id")
-}
 
 fn service(rt: &Runtime) -> Arc<Svc> {
     let policy =

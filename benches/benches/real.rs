@@ -18,11 +18,12 @@ use std::time::{Duration, Instant};
 use adapters::SystemClock;
 use adapters::postgres_store::{PgInventory, PgSettings};
 use adapters::redis_store::{RedisSessions, RedisSettings};
+use cartd_test_support::fixtures::{item, numbered_product as product, qty};
 use criterion::{Criterion, criterion_group, criterion_main};
 use domain::ports::{Clock, HoldReceipt, Inventory, LineChange, SessionStore};
 use domain::{
-    CartId, CartService, ExpiryMode, ExpiryPolicy, InventoryId, Limits, OrderId, ProductId, Quantity, SessionTtl,
-    StockCount, Target, Timestamp,
+    CartId, CartService, ExpiryMode, ExpiryPolicy, InventoryId, Limits, OrderId, ProductId, SessionTtl, StockCount,
+    Target, Timestamp,
 };
 use tokio::runtime::{Builder, Runtime};
 
@@ -46,18 +47,6 @@ fn redacted(url: &str) -> String {
         Some((scheme, host)) => format!("{scheme}://***@{host}"),
         None => url.to_owned(),
     }
-}
-
-fn product(n: usize) -> ProductId {
-    ProductId::parse(&format!("product-{n}")).expect("valid product id")
-}
-
-fn item(name: &str) -> InventoryId {
-    InventoryId::parse(name).expect("valid inventory id")
-}
-
-fn qty(n: u32) -> Quantity {
-    Quantity::new(n).expect("valid quantity")
 }
 
 fn line(p: &ProductId, inventory: &InventoryId, n: u32) -> LineChange {

@@ -15,6 +15,8 @@ use std::time::Duration;
 
 use anyhow::{Context, bail, ensure};
 use cartd::{Application, Settings};
+use cartd_test_support::Isolation;
+use cartd_test_support::servers::{postgres_url, redis_url};
 use serde_json::{Value, json};
 use thirtyfour::prelude::*;
 use thirtyfour::{ChromiumLikeCapabilities, LoggingPrefsLogLevel};
@@ -134,40 +136,6 @@ impl Cartd {
             let _ = stop.send(());
         }
         let _ = self.task.await;
-    }
-}
-
-fn redis_url() -> String {
-    std::env::var("CARTD_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
-}
-
-fn postgres_url() -> String {
-    std::env::var("CARTD_TEST_POSTGRES_URL").unwrap_or_else(|_| "postgres://cartd:cartd@127.0.0.1:5432/cartd".into())
-}
-
-/// A Redis key prefix and a PostgreSQL schema for this test only.
-struct Isolation {
-    prefix: String,
-    schema: String,
-}
-
-impl Isolation {
-    fn new() -> Self {
-        let tag = uuid::Uuid::new_v4().simple().to_string();
-        Self { prefix: format!("test-{tag}:"), schema: format!("test_{tag}") }
-    }
-
-    async fn cleanup(&self) {
-        let client = redis::Client::open(redis_url()).unwrap();
-        let mut con = client.get_multiplexed_async_connection().await.unwrap();
-        let keys: Vec<Vec<u8>> =
-            redis::cmd("KEYS").arg(format!("{}*", self.prefix)).query_async(&mut con).await.unwrap();
-        if !keys.is_empty() {
-            let _: () = redis::cmd("DEL").arg(&keys).query_async(&mut con).await.unwrap();
-        }
-        let (pg, connection) = tokio_postgres::connect(&postgres_url(), tokio_postgres::NoTls).await.unwrap();
-        tokio::spawn(connection);
-        pg.batch_execute(&format!("drop schema if exists {} cascade", self.schema)).await.unwrap();
     }
 }
 

@@ -1,43 +1,36 @@
 //! The contract every adapter of a port must keep, written once against the port
-//! traits and run against every implementation (in memory now; Redis and
-//! PostgreSQL later).
+//! traits and run against every implementation: the in-memory adapters, the
+//! fault-injecting wrapper, Redis and PostgreSQL.
 //!
 //! # Shape
 //!
 //! Each behaviour is one generic `pub async fn name(store, clock)` in
 //! [`sessions`] or [`inventory`]. It receives an **already constructed, empty**
 //! store, so an adapter that needs async construction (a connection pool, a fresh
-//! key prefix, a fresh database or schema) does that work in its fixture, not in
-//! the contract. The clock gives the test its `now`; every timestamp the test
-//! passes to the port is relative to it, so the same functions run unchanged
-//! under the in-memory adapters' manual clock and under a real clock.
+//! key prefix, a fresh schema) does that work in its fixture, not in the
+//! contract. The clock gives the test its `now`; every timestamp the test passes
+//! to the port is relative to it, so the same functions run unchanged under the
+//! in-memory adapters' manual clock and under a real clock.
 //!
 //! # Running the suite for an adapter
 //!
-//! In a test crate (a file under `adapters/tests/`) that declares `mod contract;`
-//! at its root, write an `async fn` returning `(store, clock)` and hand its path to
-//! the suite's macro; each behaviour becomes its own `#[tokio::test]` named after
-//! it:
+//! In a test file, write an `async fn` returning `(store, clock)` and hand its
+//! path to the suite's macro; each behaviour becomes its own `#[tokio::test]`
+//! named after it:
 //!
 //! ```ignore
-//! mod contract;
-//!
 //! async fn redis_sessions() -> (RedisSessions, SystemClock) {
-//!     let prefix = format!("test-{}", CartId::random());
-//!     (RedisSessions::connect(&url(), &prefix).await.unwrap(), SystemClock)
+//!     (cartd_test_support::stores::redis_sessions().await, SystemClock)
 //! }
 //!
 //! mod session_store {
-//!     crate::contract::session_store_contract!(super::redis_sessions);
+//!     cartd_test_support::session_store_contract!(super::redis_sessions);
 //! }
 //! ```
 //!
 //! The list of behaviours lives in the macros below, next to the functions, so a
-//! new adapter cannot forget one. A test crate that runs only one of the two
-//! suites must put `#[allow(dead_code, unused_macros, unused_imports)]` on its
-//! `mod contract;`. Conversely,
-//! `memory_contract.rs` runs both without that allowance, so a contract function
-//! missing from its macro's list fails `clippy -D warnings` as dead code.
+//! new adapter cannot forget one; the test `every_contract_function_is_in_its_macro`
+//! fails when a function is missing from its macro's list.
 //!
 //! # Isolation
 //!
@@ -47,64 +40,22 @@
 //! # Time
 //!
 //! No contract function waits. Both ports take `now` as an argument, and the
-//! PostgreSQL ledger will compare deadlines with that argument, so the
-//! [`inventory`] suite needs no real waiting. A Redis session store that relied
-//! on key TTLs alone (rather than also comparing the stored deadline with the
-//! `now` it is given, inside its script) would see sessions expire only when real
-//! time passes; the session tests marked `REDIS: needs real sleeping` would then
-//! need the fixture's clock to be the real one and the test to sleep until the
-//! deadlines it uses (at most a few seconds after the test's `now`).
+//! PostgreSQL ledger and the Redis script compare deadlines with that argument,
+//! so neither suite needs real waiting. A session store that relied on key TTLs
+//! alone (rather than also comparing the stored deadline with the `now` it is
+//! given) would see sessions expire only when real time passes; the session
+//! tests marked `REDIS: needs real sleeping` would then need the fixture's clock
+//! to be the real one and the test to sleep until the deadlines it uses (at most
+//! a few seconds after the test's `now`).
 
 pub mod inventory;
 pub mod sessions;
 
-use std::time::Duration;
-
-use domain::ports::LineChange;
-use domain::{InventoryId, Line, ProductId, Quantity, Timestamp};
-
-/// A product id from a literal known to be valid.
-pub fn product(s: &str) -> ProductId {
-    ProductId::parse(s).expect("valid product id")
-}
-
-/// An inventory id from a literal known to be valid.
-pub fn item(s: &str) -> InventoryId {
-    InventoryId::parse(s).expect("valid inventory id")
-}
-
-/// A quantity known to be valid.
-pub fn qty(n: u32) -> Quantity {
-    Quantity::new(n).expect("valid quantity")
-}
-
-/// Change: set `p`'s line to `n` units of `i`.
-pub fn set(p: &str, i: &str, n: u32) -> LineChange {
-    LineChange { product_id: product(p), line: Some((item(i), qty(n))) }
-}
-
-/// Change: remove `p`'s line.
-pub fn remove(p: &str) -> LineChange {
-    LineChange { product_id: product(p), line: None }
-}
-
-/// The cart line `n` x `i` for product `p`.
-pub fn line(p: &str, i: &str, n: u32) -> Line {
-    Line { product_id: product(p), inventory_id: item(i), quantity: qty(n) }
-}
-
-/// `t0` plus `s` seconds.
-pub fn secs(t0: Timestamp, s: u64) -> Timestamp {
-    t0.plus(Duration::from_secs(s))
-}
-
-/// `t0` plus `ms` milliseconds.
-pub fn millis(t0: Timestamp, ms: u64) -> Timestamp {
-    t0.plus(Duration::from_millis(ms))
-}
-
 /// Expands to one `#[tokio::test]` per name: each gets a fresh `(store, clock)`
-/// from `$fixture().await` and runs `crate::contract::$suite::$name` with it.
+/// from `$fixture().await` and runs `cartd_test_support::contract::$suite::$name`
+/// with it.
+#[doc(hidden)]
+#[macro_export]
 macro_rules! contract_tests {
     ($suite:ident, $fixture:path, [$($name:ident),+ $(,)?]) => {
         $(
@@ -116,13 +67,13 @@ macro_rules! contract_tests {
         )+
     };
 }
-pub(crate) use contract_tests;
 
 /// The [`domain::ports::SessionStore`] contract, one test per behaviour.
 /// `$fixture`: path of an `async fn() -> (impl SessionStore, impl Clock)`.
+#[macro_export]
 macro_rules! session_store_contract {
     ($fixture:path) => {
-        $crate::contract::contract_tests!(
+        $crate::contract_tests!(
             sessions,
             $fixture,
             [
@@ -146,13 +97,13 @@ macro_rules! session_store_contract {
         );
     };
 }
-pub(crate) use session_store_contract;
 
 /// The [`domain::ports::Inventory`] contract, one test per behaviour.
 /// `$fixture`: path of an `async fn() -> (impl Inventory, impl Clock)`.
+#[macro_export]
 macro_rules! inventory_contract {
     ($fixture:path) => {
-        $crate::contract::contract_tests!(
+        $crate::contract_tests!(
             inventory,
             $fixture,
             [
@@ -193,4 +144,40 @@ macro_rules! inventory_contract {
         );
     };
 }
-pub(crate) use inventory_contract;
+
+#[cfg(test)]
+mod tests {
+    /// The names of the `pub async fn`s of a suite's source.
+    fn functions(source: &str) -> Vec<&str> {
+        source
+            .lines()
+            .filter_map(|l| l.strip_prefix("pub async fn "))
+            .map(|l| l.split('(').next().expect("a function name"))
+            .collect()
+    }
+
+    /// The names listed in `macro_name`'s expansion in this file.
+    fn listed<'a>(this_file: &'a str, macro_name: &str) -> Vec<&'a str> {
+        let start = this_file.find(&format!("macro_rules! {macro_name} {{")).expect("the macro");
+        let body = &this_file[start..];
+        let open = body.find('[').expect("the list opens");
+        let close = body.find(']').expect("the list closes");
+        body[open + 1..close].split(',').map(str::trim).filter(|n| !n.is_empty()).collect()
+    }
+
+    #[test]
+    fn every_contract_function_is_in_its_macro() {
+        let this_file = include_str!("mod.rs");
+        for (macro_name, source) in [
+            ("session_store_contract", include_str!("sessions.rs")),
+            ("inventory_contract", include_str!("inventory.rs")),
+        ] {
+            let mut defined = functions(source);
+            let mut run = listed(this_file, macro_name);
+            assert!(defined.len() > 10, "{macro_name}: the suite's functions were found");
+            defined.sort_unstable();
+            run.sort_unstable();
+            assert_eq!(defined, run, "{macro_name} must run every contract function, each once");
+        }
+    }
+}

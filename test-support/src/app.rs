@@ -1,9 +1,7 @@
-//! Black-box test support: `spawn_app()` starts the real server on port 0 with
-//! the in-memory backend, `spawn_real_app()` with Redis + PostgreSQL in a key
-//! prefix and schema of its own, and both hand back a typed client.
-#![allow(dead_code)]
-
-pub mod proxy;
+//! Black-box test support for the app (feature `app`): `spawn_app()` starts the
+//! real server on port 0 with the in-memory backend, `spawn_real_app()` with
+//! Redis + PostgreSQL in a key prefix and schema of its own, and both hand back
+//! a typed client.
 
 use std::net::SocketAddr;
 
@@ -92,52 +90,9 @@ pub async fn spawn_app() -> TestApp {
     spawn_app_with(&[]).await
 }
 
-/// Where the real servers are (the test command starts them).
-pub fn redis_url() -> String {
-    std::env::var("CARTD_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
-}
-
-pub fn postgres_url() -> String {
-    std::env::var("CARTD_TEST_POSTGRES_URL").unwrap_or_else(|_| "postgres://cartd:cartd@127.0.0.1:5432/cartd".into())
-}
-
-/// An isolated place in the real servers: a Redis key prefix and a PostgreSQL
-/// schema nobody else uses. Instances started with the same `Isolation` share
-/// them, like several replicas of one deployment.
-#[derive(Clone, Debug)]
-pub struct Isolation {
-    pub prefix: String,
-    pub schema: String,
-}
-
-impl Isolation {
-    pub fn new() -> Self {
-        let tag = uuid::Uuid::new_v4().simple().to_string();
-        Self { prefix: format!("test-{tag}:"), schema: format!("test_{tag}") }
-    }
-
-    /// Deletes every key under the prefix: what a Redis restart without
-    /// persistence (or a FLUSHALL) does to this deployment's sessions.
-    pub async fn flush_redis(&self) -> usize {
-        let client = redis::Client::open(redis_url()).expect("redis url");
-        let mut con = client.get_multiplexed_async_connection().await.expect("redis reachable");
-        let keys: Vec<Vec<u8>> =
-            redis::cmd("KEYS").arg(format!("{}*", self.prefix)).query_async(&mut con).await.expect("KEYS");
-        if !keys.is_empty() {
-            let _: () = redis::cmd("DEL").arg(&keys).query_async(&mut con).await.expect("DEL");
-        }
-        keys.len()
-    }
-
-    /// Removes what the tests left: keys under the prefix and the schema.
-    pub async fn cleanup(&self) {
-        self.flush_redis().await;
-        let (client, connection) =
-            tokio_postgres::connect(&postgres_url(), tokio_postgres::NoTls).await.expect("postgres reachable");
-        tokio::spawn(connection);
-        client.batch_execute(&format!("drop schema if exists {} cascade", self.schema)).await.expect("drop schema");
-    }
-}
+pub use crate::Isolation;
+pub use crate::proxy;
+pub use crate::servers::{postgres_url, redis_url};
 
 /// Starts an instance on Redis + PostgreSQL in `iso`, with `vars` on top, and
 /// waits until it is ready (migrations applied, both servers answering).

@@ -3,7 +3,7 @@
 use domain::ports::{Clock, HoldReceipt, SessionStore};
 use domain::{Cart, CartId, Timestamp};
 
-use super::{line, millis, remove, secs, set};
+use crate::fixtures::{line, millis, remove, secs, set};
 
 /// A receipt as the ledger would hand it out.
 fn receipt(version: u64, expires_at: Timestamp) -> HoldReceipt {

@@ -6,7 +6,7 @@
 use domain::ports::{Clock, HoldReceipt, Inventory, LineChange, Released};
 use domain::{CartError, CartId, Order, OrderId, StockCount, StockLevel, Timestamp};
 
-use super::{item, line, remove, secs, set};
+use crate::fixtures::{item, line, remove, secs, set};
 
 /// Enough lines for every test that is not about the line limit.
 const LINES: u16 = 50;
