@@ -8,7 +8,7 @@ use crate::time::Timestamp;
 ///
 /// Invariant: `quantity` is at least 1 (a [`Quantity`]), and a cart or an order has at most one
 /// line per product. Proved by `lines_are_one_per_product_in_product_order` and
-/// `apply_replaces_a_line_rather_than_adding_to_it` (`adapters/tests/contract/sessions.rs`, run for
+/// `apply_replaces_a_line_rather_than_adding_to_it` (`test-support/src/contract/sessions.rs`, run for
 /// every session store).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Line {
@@ -24,7 +24,7 @@ pub struct Line {
 ///
 /// Invariant: lines in product order, one per product, and after every successful change they equal
 /// the ledger's holds for the cart (agreement). Proved by the session-store contract
-/// (`adapters/tests/contract/sessions.rs`, e.g. `apply_ignores_older_versions_of_a_line`) and by
+/// (`test-support/src/contract/sessions.rs`, e.g. `apply_ignores_older_versions_of_a_line`) and by
 /// `fixed_expiry_keeps_the_invariants` and `sliding_expiry_keeps_the_invariants`
 /// (`adapters/tests/props.rs`), which check agreement after every step.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -40,7 +40,7 @@ pub struct Cart {
 /// The result of checking a cart out: its held units became sold.
 ///
 /// Invariant: one order per cart; a retried checkout returns the same order and sells nothing more.
-/// Proved by `checkout_retry_returns_the_same_order` (`adapters/tests/contract/inventory.rs`),
+/// Proved by `checkout_retry_returns_the_same_order` (`test-support/src/contract/inventory.rs`),
 /// `checkout_racing_release_has_exactly_one_winner` (`adapters/tests/postgres_store.rs`) and
 /// `a_checkout_that_times_out_after_the_commit_is_not_sold_twice` (`adapters/tests/service.rs`).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -60,7 +60,7 @@ pub struct Order {
 /// Invariant (conservation, no oversell): [`StockLevel::total`] stays the stock the operator set
 /// and `available` never drops below 0. Proved by
 /// `insufficient_stock_changes_nothing_and_reports_available` and
-/// `release_returns_units_exactly_once` (`adapters/tests/contract/inventory.rs`),
+/// `release_returns_units_exactly_once` (`test-support/src/contract/inventory.rs`),
 /// `two_hundred_carts_racing_for_fifty_units_hold_exactly_fifty`
 /// (`adapters/tests/postgres_store.rs`) and the property tests of `adapters/tests/props.rs`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]

@@ -154,7 +154,7 @@ impl fmt::Display for CartId {
 ///
 /// Invariant: random, so orders from different carts never share an id; a retried checkout hands
 /// back the id of the first one (`checkout_retry_returns_the_same_order`,
-/// `adapters/tests/contract/inventory.rs`).
+/// `test-support/src/contract/inventory.rs`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct OrderId(Uuid);
 

@@ -68,7 +68,7 @@ pub enum ExpiryMode {
 /// Invariant: a deadline is `now + ttl` and never moves back (the stores keep the later of two
 /// deadlines). Proved by `fixed_mode_keeps_the_deadline_and_sliding_moves_it`
 /// (`domain/src/policy.rs`), `deadline_never_moves_back_when_changes_arrive_out_of_order` and
-/// `an_earlier_new_deadline_does_not_shorten_the_cart` (`adapters/tests/contract/`).
+/// `an_earlier_new_deadline_does_not_shorten_the_cart` (`test-support/src/contract/`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ExpiryPolicy {
     /// The session TTL.
@@ -101,7 +101,7 @@ impl ExpiryPolicy {
 /// checked on construction. Proved by `ttl_and_limits_are_range_checked` (`domain/src/policy.rs`),
 /// `quantity_over_the_limit_is_refused_and_changes_nothing` (`adapters/tests/service.rs`) and
 /// `too_many_lines_is_refused_but_existing_lines_may_change`
-/// (`adapters/tests/contract/inventory.rs`).
+/// (`test-support/src/contract/inventory.rs`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Limits {
     max_quantity: Quantity,

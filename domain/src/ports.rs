@@ -67,8 +67,8 @@ pub trait Clock: Send + Sync + 'static {
 /// or remove it (`line: None`).
 ///
 /// Proved applied with set (not add) semantics by `apply_replaces_a_line_rather_than_adding_to_it`
-/// (`adapters/tests/contract/sessions.rs`) and `set_hold_moves_only_the_difference`
-/// (`adapters/tests/contract/inventory.rs`).
+/// (`test-support/src/contract/sessions.rs`) and `set_hold_moves_only_the_difference`
+/// (`test-support/src/contract/inventory.rs`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LineChange {
     /// The line's product.
@@ -81,8 +81,8 @@ pub struct LineChange {
 ///
 /// Invariant: versions increase with every change to a cart, and `taken`/`released` are the units
 /// that moved. Proved by `receipt_versions_increase_with_every_change` and
-/// `set_hold_reports_the_units_it_moved` (`adapters/tests/contract/inventory.rs`),
-/// `apply_ignores_older_versions_of_a_line` (`adapters/tests/contract/sessions.rs`).
+/// `set_hold_reports_the_units_it_moved` (`test-support/src/contract/inventory.rs`),
+/// `apply_ignores_older_versions_of_a_line` (`test-support/src/contract/sessions.rs`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct HoldReceipt {
     /// Increases with every change to the cart's ledger. The session store keeps
@@ -101,7 +101,7 @@ pub struct HoldReceipt {
 ///
 /// Invariant: nothing oversold, no unit held twice, every unit accounted for. Proved by
 /// `merges_never_oversell_and_account_for_every_unit` (`domain/src/merge.rs`) and
-/// `merge_moves_the_source_into_the_target_once` (`adapters/tests/contract/inventory.rs`).
+/// `merge_moves_the_source_into_the_target_once` (`test-support/src/contract/inventory.rs`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MergeReceipt {
     /// The target's version after the merge; the lines it changed carry it
@@ -129,7 +129,7 @@ pub struct MergeReceipt {
 /// Invariant: a unit is counted in exactly one `Released`, whoever races to release it. Proved by
 /// `release_returns_units_exactly_once` and
 /// `releases_report_the_deadlines_of_the_carts_they_released`
-/// (`adapters/tests/contract/inventory.rs`), `racing_releases_of_one_cart_return_its_units_once`
+/// (`test-support/src/contract/inventory.rs`), `racing_releases_of_one_cart_return_its_units_once`
 /// and `three_sweepers_release_a_thousand_expired_carts_exactly_once`
 /// (`adapters/tests/postgres_store.rs`).
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
@@ -145,7 +145,7 @@ pub struct Released {
 
 /// Sessions: the carts as shoppers see them, kept for a limited time.
 ///
-/// Contract: `adapters/tests/contract/sessions.rs` (the list in `session_store_contract!`), run
+/// Contract: `test-support/src/contract/sessions.rs` (the list in `session_store_contract!`), run
 /// against every implementation by `adapters/tests/memory_contract.rs`,
 /// `adapters/tests/redis_contract.rs` and `adapters/tests/faulty.rs`.
 pub trait SessionStore: Send + Sync + 'static {
@@ -212,7 +212,7 @@ pub trait SessionStore: Send + Sync + 'static {
 
 /// Stock, the ledger of holds per cart, and orders.
 ///
-/// Contract: `adapters/tests/contract/inventory.rs` (the list in `inventory_contract!`), run
+/// Contract: `test-support/src/contract/inventory.rs` (the list in `inventory_contract!`), run
 /// against every implementation by `adapters/tests/memory_contract.rs`,
 /// `adapters/tests/postgres_contract.rs` and `adapters/tests/faulty.rs`.
 pub trait Inventory: Send + Sync + 'static {
@@ -237,7 +237,7 @@ pub trait Inventory: Send + Sync + 'static {
     /// in the versions the receipts show); calls on carts not open take none.
     /// Proved on every adapter by
     /// `every_call_on_a_live_cart_takes_a_version_granted_or_refused`
-    /// (`adapters/tests/contract/inventory.rs`).
+    /// (`test-support/src/contract/inventory.rs`).
     ///
     /// # Errors
     /// - [`CartError::SessionNotFound`]: the cart is not open in the ledger or
@@ -426,7 +426,7 @@ impl StockEvents for NoEvents {}
 /// Proved by `the_expiry_listener_delivers_a_session_that_expires_and_ignores_other_prefixes`
 /// (`adapters/tests/redis_store.rs`); that lost notices cost nothing but time, by
 /// `a_release_on_an_expiry_event_that_fails_is_left_to_the_sweeper` (`adapters/tests/service.rs`)
-/// and `c_without_the_listener_the_sweeper_returns_stock_within_one_interval_of_the_deadline`
+/// and `without_the_listener_the_sweeper_returns_stock_within_one_interval_of_the_deadline`
 /// (`app/tests/real.rs`).
 pub trait ExpiryEvents: Send + 'static {
     /// Waits for the next ended session. Cancel-safe: dropping the future loses
