@@ -43,7 +43,7 @@ use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use domain::merge::{MergeLimits, MergeStrategy};
+use domain::merge::MergeCall;
 use domain::ports::{
     ExpiryEvents, HoldReceipt, Inventory, LineChange, MergeReceipt, PortError, Released, SessionStore,
 };
@@ -494,16 +494,8 @@ impl<P: Inventory> Inventory for Faulty<P> {
         self.run(Op::Checkout, self.inner.checkout(cart, order_id, now)).await
     }
 
-    async fn merge(
-        &self,
-        from: CartId,
-        into: CartId,
-        strategy: MergeStrategy,
-        limits: MergeLimits,
-        new_deadline: Option<Timestamp>,
-        now: Timestamp,
-    ) -> Result<MergeReceipt, CartError> {
-        self.run(Op::Merge, self.inner.merge(from, into, strategy, limits, new_deadline, now)).await
+    async fn merge(&self, call: &MergeCall) -> Result<MergeReceipt, CartError> {
+        self.run(Op::Merge, self.inner.merge(call)).await
     }
 
     async fn order_of(&self, cart: CartId) -> Result<Option<Order>, PortError> {

@@ -16,7 +16,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::{InventoryId, Line, ProductId, Quantity};
+use crate::{CartId, InventoryId, Line, ProductId, Quantity, Timestamp};
 
 /// How quantities of a product in both carts combine.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -79,6 +79,20 @@ pub struct MergePlan {
     pub shortfalls: Vec<Shortfall>,
 }
 
+impl MergePlan {
+    /// Units the merge takes from `available`, all items together.
+    #[must_use]
+    pub fn taken(&self) -> u64 {
+        self.reserve.values().filter(|u| **u > 0).map(|u| u.unsigned_abs()).sum()
+    }
+
+    /// Units the merge gives back to `available`, all items together.
+    #[must_use]
+    pub fn released(&self) -> u64 {
+        self.reserve.values().filter(|u| **u < 0).map(|u| u.unsigned_abs()).sum()
+    }
+}
+
 /// The per-cart limits a merge respects.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MergeLimits {
@@ -86,6 +100,23 @@ pub struct MergeLimits {
     pub max_quantity: u32,
     /// Most lines in a cart.
     pub max_lines: u16,
+}
+
+/// One merge, as the use case asks the ledger for it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MergeCall {
+    /// The cart merged away (the source).
+    pub from: CartId,
+    /// The cart merged into (the target).
+    pub into: CartId,
+    /// How quantities of a product in both carts combine.
+    pub strategy: MergeStrategy,
+    /// The limits the merged cart respects.
+    pub limits: MergeLimits,
+    /// A deadline to move the target's to, when later (sliding expiry).
+    pub new_deadline: Option<Timestamp>,
+    /// The caller's now.
+    pub now: Timestamp,
 }
 
 /// One product's line in the merged cart, before stock is counted.

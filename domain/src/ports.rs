@@ -17,7 +17,7 @@ use std::future::Future;
 use crate::cart::{Cart, Line, Order, StockLevel};
 use crate::error::CartError;
 use crate::ids::{CartId, InventoryId, OrderId, ProductId};
-use crate::merge::{MergeLimits, MergeStrategy, Shortfall};
+use crate::merge::{MergeCall, MergePlan, Shortfall};
 use crate::quantity::{Quantity, StockCount};
 use crate::time::Timestamp;
 
@@ -122,6 +122,24 @@ pub struct MergeReceipt {
     pub released: u64,
     /// The same merge had already been made (a retry): nothing moved now.
     pub replayed: bool,
+}
+
+impl MergeReceipt {
+    /// The receipt of a merge the ledger just made by `plan`, leaving the
+    /// target at `version` and `expires_at`.
+    #[must_use]
+    pub fn made(plan: MergePlan, version: u64, expires_at: Timestamp) -> Self {
+        Self {
+            version,
+            expires_at,
+            taken: plan.taken(),
+            released: plan.released(),
+            lines: plan.lines,
+            changed: plan.changed,
+            shortfalls: plan.shortfalls,
+            replayed: false,
+        }
+    }
 }
 
 /// Stock given back by releasing carts.
@@ -255,12 +273,12 @@ pub trait Inventory: Send + Sync + 'static {
         now: Timestamp,
     ) -> impl Future<Output = Result<HoldReceipt, CartError>> + Send;
 
-    /// Merges cart `from` into cart `into` in one step, by the merge rule
-    /// ([`crate::merge`]): `from`'s lines move into `into` with the units they
-    /// hold; only what merged lines need beyond that is taken, clamped to
-    /// stock and `limits`; what is not kept goes back; `from` leaves the
-    /// ledger. `into` takes its next version; `new_deadline` moves its
-    /// deadline when later. The ledger remembers the merge: the same call
+    /// Merges cart `call.from` into cart `call.into` in one step, by the
+    /// merge rule ([`crate::merge`]): `from`'s lines move into `into` with
+    /// the units they hold; only what merged lines need beyond that is taken,
+    /// clamped to stock and `call.limits`; what is not kept goes back; `from`
+    /// leaves the ledger. `into` takes its next version; `call.new_deadline`
+    /// moves its deadline when later. The ledger remembers the merge: the same call
     /// again answers the same lines with `replayed` set and moves nothing.
     ///
     /// # Errors
@@ -268,15 +286,7 @@ pub trait Inventory: Send + Sync + 'static {
     ///   ledger or is past its deadline at `now` (it is released then), or
     ///   `from` was merged into another cart;
     /// - [`CartError::Unavailable`]: the store cannot be reached.
-    fn merge(
-        &self,
-        from: CartId,
-        into: CartId,
-        strategy: MergeStrategy,
-        limits: MergeLimits,
-        new_deadline: Option<Timestamp>,
-        now: Timestamp,
-    ) -> impl Future<Output = Result<MergeReceipt, CartError>> + Send;
+    fn merge(&self, call: &MergeCall) -> impl Future<Output = Result<MergeReceipt, CartError>> + Send;
 
     /// Removes the cart from the ledger and returns all its held units to
     /// `available`, in one transaction. Idempotent: only the call that removed

@@ -15,7 +15,7 @@ use crate::ids::{CartId, InventoryId, OrderId, ProductId};
 use crate::policy::{ExpiryPolicy, Limits};
 use std::sync::Arc;
 
-use crate::merge::{MergeLimits, MergeStrategy, Shortfall};
+use crate::merge::{MergeCall, MergeLimits, MergeStrategy, Shortfall};
 use crate::ports::{
     Clock, HoldReceipt, Inventory, LineChange, NoEvents, PortError, ReleaseCause, Released, SessionStore, StockEvents,
 };
@@ -369,7 +369,8 @@ impl<S: SessionStore, I: Inventory, C: Clock> CartService<S, I, C> {
         let now = self.clock.now();
         let limits = MergeLimits { max_quantity: self.limits.max_quantity(), max_lines: self.limits.max_lines() };
         let deadline = self.policy.deadline_on_change(now);
-        let receipt = self.inventory.merge(from, into, strategy, limits, deadline, now).await?;
+        let call = MergeCall { from, into, strategy, limits, new_deadline: deadline, now };
+        let receipt = self.inventory.merge(&call).await?;
         if !receipt.replayed {
             let units = |n: u64| u32::try_from(n).unwrap_or(u32::MAX);
             self.events.line_changed(units(receipt.taken), units(receipt.released));

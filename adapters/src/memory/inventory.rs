@@ -7,7 +7,7 @@ use std::ops::Bound;
 use std::sync::Mutex;
 
 use domain::hold::{self, HoldDecision, HoldRequest, Refusal};
-use domain::merge::{self, MergeLimits, MergeStrategy, Shortfall};
+use domain::merge::{self, MergeCall, Shortfall};
 use domain::ports::{HoldReceipt, Inventory, LineChange, MergeReceipt, PortError, Released};
 use domain::{
     CartError, CartId, InventoryId, Line, Order, OrderId, ProductId, Quantity, StockCount, StockLevel, Timestamp,
@@ -183,15 +183,8 @@ impl Inner {
     }
 
     /// Applies the merge rule ([`domain::merge`]) under the lock.
-    fn merge(
-        &mut self,
-        from: CartId,
-        into: CartId,
-        strategy: MergeStrategy,
-        limits: MergeLimits,
-        new_deadline: Option<Timestamp>,
-        now: Timestamp,
-    ) -> Result<MergeReceipt, CartError> {
+    fn merge(&mut self, call: &MergeCall) -> Result<MergeReceipt, CartError> {
+        let MergeCall { from, into, strategy, limits, new_deadline, now } = *call;
         self.live(into, now)?;
         if !self.carts.contains_key(&from)
             && let Some((target, shortfalls)) = self.merges.get(&from)
@@ -229,18 +222,7 @@ impl Inner {
         }
         let (version, expires_at) = (cart.version, cart.deadline);
         self.merges.insert(from, (into, plan.shortfalls.clone()));
-        let taken = plan.reserve.values().filter(|u| **u > 0).map(|u| u.unsigned_abs()).sum();
-        let released = plan.reserve.values().filter(|u| **u < 0).map(|u| u.unsigned_abs()).sum();
-        Ok(MergeReceipt {
-            version,
-            expires_at,
-            lines: plan.lines,
-            changed: plan.changed,
-            shortfalls: plan.shortfalls,
-            taken,
-            released,
-            replayed: false,
-        })
+        Ok(MergeReceipt::made(plan, version, expires_at))
     }
 
     fn checkout(&mut self, id: CartId, order_id: OrderId, now: Timestamp) -> Result<(Order, bool), CartError> {
@@ -336,16 +318,8 @@ impl Inventory for MemoryInventory {
         lock(&self.inner).set_hold(cart, change, new_deadline, max_lines, now)
     }
 
-    async fn merge(
-        &self,
-        from: CartId,
-        into: CartId,
-        strategy: MergeStrategy,
-        limits: MergeLimits,
-        new_deadline: Option<Timestamp>,
-        now: Timestamp,
-    ) -> Result<MergeReceipt, CartError> {
-        lock(&self.inner).merge(from, into, strategy, limits, new_deadline, now)
+    async fn merge(&self, call: &MergeCall) -> Result<MergeReceipt, CartError> {
+        lock(&self.inner).merge(call)
     }
 
     async fn release(&self, cart: CartId) -> Result<Released, PortError> {

@@ -2,7 +2,7 @@
 //! (a call of one of the baseline migration's SQL functions, or a statement),
 //! except `set_hold`, which joins the group-commit queue ([`super::holds`]).
 
-use domain::merge::{MergeLimits, MergeStrategy};
+use domain::merge::MergeCall;
 use domain::ports::{HoldReceipt, Inventory, LineChange, MergeReceipt, PortError, Released};
 use domain::{
     CartError, CartId, InventoryId, Line, Order, OrderId, ProductId, Quantity, StockCount, StockLevel, Timestamp,
@@ -136,16 +136,8 @@ impl Inventory for PgInventory {
         outcome.receipt(max_lines)
     }
 
-    async fn merge(
-        &self,
-        from: CartId,
-        into: CartId,
-        strategy: MergeStrategy,
-        limits: MergeLimits,
-        new_deadline: Option<Timestamp>,
-        now: Timestamp,
-    ) -> Result<MergeReceipt, CartError> {
-        self.merge_carts(from, into, strategy, limits, new_deadline, now).await
+    async fn merge(&self, call: &MergeCall) -> Result<MergeReceipt, CartError> {
+        self.merge_carts(call).await
     }
 
     async fn release(&self, cart: CartId) -> Result<Released, PortError> {

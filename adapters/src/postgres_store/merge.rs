@@ -4,9 +4,9 @@
 
 use std::collections::BTreeMap;
 
-use domain::merge::{self, MergeLimits, MergeStrategy, Shortage, Shortfall};
+use domain::merge::{self, MergeCall, Shortage, Shortfall};
 use domain::ports::MergeReceipt;
-use domain::{CartError, CartId, InventoryId, ProductId, Timestamp};
+use domain::{CartError, InventoryId, ProductId, Timestamp};
 use tokio_postgres::Transaction;
 use uuid::Uuid;
 
@@ -47,19 +47,11 @@ struct Locked {
 
 impl PgInventory {
     /// [`Inventory::merge`](domain::ports::Inventory::merge) for PostgreSQL.
-    pub(super) async fn merge_carts(
-        &self,
-        from: CartId,
-        into: CartId,
-        strategy: MergeStrategy,
-        limits: MergeLimits,
-        new_deadline: Option<Timestamp>,
-        now: Timestamp,
-    ) -> Result<MergeReceipt, CartError> {
+    pub(super) async fn merge_carts(&self, call: &MergeCall) -> Result<MergeReceipt, CartError> {
         retrying(self.op_timeout, || async {
             let mut client = self.pool.get().await?;
             let tx = client.transaction().await?;
-            let answer = merge_in(&tx, from, into, strategy, limits, new_deadline, now).await?;
+            let answer = merge_in(&tx, call).await?;
             tx.commit().await?;
             Ok(answer)
         })
@@ -70,15 +62,8 @@ impl PgInventory {
 /// The merge inside `tx`; the outer `Result` is the database's, the inner
 /// the ledger's answer (committed either way: a refusal may have released
 /// a cart past its deadline).
-async fn merge_in(
-    tx: &Transaction<'_>,
-    from: CartId,
-    into: CartId,
-    strategy: MergeStrategy,
-    limits: MergeLimits,
-    new_deadline: Option<Timestamp>,
-    now: Timestamp,
-) -> Result<Result<MergeReceipt, CartError>, PgError> {
+async fn merge_in(tx: &Transaction<'_>, call: &MergeCall) -> Result<Result<MergeReceipt, CartError>, PgError> {
+    let MergeCall { from, into, strategy, limits, new_deadline, now } = *call;
     let (from_id, into_id) = (from.as_uuid(), into.as_uuid());
     let mut carts: BTreeMap<Uuid, Locked> = BTreeMap::new();
     for r in tx.query(LOCK_CARTS, &[&vec![from_id, into_id]]).await? {
@@ -173,18 +158,7 @@ async fn merge_in(
     if !notice.is_empty() {
         tx.execute(NOTIFY_STOCK, &[&notice]).await?;
     }
-    let taken = plan.reserve.values().filter(|u| **u > 0).map(|u| u.unsigned_abs()).sum();
-    let released = plan.reserve.values().filter(|u| **u < 0).map(|u| u.unsigned_abs()).sum();
-    Ok(Ok(MergeReceipt {
-        version: u64::try_from(version).unwrap_or(0),
-        expires_at: Timestamp::from_millis(deadline),
-        lines: plan.lines,
-        changed: plan.changed,
-        shortfalls: plan.shortfalls,
-        taken,
-        released,
-        replayed: false,
-    }))
+    Ok(Ok(MergeReceipt::made(plan, u64::try_from(version).unwrap_or(0), Timestamp::from_millis(deadline))))
 }
 
 /// The shortfalls a merge recorded, read back.

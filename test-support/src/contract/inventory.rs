@@ -310,7 +310,7 @@ pub async fn order_of_names_the_order_a_cart_became_and_nothing_else(inv: impl I
 /// into the target with their units, only the extra is taken, the source
 /// leaves the ledger, and the same merge again moves nothing.
 pub async fn merge_moves_the_source_into_the_target_once(inv: impl Inventory, clock: impl Clock) {
-    use domain::merge::{MergeLimits, MergeStrategy, Shortage};
+    use domain::merge::{MergeCall, MergeLimits, MergeStrategy, Shortage};
     let t0 = clock.now();
     let limits = MergeLimits { max_quantity: 100, max_lines: LINES };
     stocked(&inv, "sku-a", 10).await;
@@ -324,7 +324,17 @@ pub async fn merge_moves_the_source_into_the_target_once(inv: impl Inventory, cl
     hold(&inv, other, &set("p9", "sku-a", 3), t0).await;
     assert_eq!(stock(&inv, "sku-a").await, level(1, 9, 0));
 
-    let r = inv.merge(source, target, MergeStrategy::Sum, limits, Some(secs(t0, 90)), secs(t0, 1)).await.unwrap();
+    let r = inv
+        .merge(&MergeCall {
+            from: source,
+            into: target,
+            strategy: MergeStrategy::Sum,
+            limits,
+            new_deadline: Some(secs(t0, 90)),
+            now: secs(t0, 1),
+        })
+        .await
+        .unwrap();
     assert_eq!(r.lines, [line("p1", "sku-a", 3), line("p2", "sku-a", 4)], "p1 kept sku-a and got the 1 free");
     assert_eq!(r.shortfalls.len(), 1);
     assert_eq!((r.shortfalls[0].requested, r.shortfalls[0].granted), (5, 3));
@@ -335,11 +345,30 @@ pub async fn merge_moves_the_source_into_the_target_once(inv: impl Inventory, cl
     assert_eq!(stock(&inv, "sku-a").await, level(0, 10, 0), "the source's 4 moved, 1 taken");
     assert_eq!(stock(&inv, "sku-b").await, level(5, 0, 0), "the source's other item went back");
 
-    let again = inv.merge(source, target, MergeStrategy::Sum, limits, None, secs(t0, 2)).await.unwrap();
+    let again = inv
+        .merge(&MergeCall {
+            from: source,
+            into: target,
+            strategy: MergeStrategy::Sum,
+            limits,
+            new_deadline: None,
+            now: secs(t0, 2),
+        })
+        .await
+        .unwrap();
     assert!(again.replayed);
     assert_eq!((again.lines, again.shortfalls, again.taken, again.released), (r.lines, r.shortfalls, 0, 0));
     assert_eq!(stock(&inv, "sku-a").await, level(0, 10, 0), "nothing moved twice");
-    let elsewhere = inv.merge(source, other, MergeStrategy::Sum, limits, None, secs(t0, 2)).await;
+    let elsewhere = inv
+        .merge(&MergeCall {
+            from: source,
+            into: other,
+            strategy: MergeStrategy::Sum,
+            limits,
+            new_deadline: None,
+            now: secs(t0, 2),
+        })
+        .await;
     assert!(matches!(elsewhere, Err(CartError::SessionNotFound)), "{elsewhere:?}");
     let r = inv.set_hold(source, &set("p3", "sku-b", 1), None, LINES, secs(t0, 2)).await;
     assert!(matches!(r, Err(CartError::SessionNotFound)), "the source left the ledger: {r:?}");
@@ -351,7 +380,7 @@ pub async fn merge_moves_the_source_into_the_target_once(inv: impl Inventory, cl
 /// A merge with a cart that is not open, or past its deadline, changes
 /// nothing but releasing the expired cart.
 pub async fn merge_with_a_missing_or_expired_cart_is_session_not_found(inv: impl Inventory, clock: impl Clock) {
-    use domain::merge::{MergeLimits, MergeStrategy};
+    use domain::merge::{MergeCall, MergeLimits, MergeStrategy};
     let t0 = clock.now();
     let limits = MergeLimits { max_quantity: 100, max_lines: LINES };
     stocked(&inv, "sku-a", 10).await;
@@ -359,10 +388,21 @@ pub async fn merge_with_a_missing_or_expired_cart_is_session_not_found(inv: impl
     hold(&inv, live, &set("p1", "sku-a", 2), t0).await;
     hold(&inv, short, &set("p1", "sku-a", 3), t0).await;
     for (from, into) in [(CartId::random(), live), (live, CartId::random())] {
-        let r = inv.merge(from, into, MergeStrategy::Max, limits, None, t0).await;
+        let r = inv
+            .merge(&MergeCall { from, into, strategy: MergeStrategy::Max, limits, new_deadline: None, now: t0 })
+            .await;
         assert!(matches!(r, Err(CartError::SessionNotFound)), "{r:?}");
     }
-    let r = inv.merge(short, live, MergeStrategy::Max, limits, None, secs(t0, 5)).await;
+    let r = inv
+        .merge(&MergeCall {
+            from: short,
+            into: live,
+            strategy: MergeStrategy::Max,
+            limits,
+            new_deadline: None,
+            now: secs(t0, 5),
+        })
+        .await;
     assert!(matches!(r, Err(CartError::SessionNotFound)), "{r:?}");
     assert_eq!(stock(&inv, "sku-a").await, level(8, 2, 0), "the expired source was released, the target untouched");
     assert_eq!(hold(&inv, live, &set("p1", "sku-a", 2), secs(t0, 5)).await.taken, 0);
