@@ -640,16 +640,43 @@ async fn a_request_slower_than_the_request_timeout_gets_408_request_timeout() {
     app.stop().await;
 }
 
+/// An answer hyper writes by itself carries the same JSON error body as
+/// every other refusal (issue 15, item 3).
+fn assert_json_refusal(answer: &str, code: &str) {
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((answer, ""));
+    let head = head.to_ascii_lowercase();
+    assert!(head.contains("\r\ncontent-type: application/json"), "{answer}");
+    assert!(head.contains(&format!("\r\ncontent-length: {}", body.len())), "{answer}");
+    let json: serde_json::Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {answer}"));
+    assert_eq!(json["error"], code, "{answer}");
+    assert!(json["message"].as_str().is_some_and(|m| !m.is_empty()), "{answer}");
+}
+
+#[tokio::test]
+async fn a_request_that_is_not_http_gets_400_with_the_json_body() {
+    let app = spawn_app().await;
+    for garbage in
+        ["GET /healthz HTTP/1.1\r\nno colon here\r\n\r\n", "GET / HTTP/1.1\r\nhost: cartd\r\nx-bad\u{1}: 1\r\n\r\n"]
+    {
+        let answer = support::raw_exchange(app.addr, garbage.as_bytes()).await;
+        assert!(answer.starts_with("HTTP/1.1 400 "), "{answer}");
+        assert_json_refusal(&answer, "invalid_request");
+    }
+    app.stop().await;
+}
+
 #[tokio::test]
 async fn oversized_or_too_many_headers_get_431() {
     let app = spawn_app_with(&[("CART__HTTP__MAX_HEADER_BYTES", "4096"), ("CART__HTTP__MAX_HEADERS", "20")]).await;
     let big = format!("GET /healthz HTTP/1.1\r\nhost: cartd\r\nx-filler: {}\r\n\r\n", "a".repeat(5000));
     let answer = support::raw_exchange(app.addr, big.as_bytes()).await;
     assert!(answer.starts_with("HTTP/1.1 431 "), "{answer}");
+    assert_json_refusal(&answer, "request_header_fields_too_large");
     let many: String = (0..25).map(|i| format!("x-h{i}: 1\r\n")).collect();
     let answer =
         support::raw_exchange(app.addr, format!("GET /healthz HTTP/1.1\r\nhost: cartd\r\n{many}\r\n").as_bytes()).await;
     assert!(answer.starts_with("HTTP/1.1 431 "), "{answer}");
+    assert_json_refusal(&answer, "request_header_fields_too_large");
     // Within the limits the same requests are served.
     let few: String = (0..15).map(|i| format!("x-h{i}: 1\r\n")).collect();
     let request = format!("GET /healthz HTTP/1.1\r\nhost: cartd\r\nconnection: close\r\n{few}\r\n");

@@ -4,8 +4,11 @@
 //! shutdown future. It never exits on an accept error (running out of file
 //! descriptors is logged and waited out), caps concurrent connections, bounds
 //! how long a client may take to send its headers and how large they may be
-//! (hyper answers 431 beyond the limits), and on shutdown stops
-//! accepting, then lets in-flight requests finish within the grace period.
+//! (hyper answers 431 beyond the limits, with the JSON error body thanks to
+//! [`refusals`]), and on shutdown stops accepting, then lets in-flight
+//! requests finish within the grace period.
+
+pub mod refusals;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -88,7 +91,8 @@ pub async fn serve(listener: TcpListener, app: Router, options: ServeOptions, sh
         };
         // Small JSON answers: do not wait for Nagle.
         let _ = stream.set_nodelay(true);
-        let connection = builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(app.clone()));
+        let io = TokioIo::new(refusals::Refusals::new(stream));
+        let connection = builder.serve_connection(io, TowerToHyperService::new(app.clone()));
         let connection = graceful.watch(connection);
         tokio::spawn(async move {
             if let Err(e) = connection.await {
