@@ -1,5 +1,5 @@
 //! Property tests of the use cases ([`CartService`]) over the in-memory adapters:
-//! random sequences of shopper, operator, clock and sweeper actions over a few
+//! random sequences of shopper (merges included), operator, clock and sweeper actions over a few
 //! carts and items, with the design's invariants checked after every step.
 //!
 //! After every operation:
@@ -20,6 +20,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use cartd_adapters::{ManualClock, MemoryInventory, MemorySessions};
+use domain::merge::MergeStrategy;
 use domain::ports::Clock;
 use domain::{
     Cart, CartError, CartId, CartService, ExpiryMode, ExpiryPolicy, InventoryId, Limits, Line, Order, ProductId,
@@ -87,6 +88,13 @@ enum Op {
         item: usize,
         available: u32,
     },
+    /// Merge the `from` slot's cart into the `into` slot's (`max`: the larger
+    /// quantity of a product in both, else their sum).
+    Merge {
+        into: usize,
+        from: usize,
+        max: bool,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -103,8 +111,9 @@ fn op() -> impl Strategy<Value = Op> {
             .prop_map(|(slot, extra_ms, sweep)| Op::Expire { slot, extra_ms, sweep }),
         1 => (0..=30u64).prop_map(|secs| Op::Advance { secs }),
         2 => (1..=3u32).prop_map(|limit| Op::Sweep { limit }),
-        2 => slot.prop_map(|slot| Op::Checkout { slot }),
+        2 => slot.clone().prop_map(|slot| Op::Checkout { slot }),
         2 => (0..ITEMS, 0..=8u32).prop_map(|(item, available)| Op::SetStock { item, available }),
+        2 => (slot.clone(), 0..CARTS, any::<bool>()).prop_map(|(into, from, max)| Op::Merge { into, from, max }),
     ]
 }
 
@@ -224,6 +233,7 @@ impl Harness {
             }
             Op::Sweep { limit } => self.sweep(limit).await,
             Op::Checkout { slot } => self.checkout(slot).await,
+            Op::Merge { into, from, max } => self.merge(into, from, max).await,
             Op::SetStock { item, available } => {
                 let item = item_id(item);
                 let before = self.level(&item).await;
@@ -427,6 +437,46 @@ impl Harness {
         }
         prop_assert_eq!(self.live(id).await?, None, "checkout closes the session");
         prop_assert_eq!(self.holds(id), vec![], "and leaves no hold");
+        Ok(())
+    }
+
+    async fn merge(&mut self, into: usize, from: usize, max: bool) -> Result<(), TestCaseError> {
+        let (into_id, from_id) = (self.cart_of(into), self.cart_of(from));
+        let (target, source) = (self.live(into_id).await?, self.live(from_id).await?);
+        let strategy = if max { MergeStrategy::Max } else { MergeStrategy::Sum };
+        let result = self.svc.merge(into_id, from_id, strategy).await;
+        match (&target, &source, result) {
+            (_, _, Err(CartError::MergeIntoItself)) if into_id == from_id => return Ok(()),
+            (Some(t), Some(s), Ok(r)) if into_id != from_id => {
+                prop_assert!(!r.replayed);
+                prop_assert_eq!(&r.cart.lines, &self.holds(into_id), "the session shows what the ledger holds");
+                for l in &t.lines {
+                    let kept = r.cart.lines.iter().find(|m| m.product_id == l.product_id);
+                    prop_assert!(kept.is_some_and(|m| m.inventory_id == l.inventory_id), "the target keeps {:?}", l);
+                    if !s.lines.iter().any(|m| m.product_id == l.product_id) {
+                        prop_assert_eq!(kept, Some(l), "a line only the target has is left alone");
+                    }
+                }
+                for l in &s.lines {
+                    let merged = r.cart.lines.iter().any(|m| m.product_id == l.product_id);
+                    let told = r.shortfalls.iter().any(|f| f.product_id == l.product_id);
+                    prop_assert!(merged || told, "a source line is merged or reported: {:?}", l);
+                }
+                prop_assert_eq!(self.live(from_id).await?, None, "the source's session is closed");
+                prop_assert_eq!(self.holds(from_id), vec![], "and its ledger entry is gone");
+                let again = self.svc.merge(into_id, from_id, strategy).await;
+                prop_assert!(
+                    matches!(&again, Ok(a) if a.replayed && a.cart.lines == r.cart.lines && a.shortfalls == r.shortfalls),
+                    "a retry answers the same and moves nothing: {:?}",
+                    again
+                );
+            }
+            (Some(t), None, Ok(r)) if r.replayed => {
+                prop_assert_eq!(&r.cart, t, "a replay answers the target as it is");
+            }
+            (None, _, Err(CartError::SessionNotFound)) | (_, None, Err(CartError::SessionNotFound)) => {}
+            (t, s, r) => return Err(TestCaseError::fail(format!("merge of {s:?} into {t:?} gave {r:?}"))),
+        }
         Ok(())
     }
 

@@ -65,7 +65,7 @@ async fn merges_over_http(app: &TestApp) {
     let h = [("cart-session-id", other.as_str())];
     app.json(Method::POST, "/v1/cart/merge", &h, &json!({"from_cart_session_id": other}))
         .await
-        .assert_error(400, "merge_into_itself");
+        .assert_error(409, "merge_into_itself");
     app.json(Method::POST, "/v1/cart/merge", &h, &json!({"from_cart_session_id": MISSING}))
         .await
         .assert_error(404, "session_not_found");

@@ -78,7 +78,9 @@ impl ApiError {
                 CartError::QuantityOverLimit { .. } => (StatusCode::BAD_REQUEST, "invalid_request"),
                 CartError::TooManyLines { .. } => (StatusCode::CONFLICT, "too_many_lines"),
                 CartError::CartEmpty => (StatusCode::CONFLICT, "cart_empty"),
-                CartError::MergeIntoItself => (StatusCode::BAD_REQUEST, "merge_into_itself"),
+                // The request is well-formed (no schema can say "from ≠ the header"):
+                // it conflicts with itself, as a state the server cannot reach.
+                CartError::MergeIntoItself => (StatusCode::CONFLICT, "merge_into_itself"),
                 CartError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             },
         }

@@ -253,8 +253,9 @@ pub async fn checkout<B: Backend>(State(app): AppS<B>, headers: HeaderMap) -> Re
     responses(
         (status = 200, description = "The merged cart, and every line that got less than asked", body = MergeBody,
             headers(("cart-session-id" = String, description = "The merged cart's session id"))),
-        (status = 400, description = "`invalid_request`, or `merge_into_itself`", body = ErrorBody),
+        (status = 400, description = "`invalid_request`", body = ErrorBody),
         (status = 404, description = "`session_not_found`: either cart is not open (nothing changed)", body = ErrorBody),
+        (status = 409, description = "`merge_into_itself`: the body names the header's cart", body = ErrorBody),
         (status = 413, body = ErrorBody), (status = 415, body = ErrorBody), (status = 503, body = ErrorBody),
     )
 )]
