@@ -43,6 +43,7 @@ use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
+use domain::idempotency::{IdempotencyKey, KeyClaim, KeyRecord, KeyScope};
 use domain::merge::MergeCall;
 use domain::ports::{
     ExpiryEvents, HoldReceipt, Inventory, LineChange, MergeReceipt, PortError, Released, SessionStore,
@@ -71,6 +72,10 @@ pub enum Op {
     ApplyOnly,
     /// [`SessionStore::close`].
     Close,
+    /// [`SessionStore::claim_key`].
+    ClaimKey,
+    /// [`SessionStore::settle_key`].
+    SettleKey,
     /// [`Inventory::open_cart`].
     OpenCart,
     /// [`Inventory::set_hold`].
@@ -102,12 +107,14 @@ pub enum Op {
 
 impl Op {
     /// Every operation, in declaration order.
-    pub const ALL: [Op; 18] = [
+    pub const ALL: [Op; 20] = [
         Op::Create,
         Op::Load,
         Op::Apply,
         Op::ApplyOnly,
         Op::Close,
+        Op::ClaimKey,
+        Op::SettleKey,
         Op::OpenCart,
         Op::SetHold,
         Op::Release,
@@ -132,6 +139,8 @@ impl Op {
             Op::Apply => "session_store.apply",
             Op::ApplyOnly => "session_store.apply_only",
             Op::Close => "session_store.close",
+            Op::ClaimKey => "session_store.claim_key",
+            Op::SettleKey => "session_store.settle_key",
             Op::OpenCart => "inventory.open_cart",
             Op::SetHold => "inventory.set_hold",
             Op::Release => "inventory.release",
@@ -153,7 +162,14 @@ impl Op {
     #[must_use]
     pub const fn store(self) -> &'static str {
         match self {
-            Op::Create | Op::Load | Op::Apply | Op::ApplyOnly | Op::Close | Op::NextExpired => "redis",
+            Op::Create
+            | Op::Load
+            | Op::Apply
+            | Op::ApplyOnly
+            | Op::Close
+            | Op::ClaimKey
+            | Op::SettleKey
+            | Op::NextExpired => "redis",
             Op::OpenCart
             | Op::SetHold
             | Op::Release
@@ -467,6 +483,28 @@ impl<P: SessionStore> SessionStore for Faulty<P> {
 
     async fn close(&self, id: CartId, now: Timestamp) -> Result<bool, PortError> {
         self.run(Op::Close, self.inner.close(id, now)).await
+    }
+
+    async fn claim_key(
+        &self,
+        scope: KeyScope,
+        key: &IdempotencyKey,
+        record: &KeyRecord,
+        until: Timestamp,
+        now: Timestamp,
+    ) -> Result<KeyClaim, PortError> {
+        self.run(Op::ClaimKey, self.inner.claim_key(scope, key, record, until, now)).await
+    }
+
+    async fn settle_key(
+        &self,
+        scope: KeyScope,
+        key: &IdempotencyKey,
+        cart: CartId,
+        until: Option<Timestamp>,
+        now: Timestamp,
+    ) -> Result<(), PortError> {
+        self.run(Op::SettleKey, self.inner.settle_key(scope, key, cart, until, now)).await
     }
 }
 

@@ -480,7 +480,22 @@ async fn cors_allows_configured_origins_and_exposes_the_session_header() {
         .await;
     assert_eq!(res.header("access-control-allow-origin"), Some("https://shop.example"));
     let res = app.request(Method::POST, "/v1/carts", &[("origin", "https://shop.example")], None).await;
-    assert_eq!(res.header("access-control-expose-headers"), Some("cart-session-id"));
+    assert_eq!(res.header("access-control-expose-headers"), Some("cart-session-id,idempotent-replayed"));
+    // A browser may send an idempotency key (preflight lists what it may send).
+    let res = app
+        .request(
+            Method::OPTIONS,
+            "/v1/carts",
+            &[
+                ("origin", "https://shop.example"),
+                ("access-control-request-method", "POST"),
+                ("access-control-request-headers", "idempotency-key"),
+            ],
+            None,
+        )
+        .await;
+    let allowed = res.header("access-control-allow-headers").unwrap_or_default();
+    assert!(allowed.split(',').any(|h| h.trim() == "idempotency-key"), "{allowed}");
     let res = app.request(Method::POST, "/v1/carts", &[("origin", "https://evil.example")], None).await;
     assert_eq!(res.header("access-control-allow-origin"), None);
     app.stop().await;

@@ -43,6 +43,12 @@ pub enum CartError {
     /// A cart merged into itself.
     #[error("a cart cannot be merged into itself")]
     MergeIntoItself,
+    /// An idempotency key sent again with a different request.
+    #[error("this idempotency key was used with a different request")]
+    IdempotencyKeyReused,
+    /// An idempotency key whose first request is still running.
+    #[error("a request with this idempotency key is still running")]
+    IdempotencyKeyInUse,
     /// A backing store could not be reached; retrying later may succeed.
     #[error("backing store unavailable")]
     Unavailable(#[source] PortError),

@@ -12,6 +12,7 @@
 pub mod cart;
 pub mod error;
 pub mod hold;
+pub mod idempotency;
 pub mod ids;
 pub mod merge;
 pub mod policy;
@@ -25,5 +26,5 @@ pub use error::{CartError, error_chain};
 pub use ids::{CartId, IdError, InventoryId, OrderId, ProductId};
 pub use policy::{ExpiryMode, ExpiryPolicy, Limits, PolicyError, SessionTtl};
 pub use quantity::{Quantity, QuantityError, StockCount};
-pub use service::{CartService, CheckoutResult, LineAdded, MergeResult, SetLineResult, Target};
+pub use service::{CartService, CheckoutResult, LineAdded, MergeResult, Once, Replayed, SetLineResult, Target};
 pub use time::Timestamp;

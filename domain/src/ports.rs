@@ -16,6 +16,7 @@ use std::future::Future;
 
 use crate::cart::{Cart, Line, Order, StockLevel};
 use crate::error::CartError;
+use crate::idempotency::{IdempotencyKey, KeyClaim, KeyRecord, KeyScope};
 use crate::ids::{CartId, InventoryId, OrderId, ProductId};
 use crate::merge::{MergeCall, MergePlan, Shortfall};
 use crate::quantity::{Quantity, StockCount};
@@ -226,6 +227,38 @@ pub trait SessionStore: Send + Sync + 'static {
     /// # Errors
     /// [`PortError`] when the store cannot be reached.
     fn close(&self, id: CartId, now: Timestamp) -> impl Future<Output = Result<bool, PortError>> + Send;
+
+    /// Claims idempotency key `key` of `scope` for a request making
+    /// `record.cart`, in one atomic step: if no live record has the key, keeps
+    /// `record` (in flight) until `until` and answers [`KeyClaim::Claimed`];
+    /// otherwise answers the record that has it.
+    ///
+    /// # Errors
+    /// [`PortError`] when the store cannot be reached.
+    fn claim_key(
+        &self,
+        scope: KeyScope,
+        key: &IdempotencyKey,
+        record: &KeyRecord,
+        until: Timestamp,
+        now: Timestamp,
+    ) -> impl Future<Output = Result<KeyClaim, PortError>> + Send;
+
+    /// Settles a key this caller claimed for `cart`: with `Some(until)` its
+    /// request succeeded, and the record is kept, done, until `until`; with
+    /// `None` it failed, and the record is dropped so that a retry runs
+    /// afresh. A key another cart's request has now is left alone.
+    ///
+    /// # Errors
+    /// [`PortError`] when the store cannot be reached.
+    fn settle_key(
+        &self,
+        scope: KeyScope,
+        key: &IdempotencyKey,
+        cart: CartId,
+        until: Option<Timestamp>,
+        now: Timestamp,
+    ) -> impl Future<Output = Result<(), PortError>> + Send;
 }
 
 /// Stock, the ledger of holds per cart, and orders.

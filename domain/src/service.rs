@@ -15,6 +15,7 @@ use crate::ids::{CartId, InventoryId, OrderId, ProductId};
 use crate::policy::{ExpiryPolicy, Limits};
 use std::sync::Arc;
 
+use crate::idempotency::{IN_FLIGHT, IdempotencyKey, KeyClaim, KeyRecord, KeyScope};
 use crate::merge::{MergeCall, MergeLimits, MergeStrategy, Shortfall};
 use crate::ports::{
     Clock, HoldReceipt, Inventory, LineChange, NoEvents, PortError, ReleaseCause, Released, SessionStore, StockEvents,
@@ -85,6 +86,34 @@ pub struct MergeResult {
     pub shortfalls: Vec<Shortfall>,
     /// `true` when this is a retry of a merge made earlier: nothing moved now.
     pub replayed: bool,
+}
+
+/// A request that may be a retry: its idempotency key, and what it asks for
+/// (a retry must ask for the same).
+#[derive(Clone, Copy, Debug)]
+pub struct Once<'a> {
+    /// The client's key.
+    pub key: &'a IdempotencyKey,
+    /// The request's content, as the caller reduces it (route and body).
+    pub fingerprint: &'a str,
+}
+
+/// An answer, and whether it replays the one an earlier request with the
+/// same idempotency key got.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Replayed<T> {
+    /// The answer.
+    pub value: T,
+    /// `true` when nothing was done now: an earlier request did it.
+    pub replayed: bool,
+}
+
+/// What claiming an idempotency key came to.
+enum Claim {
+    /// The key is this request's: make this cart.
+    Fresh(CartId),
+    /// An earlier request with the key made this cart.
+    Replay(CartId),
 }
 
 /// How a change reaches the session store, and what comes back from it:
@@ -195,7 +224,11 @@ impl<S: SessionStore, I: Inventory, C: Clock> CartService<S, I, C> {
     /// # Errors
     /// [`CartError::Unavailable`].
     pub async fn create_cart(&self) -> Result<Cart, CartError> {
-        let id = CartId::random();
+        self.create_cart_with(CartId::random()).await
+    }
+
+    /// Opens cart `id` (a fresh random id).
+    async fn create_cart_with(&self, id: CartId) -> Result<Cart, CartError> {
         let now = self.clock.now();
         let expires_at = self.policy.initial_deadline(now);
         // Ledger first: a ledger entry without a session is empty and expires;
@@ -252,6 +285,77 @@ impl<S: SessionStore, I: Inventory, C: Clock> CartService<S, I, C> {
         Ok(LineAdded { id, created })
     }
 
+    /// [`CartService::create_cart`], safe to retry: the same key (with the
+    /// same request) answers the cart the first request made, while its
+    /// first deadline lasts (see [`crate::idempotency`]).
+    ///
+    /// # Errors
+    /// As [`CartService::create_cart`], and [`CartError::IdempotencyKeyReused`],
+    /// [`CartError::IdempotencyKeyInUse`]; a replay whose cart has ended since
+    /// is [`CartError::SessionNotFound`].
+    pub async fn create_cart_once(&self, once: &Once<'_>) -> Result<Replayed<Cart>, CartError> {
+        let now = self.clock.now();
+        match self.claim(KeyScope::CreateCart, once, now).await? {
+            Claim::Replay(id) => Ok(Replayed { value: self.get_cart(id).await?, replayed: true }),
+            Claim::Fresh(id) => {
+                let result = self.create_cart_with(id).await;
+                let until = result.as_ref().ok().map(|cart| cart.expires_at);
+                self.settle(KeyScope::CreateCart, once, id, until).await;
+                Ok(Replayed { value: result?, replayed: false })
+            }
+        }
+    }
+
+    /// [`CartService::add_line`] on a new cart, safe to retry: the same key
+    /// (with the same line) answers the cart the first request made and adds
+    /// nothing, while that cart's first deadline lasts.
+    ///
+    /// # Errors
+    /// As [`CartService::add_line`], and [`CartError::IdempotencyKeyReused`],
+    /// [`CartError::IdempotencyKeyInUse`].
+    pub async fn add_line_once(
+        &self,
+        product: ProductId,
+        item: InventoryId,
+        quantity: u32,
+        once: &Once<'_>,
+    ) -> Result<Replayed<LineAdded>, CartError> {
+        let line = self.line_of(item, quantity)?;
+        let now = self.clock.now();
+        match self.claim(KeyScope::AddToCart, once, now).await? {
+            Claim::Replay(id) => Ok(Replayed { value: LineAdded { id, created: false }, replayed: true }),
+            Claim::Fresh(id) => {
+                let change = LineChange { product_id: product, line };
+                let result = self.change_new::<WithoutCart>(id, &change).await;
+                let until = result.is_ok().then(|| self.policy.initial_deadline(now));
+                self.settle(KeyScope::AddToCart, once, id, until).await;
+                let (id, created) = result?;
+                Ok(Replayed { value: LineAdded { id, created }, replayed: false })
+            }
+        }
+    }
+
+    /// Claims `once`'s key for a fresh cart id, or says which cart an
+    /// earlier request with it made.
+    async fn claim(&self, scope: KeyScope, once: &Once<'_>, now: Timestamp) -> Result<Claim, CartError> {
+        let id = CartId::random();
+        let record = KeyRecord { cart: id, fingerprint: once.fingerprint.to_owned(), done: false };
+        match self.sessions.claim_key(scope, once.key, &record, now.plus(IN_FLIGHT), now).await? {
+            KeyClaim::Claimed => Ok(Claim::Fresh(id)),
+            KeyClaim::Taken(held) if held.fingerprint != once.fingerprint => Err(CartError::IdempotencyKeyReused),
+            KeyClaim::Taken(held) if !held.done => Err(CartError::IdempotencyKeyInUse),
+            KeyClaim::Taken(held) => Ok(Claim::Replay(held.cart)),
+        }
+    }
+
+    /// Marks `once`'s key done until `until`, or drops it (`None`: the request
+    /// failed, so a retry runs afresh). Best effort: if the store cannot be
+    /// reached, the claim ends by itself after [`IN_FLIGHT`], and the
+    /// request's own answer stands.
+    async fn settle(&self, scope: KeyScope, once: &Once<'_>, id: CartId, until: Option<Timestamp>) {
+        let _ = self.sessions.settle_key(scope, once.key, id, until, self.clock.now()).await;
+    }
+
     /// The line `quantity` units of `item` make: `None` for 0 (remove it).
     fn line_of(&self, item: InventoryId, quantity: u32) -> Result<Option<(InventoryId, Quantity)>, CartError> {
         match Quantity::new(quantity) {
@@ -280,15 +384,15 @@ impl<S: SessionStore, I: Inventory, C: Clock> CartService<S, I, C> {
         match target {
             Target::Existing(id) => Ok((self.change_existing::<A>(id, &change).await?, false)),
             Target::ExistingOrNew(id) => match self.change_existing::<A>(id, &change).await {
-                Err(CartError::SessionNotFound) => self.change_new::<A>(&change).await,
+                Err(CartError::SessionNotFound) => self.change_new::<A>(CartId::random(), &change).await,
                 other => Ok((other?, false)),
             },
-            Target::New => self.change_new::<A>(&change).await,
+            Target::New => self.change_new::<A>(CartId::random(), &change).await,
         }
     }
 
-    async fn change_new<A: ApplyStep<S>>(&self, change: &LineChange) -> Result<(A::Out, bool), CartError> {
-        let id = self.create_cart().await?.id;
+    async fn change_new<A: ApplyStep<S>>(&self, id: CartId, change: &LineChange) -> Result<(A::Out, bool), CartError> {
+        let id = self.create_cart_with(id).await?.id;
         match self.change_existing::<A>(id, change).await {
             Ok(out) => Ok((out, true)),
             Err(e) => {

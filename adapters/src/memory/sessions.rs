@@ -4,6 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Mutex;
 
+use domain::idempotency::{IdempotencyKey, KeyClaim, KeyRecord, KeyScope};
 use domain::ports::{HoldReceipt, LineChange, PortError, SessionStore};
 use domain::{Cart, CartId, InventoryId, Line, ProductId, Quantity, Timestamp};
 
@@ -43,6 +44,9 @@ impl Session {
 struct Inner {
     sessions: HashMap<CartId, Session>,
     by_deadline: BTreeSet<(Timestamp, CartId)>,
+    /// Idempotency keys: the record and when it ends. Ended ones are
+    /// replaced when claimed again, and few enough not to need a purge.
+    keys: HashMap<(KeyScope, IdempotencyKey), (KeyRecord, Timestamp)>,
 }
 
 impl Inner {
@@ -151,5 +155,49 @@ impl SessionStore for MemorySessions {
             }
             None => Ok(false),
         }
+    }
+
+    async fn claim_key(
+        &self,
+        scope: KeyScope,
+        key: &IdempotencyKey,
+        record: &KeyRecord,
+        until: Timestamp,
+        now: Timestamp,
+    ) -> Result<KeyClaim, PortError> {
+        let mut inner = lock(&self.inner);
+        let slot = (scope, key.clone());
+        if let Some((held, ends)) = inner.keys.get(&slot)
+            && *ends > now
+        {
+            return Ok(KeyClaim::Taken(held.clone()));
+        }
+        inner.keys.insert(slot, (record.clone(), until));
+        Ok(KeyClaim::Claimed)
+    }
+
+    async fn settle_key(
+        &self,
+        scope: KeyScope,
+        key: &IdempotencyKey,
+        cart: CartId,
+        until: Option<Timestamp>,
+        _now: Timestamp,
+    ) -> Result<(), PortError> {
+        let mut inner = lock(&self.inner);
+        let slot = (scope, key.clone());
+        if inner.keys.get(&slot).is_some_and(|(held, _)| held.cart == cart) {
+            match until {
+                Some(until) => {
+                    let entry = inner.keys.get_mut(&slot).expect("checked above");
+                    entry.0.done = true;
+                    entry.1 = until;
+                }
+                None => {
+                    inner.keys.remove(&slot);
+                }
+            }
+        }
+        Ok(())
     }
 }

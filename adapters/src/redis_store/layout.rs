@@ -5,6 +5,7 @@
 //! warning, so one bad field (written by hand, or by a future version) cannot
 //! make a cart unreadable.
 
+use domain::idempotency::{IdempotencyKey, KeyRecord, KeyScope};
 use domain::{Cart, CartId, InventoryId, Line, ProductId, Quantity, Timestamp};
 use uuid::Uuid;
 
@@ -25,6 +26,33 @@ pub(super) fn session_of_key(prefix: &str, key: &[u8]) -> Option<CartId> {
     let key = std::str::from_utf8(key).ok()?;
     let tagged = key.strip_prefix(prefix)?.strip_prefix("cart:{")?.strip_suffix('}')?;
     CartId::parse(tagged).ok()
+}
+
+/// The key that keeps an idempotency key's record:
+/// `{prefix}idem:<scope>:<the key in hex>` (hex, so that a `{` in a client's
+/// key can never act as a Redis Cluster hash tag).
+pub(super) fn idempotency_key(prefix: &str, scope: KeyScope, key: &IdempotencyKey) -> String {
+    let hex: String = key.as_str().bytes().map(|b| format!("{b:02x}")).collect();
+    format!("{prefix}idem:{}:{hex}", scope.as_str())
+}
+
+/// A record as kept: `<until> <cart> <0|1> <fingerprint>` (until: when it
+/// ends, ms since the epoch; 1: done).
+pub(super) fn record_value(record: &KeyRecord, until: Timestamp) -> String {
+    format!("{} {} {} {}", until.as_millis(), record.cart, u8::from(record.done), record.fingerprint)
+}
+
+/// A kept record read back.
+pub(super) fn record_of(value: &str) -> Option<KeyRecord> {
+    let mut parts = value.splitn(4, ' ');
+    let _until = parts.next()?;
+    let cart = CartId::parse(parts.next()?).ok()?;
+    let done = match parts.next()? {
+        "1" => true,
+        "0" => false,
+        _ => return None,
+    };
+    Some(KeyRecord { cart, done, fingerprint: parts.next()?.to_owned() })
 }
 
 /// The field name of a product's line.

@@ -131,6 +131,8 @@ enum Error {
         #[source]
         source: redis::RedisError,
     },
+    #[error("unexpected answer from redis: {0}")]
+    Protocol(String),
 }
 
 impl From<Error> for PortError {

@@ -79,3 +79,48 @@ return 0
 ",
     )
 });
+
+/// `KEYS[1]` idempotency key; `ARGV[1]` the record
+/// (`<until> <cart> 0 <fingerprint>`), `ARGV[2]` when it ends (ms since the
+/// epoch), `ARGV[3]` now (ms). Keeps the record unless a record that ends
+/// after now has the key, and returns nil; otherwise returns that record.
+/// Redis drops the key at its end too (`PXAT`), so ended keys cost nothing.
+pub(super) static CLAIM_KEY: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local held = redis.call('GET', KEYS[1])
+if held then
+  local ends = tonumber(string.match(held, '^(%d+) '))
+  if ends and ends > tonumber(ARGV[3]) then
+    return held
+  end
+end
+redis.call('SET', KEYS[1], ARGV[1], 'PXAT', ARGV[2])
+return false
+",
+    )
+});
+
+/// `KEYS[1]` idempotency key; `ARGV[1]` the cart that claimed it, `ARGV[2]`
+/// when the done record ends (ms), or empty to drop it. Acts only while the
+/// key still names that cart.
+pub(super) static SETTLE_KEY: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local held = redis.call('GET', KEYS[1])
+if not held then
+  return 0
+end
+local ends, cart, done, fingerprint = string.match(held, '^(%d+) (%S+) ([01]) (.*)$')
+if cart ~= ARGV[1] then
+  return 0
+end
+if ARGV[2] == '' then
+  redis.call('DEL', KEYS[1])
+else
+  redis.call('SET', KEYS[1], ARGV[2] .. ' ' .. cart .. ' 1 ' .. fingerprint, 'PXAT', ARGV[2])
+end
+return 1
+",
+    )
+});

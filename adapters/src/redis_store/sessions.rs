@@ -8,12 +8,13 @@ use std::time::Duration;
 
 use bb8::{ManageConnection, Pool, RunError};
 use bb8_redis::RedisConnectionManager;
+use domain::idempotency::{IdempotencyKey, KeyClaim, KeyRecord, KeyScope};
 use domain::ports::{HoldReceipt, LineChange, PortError, SessionStore};
 use domain::{Cart, CartId, Timestamp};
 use redis::aio::MultiplexedConnection;
 use redis::{Cmd, FromRedisValue, RedisError, ScriptInvocation};
 
-use super::layout::{cart_from_hash, line_value, product_field, session_key};
+use super::layout::{cart_from_hash, idempotency_key, line_value, product_field, record_of, record_value, session_key};
 use super::{Error, RedisSettings, check_prefix, redacted, scripts};
 use domain::error_chain as chain;
 
@@ -230,6 +231,43 @@ impl SessionStore for RedisSessions {
         inv.key(session_key(&self.prefix, id)).arg(now.as_millis());
         let live: i64 = self.exec("close", Request::Script(&inv)).await?;
         Ok(live == 1)
+    }
+
+    async fn claim_key(
+        &self,
+        scope: KeyScope,
+        key: &IdempotencyKey,
+        record: &KeyRecord,
+        until: Timestamp,
+        now: Timestamp,
+    ) -> Result<KeyClaim, PortError> {
+        let mut inv = scripts::CLAIM_KEY.prepare_invoke();
+        inv.key(idempotency_key(&self.prefix, scope, key))
+            .arg(record_value(record, until))
+            .arg(until.as_millis())
+            .arg(now.as_millis());
+        let held: Option<String> = self.exec("claim_key", Request::Script(&inv)).await?;
+        match held {
+            None => Ok(KeyClaim::Claimed),
+            Some(value) => record_of(&value).map(KeyClaim::Taken).ok_or_else(|| {
+                PortError::new("redis", Error::Protocol(format!("unreadable idempotency record {value:?}")))
+            }),
+        }
+    }
+
+    async fn settle_key(
+        &self,
+        scope: KeyScope,
+        key: &IdempotencyKey,
+        cart: CartId,
+        until: Option<Timestamp>,
+        _now: Timestamp,
+    ) -> Result<(), PortError> {
+        let mut inv = scripts::SETTLE_KEY.prepare_invoke();
+        let until = until.map_or_else(String::new, |t| t.as_millis().to_string());
+        inv.key(idempotency_key(&self.prefix, scope, key)).arg(cart.to_string()).arg(until);
+        let _: i64 = self.exec("settle_key", Request::Script(&inv)).await?;
+        Ok(())
     }
 }
 

@@ -81,6 +81,8 @@ impl ApiError {
                 // The request is well-formed (no schema can say "from ≠ the header"):
                 // it conflicts with itself, as a state the server cannot reach.
                 CartError::MergeIntoItself => (StatusCode::CONFLICT, "merge_into_itself"),
+                CartError::IdempotencyKeyReused => (StatusCode::UNPROCESSABLE_ENTITY, "idempotency_key_reused"),
+                CartError::IdempotencyKeyInUse => (StatusCode::CONFLICT, "idempotency_key_in_use"),
                 CartError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             },
         }
@@ -120,9 +122,14 @@ impl IntoResponse for ApiError {
         if let Some(failed) = failed {
             response.extensions_mut().insert(failed);
         }
+        let in_use = matches!(self, ApiError::Cart(CartError::IdempotencyKeyInUse));
         let headers = response.headers_mut();
         match status {
             StatusCode::SERVICE_UNAVAILABLE => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
+            }
+            // The first request with the key is still running: try again soon.
+            StatusCode::CONFLICT if in_use => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
             }
             StatusCode::UNAUTHORIZED => {
@@ -166,7 +173,7 @@ mod tests {
         // `variant` matches with no wildcard arm: a new `CartError` variant
         // does not compile here until it is named, and `VARIANTS` beside it
         // counts the arms, so the examples below must cover it too.
-        const VARIANTS: usize = 8;
+        const VARIANTS: usize = 10;
         fn variant(e: &CartError) -> &'static str {
             match e {
                 CartError::SessionNotFound => "SessionNotFound",
@@ -176,6 +183,8 @@ mod tests {
                 CartError::TooManyLines { .. } => "TooManyLines",
                 CartError::CartEmpty => "CartEmpty",
                 CartError::MergeIntoItself => "MergeIntoItself",
+                CartError::IdempotencyKeyReused => "IdempotencyKeyReused",
+                CartError::IdempotencyKeyInUse => "IdempotencyKeyInUse",
                 CartError::Unavailable(_) => "Unavailable",
             }
         }
@@ -187,6 +196,8 @@ mod tests {
             CartError::TooManyLines { max: 50 },
             CartError::CartEmpty,
             CartError::MergeIntoItself,
+            CartError::IdempotencyKeyReused,
+            CartError::IdempotencyKeyInUse,
             CartError::Unavailable(PortError::new("postgres", std::io::Error::other("down"))),
         ];
         let named: std::collections::BTreeSet<&str> = examples.iter().map(variant).collect();

@@ -5,6 +5,7 @@
 use axum::body::Body;
 use axum::extract::{FromRequest, Request};
 use domain::CartId;
+use domain::idempotency::IdempotencyKey;
 use http::{HeaderMap, header};
 use http_body_util::{BodyExt, Limited};
 use serde::de::DeserializeOwned;
@@ -73,6 +74,32 @@ pub fn session_header(headers: &HeaderMap) -> Result<Option<CartId>, ApiError> {
         .ok_or_else(|| ApiError::invalid("cart-session-id header must be a UUID v4"))?;
     Ok(Some(id))
 }
+
+/// The `Idempotency-Key` header, if given (see [`domain::idempotency`]).
+///
+/// # Errors
+/// [`ApiError::InvalidRequest`] when it is repeated or not 1 to 255 visible ASCII
+/// characters.
+pub fn idempotency_key(headers: &HeaderMap) -> Result<Option<IdempotencyKey>, ApiError> {
+    let mut values = headers.get_all(IDEMPOTENCY_HEADER).iter();
+    let Some(value) = values.next() else { return Ok(None) };
+    if values.next().is_some() {
+        return Err(ApiError::invalid("Idempotency-Key header must be given once"));
+    }
+    value
+        .to_str()
+        .ok()
+        .and_then(|s| IdempotencyKey::parse(s).ok())
+        .map(Some)
+        .ok_or_else(|| ApiError::invalid("Idempotency-Key header must be 1 to 255 visible ASCII characters"))
+}
+
+/// The header that makes cart creation safe to retry.
+pub const IDEMPOTENCY_HEADER: &str = "idempotency-key";
+
+/// Marks an answer that replays the one an earlier request with the same
+/// idempotency key got.
+pub const REPLAYED_HEADER: &str = "idempotent-replayed";
 
 /// The session header, required.
 ///

@@ -9,11 +9,14 @@ use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
 use domain::service::Target;
-use domain::{CartError, CartId, InventoryId, ProductId, StockCount};
+use domain::{CartError, CartId, InventoryId, Once, ProductId, StockCount};
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 
 use super::error::{ApiError, error_chain};
-use super::extract::{JsonBody, SESSION_HEADER, parse_id, require_admin, required_session, session_header};
+use super::extract::{
+    JsonBody, REPLAYED_HEADER, SESSION_HEADER, idempotency_key, parse_id, require_admin, required_session,
+    session_header,
+};
 use super::wire::{
     AddToCartRequest, AddToCartResponse, CartBody, ErrorBody, GetCartResponse, LineBody, MergeBody, MergeRequest,
     OrderBody, SetLineRequest, SetStockRequest, StatusBody, StockBody, StockPage, StockQuery,
@@ -37,14 +40,19 @@ fn path_text(p: Result<Path<String>, PathRejection>) -> Result<String, ApiError>
 /// Tutorial route: set a product's line, creating a session when needed.
 #[utoipa::path(
     post, path = "/add-to-cart", tag = "tutorial",
-    params(("cart-session-id" = Option<String>, Header, description = "The cart session; unknown, expired, malformed or missing makes a new one")),
+    params(("cart-session-id" = Option<String>, Header, description = "The cart session; unknown, expired, malformed or missing makes a new one"),
+        ("Idempotency-Key" = Option<String>, Header,
+            description = "Without a cart-session-id: makes the request safe to retry; the same key and line answer the same cart and add nothing",
+            min_length = 1, max_length = 255, pattern = "^[!-~]+$")),
     request_body = AddToCartRequest,
     responses(
         (status = 200, description = "Line set; the session id is also in the `cart-session-id` header", body = AddToCartResponse,
             headers(("cart-session-id" = String, description = "The cart session id"))),
         (status = 400, body = ErrorBody), (status = 404, description = "Unknown inventory item", body = ErrorBody),
-        (status = 409, description = "`insufficient_stock` or `too_many_lines`", body = ErrorBody),
-        (status = 413, body = ErrorBody), (status = 415, body = ErrorBody), (status = 503, body = ErrorBody),
+        (status = 409, description = "`insufficient_stock`, `too_many_lines`, or `idempotency_key_in_use`", body = ErrorBody),
+        (status = 413, body = ErrorBody), (status = 415, body = ErrorBody),
+        (status = 422, description = "`idempotency_key_reused`: the key came with another line before", body = ErrorBody),
+        (status = 503, body = ErrorBody),
     )
 )]
 pub async fn add_to_cart<B: Backend>(
@@ -60,10 +68,19 @@ pub async fn add_to_cart<B: Backend>(
         Ok(None) | Err(_) => Target::New,
     };
     // The answer carries only the session id: no need to read the cart back.
-    let id = app.service.add_line(target, product, item, req.quantity).await?.id;
+    // An idempotency key counts only where the request makes a new cart.
+    let (id, replayed) = match (target, idempotency_key(&headers)?) {
+        (Target::New, Some(key)) => {
+            let fingerprint = format!("POST /add-to-cart {product} {item} {}", req.quantity);
+            let once = Once { key: &key, fingerprint: &fingerprint };
+            let r = app.service.add_line_once(product, item, req.quantity, &once).await?;
+            (r.value.id, r.replayed)
+        }
+        (target, _) => (app.service.add_line(target, product, item, req.quantity).await?.id, false),
+    };
     let body =
         AddToCartResponse { message: "Product added to cart successfully".to_owned(), cart_session_id: id.to_string() };
-    Ok(with_session(id, (StatusCode::OK, Json(body)).into_response()))
+    Ok(replay_marked(with_session(id, (StatusCode::OK, Json(body)).into_response()), replayed))
 }
 
 /// Tutorial route: the cart's lines.
@@ -105,18 +122,41 @@ pub async fn get_cart_tutorial<B: Backend>(State(app): AppS<B>, headers: HeaderM
     }
 }
 
-/// Opens a new, empty cart.
+/// Opens a new, empty cart. With an `Idempotency-Key`, a retry answers the
+/// cart the first request made.
 #[utoipa::path(
     post, path = "/v1/carts", tag = "carts",
+    params(("Idempotency-Key" = Option<String>, Header,
+        description = "Makes the request safe to retry: the same key answers the same cart while its first deadline lasts",
+        min_length = 1, max_length = 255, pattern = "^[!-~]+$")),
     responses(
-        (status = 201, description = "The new cart", body = CartBody,
+        (status = 201, description = "The new cart (or, with `idempotent-replayed: true`, the one an earlier request with the same key made)", body = CartBody,
             headers(("cart-session-id" = String, description = "The new cart session id"))),
+        (status = 400, description = "A malformed `Idempotency-Key`", body = ErrorBody),
+        (status = 404, description = "`session_not_found`: the key's cart has ended since", body = ErrorBody),
+        (status = 409, description = "`idempotency_key_in_use`: the first request with the key is still running (`Retry-After`)", body = ErrorBody),
         (status = 503, body = ErrorBody),
     )
 )]
-pub async fn create_cart<B: Backend>(State(app): AppS<B>) -> Result<Response, ApiError> {
-    let cart = app.service.create_cart().await?;
-    Ok(with_session(cart.id, (StatusCode::CREATED, Json(CartBody::from(&cart))).into_response()))
+pub async fn create_cart<B: Backend>(State(app): AppS<B>, headers: HeaderMap) -> Result<Response, ApiError> {
+    let (cart, replayed) = match idempotency_key(&headers)? {
+        None => (app.service.create_cart().await?, false),
+        Some(key) => {
+            let once = Once { key: &key, fingerprint: "POST /v1/carts" };
+            let r = app.service.create_cart_once(&once).await?;
+            (r.value, r.replayed)
+        }
+    };
+    let response = with_session(cart.id, (StatusCode::CREATED, Json(CartBody::from(&cart))).into_response());
+    Ok(replay_marked(response, replayed))
+}
+
+/// Marks a replayed answer with `idempotent-replayed: true`.
+fn replay_marked(mut response: Response, replayed: bool) -> Response {
+    if replayed {
+        response.headers_mut().insert(REPLAYED_HEADER, HeaderValue::from_static("true"));
+    }
+    response
 }
 
 /// The cart.

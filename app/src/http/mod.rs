@@ -113,8 +113,13 @@ fn cors(origins: &[String]) -> Option<CorsLayer> {
         CorsLayer::new()
             .allow_origin(allow_origin)
             .allow_methods([Method::GET, Method::POST, Method::PUT, Method::DELETE])
-            .allow_headers([header::CONTENT_TYPE, header::AUTHORIZATION, session.clone()])
-            .expose_headers([session])
+            .allow_headers([
+                header::CONTENT_TYPE,
+                header::AUTHORIZATION,
+                session.clone(),
+                HeaderName::from_static(extract::IDEMPOTENCY_HEADER),
+            ])
+            .expose_headers([session, HeaderName::from_static(extract::REPLAYED_HEADER)])
             .max_age(Duration::from_secs(600)),
     )
 }

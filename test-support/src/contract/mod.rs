@@ -93,6 +93,8 @@ macro_rules! session_store_contract {
                 sliding_deadline_moves_with_apply,
                 deadline_never_moves_back_when_changes_arrive_out_of_order,
                 sessions_are_independent,
+                an_idempotency_key_is_claimed_once_and_settled_by_its_claimant,
+                a_dropped_or_ended_idempotency_key_can_be_claimed_again,
             ]
         );
     };

@@ -215,3 +215,62 @@ pub async fn deadline_never_moves_back_when_changes_arrive_out_of_order(store: i
     assert_eq!(cart.expires_at, secs(t0, 40));
     assert_eq!(store.load(id, secs(t0, 35)).await.unwrap().map(|c| c.expires_at), Some(secs(t0, 40)));
 }
+
+/// Idempotency keys (issue 15): the first claim wins and later ones see its
+/// record; only the claimant settles it; scopes never meet.
+pub async fn an_idempotency_key_is_claimed_once_and_settled_by_its_claimant(
+    store: impl SessionStore,
+    clock: impl Clock,
+) {
+    use domain::idempotency::{IdempotencyKey, KeyClaim, KeyRecord, KeyScope};
+    let t0 = clock.now();
+    let key = IdempotencyKey::parse("retry-me-1").unwrap();
+    let first = KeyRecord { cart: CartId::random(), fingerprint: "line p1 x 2".into(), done: false };
+    let second = KeyRecord { cart: CartId::random(), fingerprint: "line p1 x 3".into(), done: false };
+    let until = secs(t0, 60);
+    assert_eq!(store.claim_key(KeyScope::AddToCart, &key, &first, until, t0).await.unwrap(), KeyClaim::Claimed);
+    assert_eq!(
+        store.claim_key(KeyScope::AddToCart, &key, &second, until, t0).await.unwrap(),
+        KeyClaim::Taken(first.clone()),
+        "in flight"
+    );
+    store.settle_key(KeyScope::AddToCart, &key, second.cart, None, t0).await.unwrap();
+    assert_eq!(
+        store.claim_key(KeyScope::AddToCart, &key, &second, until, t0).await.unwrap(),
+        KeyClaim::Taken(first.clone()),
+        "another cart cannot settle it"
+    );
+    store.settle_key(KeyScope::AddToCart, &key, first.cart, Some(until), t0).await.unwrap();
+    let done = KeyRecord { done: true, ..first.clone() };
+    assert_eq!(store.claim_key(KeyScope::AddToCart, &key, &second, until, t0).await.unwrap(), KeyClaim::Taken(done));
+    assert_eq!(
+        store.claim_key(KeyScope::CreateCart, &key, &second, until, t0).await.unwrap(),
+        KeyClaim::Claimed,
+        "another scope is another key"
+    );
+}
+
+/// A key dropped by its claimant, or past its end, can be claimed afresh.
+pub async fn a_dropped_or_ended_idempotency_key_can_be_claimed_again(store: impl SessionStore, clock: impl Clock) {
+    use domain::idempotency::{IdempotencyKey, KeyClaim, KeyRecord, KeyScope};
+    let t0 = clock.now();
+    let key = IdempotencyKey::parse("retry-me-2").unwrap();
+    let record = |fingerprint: &str| KeyRecord { cart: CartId::random(), fingerprint: fingerprint.into(), done: false };
+    let (a, b, c) = (record("a"), record("b"), record("c"));
+    assert_eq!(store.claim_key(KeyScope::CreateCart, &key, &a, secs(t0, 60), t0).await.unwrap(), KeyClaim::Claimed);
+    store.settle_key(KeyScope::CreateCart, &key, a.cart, None, t0).await.unwrap();
+    assert_eq!(
+        store.claim_key(KeyScope::CreateCart, &key, &b, secs(t0, 10), t0).await.unwrap(),
+        KeyClaim::Claimed,
+        "a dropped key is free"
+    );
+    assert!(matches!(
+        store.claim_key(KeyScope::CreateCart, &key, &c, secs(t0, 60), secs(t0, 9)).await.unwrap(),
+        KeyClaim::Taken(_)
+    ));
+    assert_eq!(
+        store.claim_key(KeyScope::CreateCart, &key, &c, secs(t0, 60), secs(t0, 10)).await.unwrap(),
+        KeyClaim::Claimed,
+        "a key is free at its end"
+    );
+}
