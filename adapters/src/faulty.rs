@@ -88,6 +88,8 @@ pub enum Op {
     Merge,
     /// [`Inventory::order_of`].
     OrderOf,
+    /// [`Inventory::merged_into`].
+    MergedInto,
     /// [`Inventory::release_expired`] (one sweep batch).
     ReleaseExpired,
     /// [`Inventory::stock`].
@@ -107,7 +109,7 @@ pub enum Op {
 
 impl Op {
     /// Every operation, in declaration order.
-    pub const ALL: [Op; 20] = [
+    pub const ALL: [Op; 21] = [
         Op::Create,
         Op::Load,
         Op::Apply,
@@ -121,6 +123,7 @@ impl Op {
         Op::Checkout,
         Op::Merge,
         Op::OrderOf,
+        Op::MergedInto,
         Op::ReleaseExpired,
         Op::Stock,
         Op::ReservedTotal,
@@ -147,6 +150,7 @@ impl Op {
             Op::Checkout => "inventory.checkout",
             Op::Merge => "inventory.merge",
             Op::OrderOf => "inventory.order_of",
+            Op::MergedInto => "inventory.merged_into",
             Op::ReleaseExpired => "inventory.release_expired",
             Op::Stock => "inventory.stock",
             Op::ReservedTotal => "inventory.reserved_total",
@@ -176,6 +180,7 @@ impl Op {
             | Op::Checkout
             | Op::Merge
             | Op::OrderOf
+            | Op::MergedInto
             | Op::ReleaseExpired
             | Op::Stock
             | Op::ReservedTotal
@@ -534,6 +539,10 @@ impl<P: Inventory> Inventory for Faulty<P> {
 
     async fn merge(&self, call: &MergeCall) -> Result<MergeReceipt, CartError> {
         self.run(Op::Merge, self.inner.merge(call)).await
+    }
+
+    async fn merged_into(&self, cart: CartId) -> Result<Option<CartId>, PortError> {
+        self.run(Op::MergedInto, self.inner.merged_into(cart)).await
     }
 
     async fn order_of(&self, cart: CartId) -> Result<Option<Order>, PortError> {

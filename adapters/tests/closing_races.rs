@@ -116,3 +116,66 @@ async fn an_abandon_whose_release_comes_after_a_checkout_sold_the_cart_is_not_fo
     assert!(matches!(abandon, Err(CartError::SessionNotFound)), "the checkout won: {abandon:?}");
     assert_eq!(svc.stock(&item()).await.unwrap(), StockLevel { available: 3, reserved: 0, sold: 2 });
 }
+
+/// Opens [`CARTS`] pairs of carts, then sends, for each pair, an abandon of
+/// the second and a merge of it into the first at once: exactly one of the
+/// two succeeds, and the stock adds up.
+async fn abandon_and_merge_race<S: SessionStore, I: Inventory, C: Clock>(svc: CartService<S, I, C>) {
+    use domain::merge::MergeStrategy;
+    let svc = Arc::new(svc);
+    let stock = u32::try_from(2 * CARTS).unwrap() * UNITS;
+    svc.set_stock(&item(), StockCount::new(stock).unwrap()).await.unwrap();
+    let mut pairs = Vec::new();
+    for n in 0..CARTS {
+        let product = |p: &str| ProductId::parse(&format!("{p}{n}")).unwrap();
+        let target = svc.set_line(Target::New, product("t"), item(), UNITS).await.unwrap().cart.id;
+        let source = svc.set_line(Target::New, product("s"), item(), UNITS).await.unwrap().cart.id;
+        pairs.push((target, source));
+    }
+    let races: Vec<_> = pairs
+        .iter()
+        .map(|&(target, source)| {
+            let (a, m) = (svc.clone(), svc.clone());
+            let abandon = tokio::spawn(async move { a.abandon(source).await });
+            let merge = tokio::spawn(async move { m.merge(target, source, MergeStrategy::Sum).await });
+            async move { (abandon.await.unwrap(), merge.await.unwrap()) }
+        })
+        .collect();
+    let mut held = 0;
+    for (n, race) in races.into_iter().enumerate() {
+        let (abandon, merge) = race.await;
+        let abandoned = match abandon {
+            Ok(_) => true,
+            Err(CartError::SessionNotFound) => false,
+            Err(e) => panic!("pair {n}: abandon failed: {e}"),
+        };
+        let merged = match merge {
+            Ok(r) => !r.replayed,
+            Err(CartError::SessionNotFound) => false,
+            Err(e) => panic!("pair {n}: merge failed: {e}"),
+        };
+        assert!(abandoned != merged, "pair {n}: abandoned {abandoned}, merged {merged}: exactly one may succeed");
+        held += if merged { 2 * i64::from(UNITS) } else { i64::from(UNITS) };
+    }
+    let level = svc.stock(&item()).await.unwrap();
+    assert_eq!(level, StockLevel { available: i64::from(stock) - held, reserved: held, sold: 0 });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn abandon_racing_merge_has_exactly_one_success_in_memory() {
+    let svc = CartService::new(MemorySessions::new(), MemoryInventory::new(), SystemClock, policy(), Limits::default());
+    abandon_and_merge_race(svc).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn abandon_racing_merge_has_exactly_one_success_on_redis_and_postgres() {
+    let inventory = cartd_test_support::stores::pg_inventory().await;
+    let svc = CartService::new(
+        cartd_test_support::stores::redis_sessions().await,
+        inventory,
+        SystemClock,
+        policy(),
+        Limits::default(),
+    );
+    abandon_and_merge_race(svc).await;
+}

@@ -354,6 +354,14 @@ pub trait Inventory: Send + Sync + 'static {
     /// [`PortError`] when the store cannot be reached.
     fn order_of(&self, cart: CartId) -> impl Future<Output = Result<Option<Order>, PortError>> + Send;
 
+    /// The cart `cart` was merged into, if it was merged away: with
+    /// [`Inventory::order_of`], what tells a cart that left the ledger by a
+    /// merge from one that was released. A read; changes nothing.
+    ///
+    /// # Errors
+    /// [`PortError`] when the store cannot be reached.
+    fn merged_into(&self, cart: CartId) -> impl Future<Output = Result<Option<CartId>, PortError>> + Send;
+
     /// Releases up to `limit` carts whose deadline is at or before `now`. Safe to
     /// run on many instances at once: each cart is released by exactly one call.
     ///

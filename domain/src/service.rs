@@ -445,10 +445,13 @@ impl<S: SessionStore, I: Inventory, C: Clock> CartService<S, I, C> {
         if !existed {
             return Err(CartError::SessionNotFound);
         }
-        // The ledger decides between an abandon and a checkout racing it: if
-        // the cart left the ledger as an order, the checkout won and this
-        // abandon must not also report success.
-        if released.carts == 0 && self.inventory.order_of(id).await?.is_some() {
+        // The ledger decides between an abandon and a checkout or merge
+        // racing it: if the cart left the ledger as an order, or merged into
+        // another cart, that request won and this abandon must not also
+        // report success.
+        if released.carts == 0
+            && (self.inventory.order_of(id).await?.is_some() || self.inventory.merged_into(id).await?.is_some())
+        {
             return Err(CartError::SessionNotFound);
         }
         Ok(released)

@@ -330,6 +330,10 @@ impl Inventory for MemoryInventory {
         lock(&self.inner).checkout(cart, order_id, now)
     }
 
+    async fn merged_into(&self, cart: CartId) -> Result<Option<CartId>, PortError> {
+        Ok(lock(&self.inner).merges.get(&cart).map(|(into, _)| *into))
+    }
+
     async fn order_of(&self, cart: CartId) -> Result<Option<Order>, PortError> {
         Ok(lock(&self.inner).orders.get(&cart).cloned())
     }

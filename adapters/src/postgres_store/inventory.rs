@@ -190,6 +190,13 @@ impl Inventory for PgInventory {
         }
     }
 
+    async fn merged_into(&self, cart: CartId) -> Result<Option<CartId>, PortError> {
+        let rows = self.query("select into_cart from cart_merges where from_cart = $1", &[&cart.as_uuid()]).await?;
+        let Some(row) = rows.first() else { return Ok(None) };
+        let id: uuid::Uuid = col(row, 0)?;
+        Ok(Some(CartId::from_uuid(id).map_err(|_| PgError::Protocol(format!("stored merge target {id}")))?))
+    }
+
     async fn order_of(&self, cart: CartId) -> Result<Option<Order>, PortError> {
         let row = self
             .query_one(

@@ -345,6 +345,9 @@ pub async fn merge_moves_the_source_into_the_target_once(inv: impl Inventory, cl
     assert_eq!(stock(&inv, "sku-a").await, level(0, 10, 0), "the source's 4 moved, 1 taken");
     assert_eq!(stock(&inv, "sku-b").await, level(5, 0, 0), "the source's other item went back");
 
+    assert_eq!(inv.merged_into(source).await.unwrap(), Some(target));
+    assert_eq!(inv.merged_into(target).await.unwrap(), None);
+    assert_eq!(inv.order_of(source).await.unwrap(), None, "merged, not sold");
     let again = inv
         .merge(&MergeCall {
             from: source,
