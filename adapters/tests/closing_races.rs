@@ -5,6 +5,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use cartd_adapters::postgres_store::PgInventory;
+use cartd_adapters::redis_store::RedisSessions;
 use cartd_adapters::{MemoryInventory, MemorySessions, SystemClock};
 use domain::ports::{Clock, Inventory, SessionStore};
 use domain::{
@@ -21,6 +23,23 @@ fn policy() -> ExpiryPolicy {
 
 fn item() -> InventoryId {
     InventoryId::parse("sku-race").unwrap()
+}
+
+/// The use cases over the in-memory stores.
+fn memory_service() -> CartService<MemorySessions, MemoryInventory, SystemClock> {
+    CartService::new(MemorySessions::new(), MemoryInventory::new(), SystemClock, policy(), Limits::default())
+}
+
+/// The use cases over real Redis and PostgreSQL, in a fresh key prefix and schema.
+async fn real_service() -> CartService<RedisSessions, PgInventory, SystemClock> {
+    let inventory = cartd_test_support::stores::pg_inventory().await;
+    CartService::new(
+        cartd_test_support::stores::redis_sessions().await,
+        inventory,
+        SystemClock,
+        policy(),
+        Limits::default(),
+    )
 }
 
 /// Opens [`CARTS`] carts of [`UNITS`] units each, then sends an abandon and a
@@ -72,20 +91,13 @@ async fn abandon_and_checkout_race<S: SessionStore, I: Inventory, C: Clock>(svc:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn abandon_racing_checkout_has_exactly_one_success_in_memory() {
-    let svc = CartService::new(MemorySessions::new(), MemoryInventory::new(), SystemClock, policy(), Limits::default());
+    let svc = memory_service();
     abandon_and_checkout_race(svc).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn abandon_racing_checkout_has_exactly_one_success_on_redis_and_postgres() {
-    let inventory = cartd_test_support::stores::pg_inventory().await;
-    let svc = CartService::new(
-        cartd_test_support::stores::redis_sessions().await,
-        inventory,
-        SystemClock,
-        policy(),
-        Limits::default(),
-    );
+    let svc = real_service().await;
     abandon_and_checkout_race(svc).await;
 }
 
@@ -163,19 +175,12 @@ async fn abandon_and_merge_race<S: SessionStore, I: Inventory, C: Clock>(svc: Ca
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn abandon_racing_merge_has_exactly_one_success_in_memory() {
-    let svc = CartService::new(MemorySessions::new(), MemoryInventory::new(), SystemClock, policy(), Limits::default());
+    let svc = memory_service();
     abandon_and_merge_race(svc).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn abandon_racing_merge_has_exactly_one_success_on_redis_and_postgres() {
-    let inventory = cartd_test_support::stores::pg_inventory().await;
-    let svc = CartService::new(
-        cartd_test_support::stores::redis_sessions().await,
-        inventory,
-        SystemClock,
-        policy(),
-        Limits::default(),
-    );
+    let svc = real_service().await;
     abandon_and_merge_race(svc).await;
 }
