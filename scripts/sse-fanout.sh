@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Live stock fan-out under a flash sale: the wrk flash sale of scripts/perf.sh
 # against a release cartd (Redis + PostgreSQL), alternately without and with
-# $STREAMS live stock streams open (GET /v1/inventory/events?ids=flash-1), in
+# $STREAMS live stock streams open (GET /v1/inventory/events?ids=flash-1,
+# held by `cartd-loadtest streams`, one thread), in
 # one run, so the holds/s ratio is comparable. For each run with streams it
 # reports the events each stream got (mean per second, most in one second)
 # and checks that every stream's last counts equal GET /v1/inventory/flash-1
@@ -27,8 +28,9 @@ ulimit -n 65536 || ulimit -n 4096
 
 command -v wrk >/dev/null || apt-get install -y -qq wrk >/dev/null
 scripts/services.sh
-cargo build --release -p cartd >&2
+cargo build --release -p cartd -p cartd-loadtest >&2
 BIN=$CARGO_TARGET_DIR/release/cartd
+LOADTEST=$CARGO_TARGET_DIR/release/cartd-loadtest
 
 pid=
 cleanup() {
@@ -69,7 +71,7 @@ with_streams() { # round
   log "round $1: flash sale with $STREAMS streams"
   local report="$OUT/r$1_streams.json" out="$OUT/clients.out" clients line open_streams final summary
   rm -f "$out"
-  python3 "$ROOT/loadtest/sse_clients.py" "$PORT" "$STREAMS" flash-1 $((DUR + 4)) "$report" >"$out" 2>"$OUT/clients.err" &
+  "$LOADTEST" streams "$PORT" "$STREAMS" flash-1 $((DUR + 4)) "$report" >"$out" 2>"$OUT/clients.err" &
   clients=$!
   for _ in $(seq 600); do grep -q ready "$out" 2>/dev/null && break; sleep 0.1; done
   grep -q ready "$out" || { cat "$OUT/clients.err" >&2; echo "streams did not open" >&2; exit 1; }
@@ -106,6 +108,7 @@ def rps(kind):
     return [float(re.search(r"rps=(\d+)", " ".join(r)).group(1)) for r in rows if r[0].split("_", 1)[1] == kind]
 a, b = rps("no_streams"), rps("streams")
 per_round = [round(y / x, 3) for x, y in zip(a, b)]
+median = sorted(per_round)[len(per_round) // 2] if len(per_round) % 2 else sum(sorted(per_round)[len(per_round) // 2 - 1:][:2]) / 2
 print(f"SUMMARY holds_per_s_no_streams={a} holds_per_s_with_streams={b} "
-      f"ratio_with_over_without={sum(b) / len(b) / (sum(a) / len(a)):.3f} per_round={per_round}")
+      f"ratio_with_over_without={sum(b) / len(b) / (sum(a) / len(a)):.3f} median_round_ratio={median:.3f} per_round={per_round}")
 PY

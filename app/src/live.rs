@@ -22,9 +22,9 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use axum::Router;
+use axum::body::{Body, Bytes};
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
-use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use domain::{InventoryId, StockLevel, error_chain};
@@ -105,9 +105,10 @@ const BACKLOG: usize = 64;
 struct Delta {
     version: u64,
     items: Vec<(String, StockLevel)>,
-    /// The event data for all of `items`, serialized once for every stream
-    /// that wants them all (the usual case: a tick changes few items).
-    json: String,
+    /// The whole `stock` event for all of `items`, encoded once for every
+    /// stream that wants them all (the usual case: a tick changes few items),
+    /// so a stream's share of a tick is a reference count and a write.
+    frame: Bytes,
 }
 
 #[derive(Debug, Default)]
@@ -245,13 +246,10 @@ impl StockHub {
         if !changed.is_empty() {
             current.version += 1;
             let version = current.version;
-            let json = serde_json::to_string(&StockEventBody {
-                version,
-                items: changed.iter().map(|(id, l)| body(id, *l)).collect(),
-            })
-            .expect("stock events serialize");
+            let items = changed.iter().map(|(id, l)| body(id, *l)).collect();
+            let frame = data_frame("stock", &self.event_id(version), version, items, None);
             // No receiver is fine: nobody is watching.
-            let _ = self.tx.send(Arc::new(Delta { version, items: changed, json }));
+            let _ = self.tx.send(Arc::new(Delta { version, items: changed, frame }));
         }
         Ok(())
     }
@@ -277,7 +275,7 @@ impl StockHub {
     }
 
     /// The `snapshot` event for `filter`.
-    fn snapshot_event(&self, filter: &Filter) -> (u64, Event) {
+    fn snapshot_event(&self, filter: &Filter) -> (u64, Bytes) {
         let current = self.current.read().unwrap_or_else(std::sync::PoisonError::into_inner);
         let items = match filter {
             Filter::All => current.items.iter().map(|(id, l)| body(id, *l)).collect(),
@@ -285,8 +283,7 @@ impl StockHub {
                 ids.iter().filter_map(|id| current.items.get(id).map(|l| body(id, *l))).collect::<Vec<_>>()
             }
         };
-        let event = data_event("snapshot", &self.event_id(current.version), current.version, items)
-            .retry(Duration::from_secs(2));
+        let event = data_frame("snapshot", &self.event_id(current.version), current.version, items, Some(RETRY));
         (current.version, event)
     }
 }
@@ -295,10 +292,28 @@ fn body(id: &str, l: StockLevel) -> StockBody {
     StockBody { inventory_id: id.to_owned(), available: l.available, reserved: l.reserved, sold: l.sold }
 }
 
-fn data_event(kind: &str, id: &str, version: u64, items: Vec<StockBody>) -> Event {
-    let data = serde_json::to_string(&StockEventBody { version, items }).expect("stock events serialize");
-    Event::default().event(kind).id(id).data(data)
+/// How long a browser waits before reconnecting a dropped stream.
+const RETRY: Duration = Duration::from_secs(2);
+
+/// One event as it goes on the wire:
+/// `event: <kind>\nid: <id>\n[retry: <ms>\n]data: <json>\n\n`. The JSON is
+/// compact (no newline), so it is one `data` line; `kind` and `id` are ours
+/// and never hold a newline either.
+fn data_frame(kind: &str, id: &str, version: u64, items: Vec<StockBody>, retry: Option<Duration>) -> Bytes {
+    use std::io::Write as _;
+    let mut out = Vec::with_capacity(64 + 96 * items.len());
+    let _ = write!(out, "event: {kind}\nid: {id}\n");
+    if let Some(retry) = retry {
+        let _ = writeln!(out, "retry: {}", retry.as_millis());
+    }
+    out.extend_from_slice(b"data: ");
+    serde_json::to_writer(&mut out, &StockEventBody { version, items }).expect("stock events serialize");
+    out.extend_from_slice(b"\n\n");
+    Bytes::from(out)
 }
+
+/// The comment an idle stream gets, so proxies keep it open.
+const KEEP_ALIVE: &[u8] = b":\n\n";
 
 /// The items a stream shows.
 #[derive(Clone, Debug)]
@@ -372,8 +387,13 @@ struct StreamState {
     rx: broadcast::Receiver<Arc<Delta>>,
     closing: watch::Receiver<bool>,
     seen: u64,
-    first: Option<Event>,
+    first: Option<Bytes>,
     follow: bool,
+    /// Ticks every keep-alive interval; a tick with nothing sent since the
+    /// last one sends a comment. (Not a timer reset per event: with a
+    /// thousand streams every event counts.)
+    keep_alive: tokio::time::Interval,
+    sent: bool,
     _slot: Slot,
 }
 
@@ -438,16 +458,26 @@ pub async fn events(
         seen: version,
         first: (!resumed).then_some(snapshot),
         follow,
+        keep_alive: {
+            let period = hub.settings.keep_alive;
+            let mut every = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            every
+        },
+        sent: true,
         _slot: slot,
     };
     let stream = futures_util::stream::unfold(state, next_event);
-    let mut response = Sse::new(stream).keep_alive(KeepAlive::new().interval(hub.settings.keep_alive)).into_response();
+    let mut response = Body::from_stream(stream).into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     // Proxies that buffer (nginx) would hold the events back.
-    response.headers_mut().insert("x-accel-buffering", HeaderValue::from_static("no"));
+    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
     Ok(response)
 }
 
-async fn next_event(mut st: StreamState) -> Option<(Result<Event, Infallible>, StreamState)> {
+async fn next_event(mut st: StreamState) -> Option<(Result<Bytes, Infallible>, StreamState)> {
     if let Some(first) = st.first.take() {
         return Some((Ok(first), st));
     }
@@ -464,28 +494,35 @@ async fn next_event(mut st: StreamState) -> Option<(Result<Event, Infallible>, S
                     return None;
                 }
             }
+            _ = st.keep_alive.tick() => {
+                if !std::mem::replace(&mut st.sent, false) {
+                    return Some((Ok(Bytes::from_static(KEEP_ALIVE)), st));
+                }
+            }
             message = st.rx.recv() => match message {
                 Ok(delta) => {
                     if delta.version <= st.seen {
                         continue;
                     }
                     st.seen = delta.version;
-                    let id = st.hub.event_id(delta.version);
                     if delta.items.iter().all(|(item, _)| st.filter.wants(item)) {
-                        let event = Event::default().event("stock").id(id).data(&delta.json);
-                        return Some((Ok(event), st));
+                        st.sent = true;
+                        return Some((Ok(delta.frame.clone()), st));
                     }
                     let items: Vec<StockBody> =
                         delta.items.iter().filter(|(id, _)| st.filter.wants(id)).map(|(id, l)| body(id, *l)).collect();
                     if items.is_empty() {
                         continue;
                     }
-                    return Some((Ok(data_event("stock", &id, delta.version, items)), st));
+                    let id = st.hub.event_id(delta.version);
+                    st.sent = true;
+                    return Some((Ok(data_frame("stock", &id, delta.version, items, None)), st));
                 }
                 Err(RecvError::Lagged(_)) => {
                     // Too slow for the backlog: start again from the latest counts.
                     let (version, snapshot) = st.hub.snapshot_event(&st.filter);
                     st.seen = version;
+                    st.sent = true;
                     return Some((Ok(snapshot), st));
                 }
                 Err(RecvError::Closed) => return None,

@@ -16,6 +16,8 @@
 //!   load is over: `available + reserved + sold == stock` for every item,
 //!   `reserved` back to 0 once the carts have expired, `sold` equal to what the
 //!   checkouts confirmed, and `sold + reserved <= stock` for the flash item.
+//! - `cartd-loadtest streams ...` holds many live stock streams open and
+//!   reports what they received (`scripts/sse-fanout.sh`).
 //!
 //! This crate is a workspace member on its own: `app` does not depend on it,
 //! so building or testing the service never compiles goose.
@@ -26,6 +28,7 @@ mod client;
 mod scenarios;
 mod settings;
 mod stock;
+mod streams;
 mod summary;
 mod tally;
 mod watch;
@@ -37,6 +40,10 @@ use goose::prelude::*;
 
 fn main() -> ExitCode {
     let first = std::env::args().nth(1);
+    if first.as_deref() == Some("streams") {
+        // One thread of its own: it shares the machine with what it measures.
+        return streams::run(&std::env::args().skip(2).collect::<Vec<_>>());
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
