@@ -138,4 +138,27 @@ open(path, "w").write("\n".join(ids) + "\n")
 PY
 }
 
+# filled_carts PORT COUNT PATH: COUNT carts of 3 lines each (inv-1..inv-100,
+# quantities 1-3), made through POST /add-to-cart; their ids go to PATH.
+filled_carts() {
+  python3 - "$@" <<'PY'
+import http.client, json, sys, uuid
+port, count, path = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+c = http.client.HTTPConnection("127.0.0.1", port)
+ids = []
+for n in range(count):
+    sid = None
+    for line in range(3):
+        body = json.dumps({"product_id": str(uuid.uuid4()), "inventory_id": f"inv-{(n + line) % 100 + 1}", "quantity": 1 + line})
+        h = {"content-type": "application/json"}
+        if sid: h["cart-session-id"] = sid
+        c.request("POST", "/add-to-cart", body, h)
+        r = c.getresponse(); data = json.loads(r.read())
+        assert r.status == 200, (r.status, data)
+        sid = data["cartSessionId"]
+    ids.append(sid)
+open(path, "w").write("\n".join(ids) + "\n")
+PY
+}
+
 pg_ready() { pg_isready -h 127.0.0.1 -p "$1" -q 2>/dev/null; }
