@@ -11,6 +11,8 @@
 #   scripts/profile.sh set-line          # PUT /v1/cart/items/.. spread over 10,000 items
 #   scripts/profile.sh flash             # the flash sale: everyone holds flash-1
 #   DUR=20 PERF_SECS=8 scripts/profile.sh get-cart
+#   CARTD_BIN=/path/to/cartd PERF_SECS=0 scripts/profile.sh get-cart
+#                                        # another build, CPU split only (no perf run)
 #
 # Output under $OUT (default /var/tmp/cartd-profile/<route>): profile.md (the
 # table), cartd.svg (the flame graph, self-contained: open it in any
@@ -46,8 +48,12 @@ if ! command -v inferno-flamegraph >/dev/null; then
   cargo install --locked --quiet --root "$TOOLS" inferno >&2
 fi
 scripts/services.sh
-cargo build --release -p cartd >&2
-BIN=$CARGO_TARGET_DIR/release/cartd
+if [ -n "${CARTD_BIN:-}" ]; then
+  BIN=$CARTD_BIN
+else
+  cargo build --release -p cartd >&2
+  BIN=$CARGO_TARGET_DIR/release/cartd
+fi
 
 pid=
 cleanup() {
@@ -109,17 +115,20 @@ rps=$(sed -E 's/.*rps=([0-9]+).*/\1/' <<<"$line")
 non2xx=$(sed -E 's/.*non2xx=([0-9]+).*/\1/' <<<"$line")
 read -r wu ws <"$OUT/wrk.time"
 
-log "run 2: the same load, cartd recorded by perf for ${PERF_SECS}s"
-wrk -t2 -c64 -d"$((PERF_SECS + 4))s" "${args[@]}" >"$OUT/wrk-perf.log" 2>&1 &
-wrk_pid=$!
-sleep 2
-perf record -q -F 299 --call-graph dwarf,16384 -p "$pid" -o "$OUT/perf.data" -- sleep "$PERF_SECS" >/dev/null 2>&1 ||
-  die "perf record failed (is perf allowed here? see /proc/sys/kernel/perf_event_paranoid)"
-wait "$wrk_pid" || true
-perf script -i "$OUT/perf.data" 2>/dev/null | inferno-collapse-perf --kernel >"$OUT/cartd.folded"
-perf report -i "$OUT/perf.data" --no-children --sort dso,sym --stdio -g none --percent-limit 0 2>/dev/null |
-  grep '%' >"$OUT/symbols.txt" || true
-inferno-flamegraph --title "cartd, $ROUTE under wrk -c64" <"$OUT/cartd.folded" >"$OUT/cartd.svg"
+: >"$OUT/symbols.txt"
+if [ "$PERF_SECS" != 0 ]; then
+  log "run 2: the same load, cartd recorded by perf for ${PERF_SECS}s"
+  wrk -t2 -c64 -d"$((PERF_SECS + 4))s" "${args[@]}" >"$OUT/wrk-perf.log" 2>&1 &
+  wrk_pid=$!
+  sleep 2
+  perf record -q -F 299 --call-graph dwarf,16384 -p "$pid" -o "$OUT/perf.data" -- sleep "$PERF_SECS" >/dev/null 2>&1 ||
+    die "perf record failed (is perf allowed here? see /proc/sys/kernel/perf_event_paranoid)"
+  wait "$wrk_pid" || true
+  perf script -i "$OUT/perf.data" 2>/dev/null | inferno-collapse-perf --kernel >"$OUT/cartd.folded"
+  perf report -i "$OUT/perf.data" --no-children --sort dso,sym --stdio -g none --percent-limit 0 2>/dev/null |
+    grep "%" >"$OUT/symbols.txt" || true
+  inferno-flamegraph --title "cartd, $ROUTE under wrk -c64" <"$OUT/cartd.folded" >"$OUT/cartd.svg"
+fi
 
 python3 - "$ROUTE" "$requests" "$rps" "$non2xx" "$hz" "$((c1 - c0))" "$((r1 - r0))" "$((p1 - p0))" "$wu" "$ws" \
   "$OUT/symbols.txt" "$OUT/profile.md" <<'PY'

@@ -38,6 +38,12 @@ enum Command {
     },
 }
 
+/// mimalloc instead of the system allocator, when built with the `mimalloc`
+/// feature (docs/perf.md, "The allocator").
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let settings = match Settings::load(cli.config.as_deref()) {

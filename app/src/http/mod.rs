@@ -16,15 +16,13 @@ pub mod wire;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::response::{IntoResponse, Response};
+use axum::Router;
 use axum::routing::{get, post, put};
-use axum::{Extension, Router};
-use http::{HeaderName, HeaderValue, Method, StatusCode, header};
+use http::{HeaderName, HeaderValue, Method, header};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::state::{AppState, Backend};
-use error::ApiError;
-use extract::{BodyLimit, SESSION_HEADER};
+use extract::SESSION_HEADER;
 use handlers::*;
 
 /// Router options that come from configuration (`[http]`, `[cors]`; the
@@ -45,11 +43,15 @@ pub struct RouterOptions {
 
 /// The complete router.
 ///
-/// Layers run after routing (so the middleware sees the matched route
-/// template), outermost first: request id, span, log line and metrics; CORS;
-/// the request timeout; the 405 body; the body cap.
+/// One middleware layer runs after routing (so it sees the matched route
+/// template), around CORS when CORS is on: request id, span, log line,
+/// metrics, timeout, body cap and the 405 body ([`observe`]).
 pub fn router<B: Backend>(state: Arc<AppState<B>>, options: &RouterOptions) -> Router {
-    let registry = state.metrics.clone();
+    let around = Arc::new(observe::Around {
+        metrics: state.metrics.clone(),
+        timeout: options.request_timeout,
+        max_body_bytes: options.max_body_bytes,
+    });
     let router = Router::new()
         .route("/add-to-cart", post(add_to_cart::<B>))
         .route("/get-cart", get(get_cart_tutorial::<B>))
@@ -74,28 +76,11 @@ pub fn router<B: Backend>(state: Arc<AppState<B>>, options: &RouterOptions) -> R
         Some(hub) => router.merge(crate::live::routes(hub.clone())),
         None => router,
     };
-    let router = router
-        .layer(Extension(BodyLimit(options.max_body_bytes)))
-        .layer(axum::middleware::map_response(json_405))
-        .layer(axum::middleware::from_fn_with_state(options.request_timeout, observe::timeout));
     let router = match cors(&options.cors_allowed_origins) {
         Some(layer) => router.layer(layer),
         None => router,
     };
-    router.layer(axum::middleware::from_fn_with_state(registry, observe::observe))
-}
-
-/// Gives axum's bare 405 answers (which carry `Allow`) the API's JSON body.
-async fn json_405(response: Response) -> Response {
-    if response.status() != StatusCode::METHOD_NOT_ALLOWED {
-        return response;
-    }
-    let allow = response.headers().get(header::ALLOW).cloned();
-    let mut out = ApiError::MethodNotAllowed.into_response();
-    if let Some(allow) = allow {
-        out.headers_mut().insert(header::ALLOW, allow);
-    }
-    out
+    router.layer(axum::middleware::from_fn_with_state(around, observe::observe))
 }
 
 fn cors(origins: &[String]) -> Option<CorsLayer> {

@@ -1,6 +1,11 @@
-//! Middleware around every route: the request id and the span that carries it
-//! into every log line of the request, one debug line per answered request,
-//! the request metrics, and the per-request timeout.
+//! The middleware around every route, in one layer: the request id and the
+//! span that carries it into every log line of the request, one debug line
+//! per answered request, the request metrics, the per-request timeout, the
+//! body cap handed to the extractors and the JSON body of axum's 405.
+//!
+//! One layer rather than one per concern: axum wraps every route in every
+//! layer, and each layer costs a boxed service clone and a boxed future per
+//! request (`app/tests/allocations.rs` counts them).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -12,6 +17,7 @@ use http::{HeaderMap, HeaderValue, header};
 use tracing::Instrument;
 
 use super::error::{ApiError, FailedStore};
+use super::extract::BodyLimit;
 use crate::metrics::{Metrics, UNMATCHED};
 
 /// The header that carries the request id, both ways.
@@ -43,18 +49,30 @@ fn is_sane_id(id: &[u8]) -> bool {
     (1..=64).contains(&id.len()) && id.iter().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
-/// Gives the request an id and a span, runs it, then records the metrics,
-/// logs one line and echoes the id in the response.
-pub async fn observe(State(metrics): State<Arc<Metrics>>, mut req: Request, next: Next) -> Response {
+/// What the middleware needs, resolved once.
+#[derive(Debug)]
+pub struct Around {
+    pub metrics: Arc<Metrics>,
+    /// Longest time one request may take, reading its body included.
+    pub timeout: Duration,
+    /// Largest request body the extractors accept.
+    pub max_body_bytes: usize,
+}
+
+/// Gives the request an id and a span, runs it within the timeout, then
+/// records the metrics, logs one line and echoes the id in the response.
+pub async fn observe(State(around): State<Arc<Around>>, mut req: Request, next: Next) -> Response {
     let id = request_id(req.headers());
     // The route template, never the path: ids in paths must not become labels.
     let route = req.extensions().get::<MatchedPath>().map_or(UNMATCHED, MatchedPath::as_str).to_owned();
     let method = req.method().clone();
     req.extensions_mut().insert(RequestId(id.clone()));
+    req.extensions_mut().insert(BodyLimit(around.max_body_bytes));
     let span = tracing::info_span!("request", request_id = %id, method = %method, route = %route);
     let started = Instant::now();
-    let mut response = next.run(req).instrument(span.clone()).await;
+    let mut response = timeout(around.timeout, next.run(req)).instrument(span.clone()).await;
     let elapsed = started.elapsed();
+    let metrics = &around.metrics;
     let status = response.status().as_u16();
     metrics.observe_request(route, &method, status, elapsed);
     if let Some(FailedStore(store)) = response.extensions().get::<FailedStore>() {
@@ -77,9 +95,9 @@ pub async fn observe(State(metrics): State<Arc<Metrics>>, mut req: Request, next
 /// takes longer than the configured limit. The handler is dropped at that
 /// point; the use cases are written so that stopping between two steps leaves
 /// nothing held past the cart's deadline.
-pub async fn timeout(State(limit): State<Duration>, req: Request, next: Next) -> Response {
-    match tokio::time::timeout(limit, next.run(req)).await {
-        Ok(response) => response,
+async fn timeout(limit: Duration, run: impl Future<Output = Response>) -> Response {
+    match tokio::time::timeout(limit, run).await {
+        Ok(response) => json_405(response),
         Err(_) => {
             tracing::info!(?limit, "request timed out");
             let mut response = ApiError::RequestTimeout.into_response();
@@ -88,6 +106,21 @@ pub async fn timeout(State(limit): State<Duration>, req: Request, next: Next) ->
             response
         }
     }
+}
+
+/// Gives axum's bare 405 answers (which carry `Allow`, and the CORS headers
+/// when CORS is on) the API's JSON body, keeping their headers.
+fn json_405(response: Response) -> Response {
+    if response.status() != http::StatusCode::METHOD_NOT_ALLOWED {
+        return response;
+    }
+    let mut out = ApiError::MethodNotAllowed.into_response();
+    for (name, value) in response.headers() {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            out.headers_mut().append(name, value.clone());
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -136,7 +169,14 @@ mod tests {
                     "ok"
                 }),
             )
-            .layer(axum::middleware::from_fn_with_state(Arc::new(Metrics::new()), observe));
+            .layer(axum::middleware::from_fn_with_state(
+                Arc::new(Around {
+                    metrics: Arc::new(Metrics::new()),
+                    timeout: Duration::from_secs(5),
+                    max_body_bytes: 1024,
+                }),
+                observe,
+            ));
         let request = http::Request::builder()
             .uri("/items/secret-item")
             .header(REQUEST_ID_HEADER, "log-test-1")
