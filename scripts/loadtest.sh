@@ -13,7 +13,9 @@
 #   5. seeds the stock through the API: inv-1..inv-N with plenty of units and
 #      flash-1 with a few (the flash sale races for them), recording the totals;
 #   6. runs goose with the users, rate, time and scenarios asked for, writing
-#      <dir>/report.html (goose's report, with graphs) and <dir>/summary.json +
+#      <dir>/report.html (goose's report; its graphs need a chart script from the
+#      internet), <dir>/charts.html (the same graphs and the flash item's counts
+#      as inline SVG, which render offline) and <dir>/summary.json +
 #      summary.md (per request type: count, failures, status codes, p50/p95/p99,
 #      req/s). Metrics are kept from the first request (--no-reset-metrics), so
 #      an error while users start counts too. Any 5xx, transport error or
@@ -248,6 +250,6 @@ if [ "$goose_rc" -ne 0 ] || [ "$check_rc" -ne 0 ] || [ "$ledger_rc" -ne 0 ] || [
 fi
 [ "$errors_logged" -eq 0 ] || grep '"level":"ERROR"' "$report_dir/cartd.log" | head -n 5 >&2
 [ "$alive" = yes ] || log "cartd died during the run (see $report_dir/cartd.log)"
-log "files: $report_dir/{report.html,summary.json,summary.md,conservation.json,goose.log,cartd.log}"
+log "files: $report_dir/{summary.md,charts.html,summary.json,report.html,conservation.json,goose.log,cartd.log}"
 echo "loadtest $verdict :: ${goose_line#cartd-loadtest: } :: ${check_line#conservation: } :: cartd error lines logged: $errors_logged :: $report_dir"
 [ "$verdict" = PASS ]

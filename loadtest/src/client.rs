@@ -17,7 +17,7 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use goose::prelude::*;
 use serde_json::Value;
@@ -120,13 +120,24 @@ pub async fn call(
         builder = builder.json(body);
     }
     let sent_at = SystemTime::now();
+    let sent = Instant::now();
+    // goose's request rows are named "<METHOD> <name>"; the charts use the same names.
+    let verb = method;
     let request = GooseRequest::builder().method(method).path(path).name(name).set_request_builder(builder).build();
     let mut goose = user.request(request).await?;
     // goose has already counted a transport error as a failed request.
-    let response = goose.response?;
+    let response = match goose.response {
+        Ok(response) => response,
+        Err(e) => {
+            crate::charts::record(&format!("{verb} {name}"), sent, sent.elapsed());
+            return Err(e.into());
+        }
+    };
     let status = response.status().as_u16();
     let session = response.headers().get(SESSION_HEADER).and_then(|v| v.to_str().ok()).map(|v| v.trim().to_owned());
-    let body = match response.text().await {
+    let body = response.text().await;
+    crate::charts::record(&format!("{verb} {name}"), sent, sent.elapsed());
+    let body = match body {
         Ok(text) => text,
         Err(e) => {
             let tag = format!("{status} with an unreadable body ({e}): {name}");

@@ -24,6 +24,7 @@
 
 #![forbid(unsafe_code)]
 
+mod charts;
 mod client;
 mod scenarios;
 mod settings;
@@ -83,6 +84,7 @@ async fn load_test() -> ExitCode {
         _ => None,
     };
 
+    charts::start();
     let result = attack.execute().await;
     let watched = match watcher {
         Some(w) => Some(w.stop().await),
@@ -104,13 +106,20 @@ async fn load_test() -> ExitCode {
         return ExitCode::SUCCESS;
     }
 
+    let flash = watched.as_ref().map(|w| (w.stock, w.series.clone()));
     let mut summary = summary::Summary::build(&metrics, &settings, tally::sold(), watched);
     summary.failures.extend(thresholds_failed);
-    if let Some(path) = &settings.summary
-        && let Err(e) = summary.write(path)
-    {
-        eprintln!("cartd-loadtest: cannot write the summary: {e:#}");
-        return ExitCode::from(2);
+    if let Some(path) = &settings.summary {
+        // The charts first, so that the summary can link them.
+        let dir = path.parent().unwrap_or(std::path::Path::new("."));
+        match charts::write(dir, flash.as_ref().map(|(stock, series)| (*stock, series.as_slice()))) {
+            Ok(()) => summary.charts = Some("charts.html".to_owned()),
+            Err(e) => eprintln!("cartd-loadtest: cannot write the charts: {e:#}"),
+        }
+        if let Err(e) = summary.write(path) {
+            eprintln!("cartd-loadtest: cannot write the summary: {e:#}");
+            return ExitCode::from(2);
+        }
     }
     println!("{}", summary.one_line());
     for reason in &summary.failures {

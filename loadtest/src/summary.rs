@@ -71,6 +71,8 @@ pub struct Summary {
     /// the deadline the server had stated for them (each fails the run).
     pub carts_gone_early: u64,
     pub flash_watch: Option<FlashReport>,
+    /// The offline charts written next to the summary, when they were.
+    pub charts: Option<String>,
 }
 
 impl Summary {
@@ -181,6 +183,7 @@ impl Summary {
             confirmed_sold,
             carts_gone_early: early_gone,
             flash_watch,
+            charts: None,
         }
     }
 
@@ -226,6 +229,13 @@ impl Summary {
         if !self.scenarios.is_empty() {
             let list: Vec<String> = self.scenarios.iter().map(|s| format!("{} ({} users)", s.name, s.users)).collect();
             let _ = writeln!(out, "Scenarios: {}.\n", list.join(", "));
+        }
+        if let Some(charts) = &self.charts {
+            let _ = writeln!(
+                out,
+                "Charts (throughput and p50/p95/p99 latency per request type over time, the flash item's \
+                 counts): [{charts}]({charts}), inline SVG that renders offline.\n"
+            );
         }
         let _ = writeln!(
             out,

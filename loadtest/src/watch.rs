@@ -32,6 +32,9 @@ pub struct FlashReport {
     pub violations: Vec<String>,
     /// How many reads broke one of them.
     pub violation_count: u64,
+    /// Every read, for the charts (not in summary.json).
+    #[serde(skip)]
+    pub series: Vec<crate::charts::FlashSample>,
 }
 
 /// A running watch.
@@ -89,6 +92,7 @@ async fn read(client: &reqwest::Client, url: &str) -> Option<Counts> {
 
 fn observe(report: &mut FlashReport, (available, reserved, sold): Counts) {
     report.samples += 1;
+    report.series.push((crate::charts::since_start(), available, reserved, sold));
     let held = reserved + sold;
     report.max_reserved_plus_sold = report.max_reserved_plus_sold.max(held.max(0) as u64);
     report.min_available = Some(report.min_available.map_or(available, |m| m.min(available)));
