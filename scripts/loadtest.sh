@@ -46,6 +46,10 @@
 #       --units N           units of each inv-K (default 1000000)
 #       --flash-units N     units of flash-1 (default 50)
 #       --storm-period S    seconds between expiry-storm waves (default 5)
+#       --shared-pool N     all users share one HTTP client keeping at most N idle
+#                           connections (default: a connection per user, as browsers;
+#                           needs about 2 file descriptors per user across goose and
+#                           cartd, more than a process may open here past ~19,000 users)
 #   -o, --report-dir DIR    where reports go (default /var/tmp/cartd-loadtest/<run>)
 #       --no-build          use the binaries already built
 #       --keep              leave the schema and Redis keys in place (for a post-mortem)
@@ -70,6 +74,7 @@ items=100
 units=1000000
 flash_units=50
 storm_period=5
+shared_pool=0
 report_dir=""
 build=1
 keep=0
@@ -88,6 +93,7 @@ while [ $# -gt 0 ]; do
     --units) units="$2"; shift 2 ;;
     --flash-units) flash_units="$2"; shift 2 ;;
     --storm-period) storm_period="$2"; shift 2 ;;
+    --shared-pool) shared_pool="$2"; shift 2 ;;
     -o | --report-dir) report_dir="$2"; shift 2 ;;
     --no-build) build=0; shift ;;
     --keep) keep=1; shift ;;
@@ -199,6 +205,7 @@ env CARTD_LOADTEST_THINK="$think_env" \
   CARTD_LOADTEST_FLASH_STOCK="$flash_units" \
   CARTD_LOADTEST_TTL_SECS="$ttl" \
   CARTD_LOADTEST_SUMMARY="$report_dir/summary.json" \
+  CARTD_LOADTEST_SHARED_POOL="${shared_pool:-0}" \
   "$lt_bin" --host "$base" --users "$users" --increase-rate "$rate" --run-time "$run_time" \
   --scenarios "$scenarios" --no-reset-metrics --report-file "$report_dir/report.html" \
   "${extra[@]}" >"$report_dir/goose.log" 2>&1

@@ -84,9 +84,29 @@ pub fn all(settings: &Settings) -> Result<Vec<Scenario>, GooseError> {
         {
             scenario = scenario.set_wait_time(low, high)?;
         }
+        if settings.shared_pool.is_some() {
+            scenario = scenario.register_transaction(transaction!(share_client).set_on_start());
+        }
         out.push(scenario.register_transaction(step.set_name("step")));
     }
     Ok(out)
+}
+
+/// Replaces the user's own HTTP client with the one all users share
+/// (`CARTD_LOADTEST_SHARED_POOL`): reqwest's client is a handle on one pool.
+async fn share_client(user: &mut GooseUser) -> TransactionResult {
+    static SHARED: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
+    let idle = settings().shared_pool.unwrap_or(64);
+    let client = SHARED.get_or_init(|| {
+        reqwest::Client::builder()
+            .user_agent("cartd-loadtest")
+            .pool_max_idle_per_host(idle)
+            .timeout(Duration::from_secs(60))
+            .build()
+            .expect("an HTTP client without TLS or proxies builds")
+    });
+    user.client = client.clone();
+    Ok(())
 }
 
 fn item_body(item: u32, quantity: u32) -> serde_json::Value {

@@ -38,6 +38,11 @@ pub struct Settings {
     /// cartd's session TTL, when known: the tutorial routes state no
     /// deadline, so a cart they made lives at least this long.
     pub session_ttl: Option<Duration>,
+    /// All users share one HTTP client whose pool keeps at most this many idle
+    /// connections (`None`: every user has its own client and connection, as
+    /// a browser would). With tens of thousands of users, one connection per
+    /// user needs more file descriptors than a process may open here.
+    pub shared_pool: Option<usize>,
 }
 
 impl Settings {
@@ -81,7 +86,14 @@ impl Settings {
             )),
             None => None,
         };
-        Ok(Self { think, items, weights, storm_period, flash_stock, summary, session_ttl })
+        let shared_pool = match var("CARTD_LOADTEST_SHARED_POOL") {
+            Some(v) => match v.trim().parse::<usize>().context("CARTD_LOADTEST_SHARED_POOL: not a whole number")? {
+                0 => None,
+                n => Some(n),
+            },
+            None => None,
+        };
+        Ok(Self { think, items, weights, storm_period, flash_stock, summary, session_ttl, shared_pool })
     }
 
     /// The think time as text, for the summary.

@@ -51,6 +51,8 @@ pub struct Summary {
     /// Seconds from the first user to the last one started.
     pub ramp_up_secs: Option<f64>,
     pub think: String,
+    /// How users reach the server: a connection each, or one shared pool.
+    pub connections: String,
     pub items: u32,
     pub scenarios: Vec<ScenarioRow>,
     pub requests: Vec<RequestRow>,
@@ -171,6 +173,10 @@ impl Summary {
             duration_secs: metrics.duration,
             ramp_up_secs,
             think: settings.think_label(),
+            connections: match settings.shared_pool {
+                None => "one per user".to_owned(),
+                Some(n) => format!("one client shared by all users, at most {n} idle connections"),
+            },
             items: settings.items,
             scenarios,
             requests,
@@ -223,8 +229,9 @@ impl Summary {
         let ramp = self.ramp_up_secs.map_or_else(|| "n/a".to_owned(), |s| format!("{s:.1} s"));
         let _ = writeln!(
             out,
-            "{} users at most (all started in {ramp}), {} s measured, think time {}, items inv-1..inv-{}.\n",
-            self.max_users, self.duration_secs, self.think, self.items
+            "{} users at most (all started in {ramp}), {} s measured, think time {}, items inv-1..inv-{}, \
+             connections: {}.\n",
+            self.max_users, self.duration_secs, self.think, self.items, self.connections
         );
         if !self.scenarios.is_empty() {
             let list: Vec<String> = self.scenarios.iter().map(|s| format!("{} ({} users)", s.name, s.users)).collect();
