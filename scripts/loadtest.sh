@@ -112,13 +112,15 @@ done
 case "$think" in on) think_env=1 ;; off) think_env=0 ;; *) think_env="$think" ;; esac
 
 # 1. File descriptors: a goose user keeps a connection open, and cartd its
-# side of it, plus pools to Redis and PostgreSQL.
-need_fds=$((users * 2 + 4096))
+# side of it (each process needs one per user), plus pools to Redis and
+# PostgreSQL. Users sharing a pool (--shared-pool) hold at most a few times
+# the pool's size.
+if [ "$shared_pool" -gt 0 ]; then need_fds=$((shared_pool * 4 + 4096)); else need_fds=$((users + 4096)); fi
 want_fds=$((need_fds > 65536 ? need_fds : 65536))
 ulimit -n "$want_fds" 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 have_fds=$(ulimit -n)
 if [ "$have_fds" != unlimited ] && [ "$have_fds" -lt "$need_fds" ]; then
-  die "ulimit -n is $have_fds (hard limit $(ulimit -Hn)); $users users need about $need_fds"
+  die "ulimit -n is $have_fds (hard limit $(ulimit -Hn)); $users users need about $need_fds per process (try --shared-pool)"
 fi
 
 # 2. Redis and PostgreSQL.

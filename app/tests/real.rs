@@ -230,6 +230,18 @@ async fn checkout_racing_expiry_has_exactly_one_winner_per_cart() {
         let app = app.clone();
         tasks.push(tokio::spawn(async move {
             let res = app.set_line_new("p1", "inv-e", 2).await;
+            // On a loaded machine the 1 s cart can expire between being made
+            // and holding its line (404), or a store can be slow (503): that
+            // cart holds nothing and takes no part in the race.
+            if res.status != StatusCode::OK {
+                assert!(
+                    [StatusCode::NOT_FOUND, StatusCode::SERVICE_UNAVAILABLE].contains(&res.status),
+                    "making a cart answered {}: {}",
+                    res.status,
+                    String::from_utf8_lossy(&res.body)
+                );
+                return None;
+            }
             let session = res.session();
             let deadline = expires_at(&res.json());
             // Aim the checkout at the deadline, from 30 ms before to 30 ms after.
@@ -238,26 +250,29 @@ async fn checkout_racing_expiry_has_exactly_one_winner_per_cart() {
                 tokio::time::sleep(wait).await;
             }
             let res = app.request(Method::POST, "/v1/cart/checkout", &[("cart-session-id", &session)], None).await;
-            match res.status {
+            Some(match res.status {
                 StatusCode::CREATED => 2,
                 StatusCode::NOT_FOUND => {
                     assert_eq!(res.json()["error"], "session_not_found");
                     0
                 }
                 other => panic!("checkout answered {other}: {}", String::from_utf8_lossy(&res.body)),
-            }
+            })
         }));
     }
     let mut sold = 0;
     let mut wins = 0;
+    let mut raced = 0;
     for t in tasks {
-        let s = t.await.unwrap();
+        let Some(s) = t.await.unwrap() else { continue };
+        raced += 1;
         sold += s;
         wins += usize::from(s > 0);
     }
+    assert!(raced >= 50, "only {raced} of 100 carts were made: the race did not happen");
     wait_released(&app, "inv-e", Duration::from_secs(5)).await;
     assert_eq!(app.stock("inv-e").await, (10_000 - sold, 0, sold), "conservation with {wins} checkouts won");
-    println!("checkout vs expiry: {wins} of 100 checkouts won, {} carts expired", 100 - wins);
+    println!("checkout vs expiry: {wins} of {raced} checkouts won, {} carts expired", raced - wins);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

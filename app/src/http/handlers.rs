@@ -18,8 +18,8 @@ use super::extract::{
     session_header,
 };
 use super::wire::{
-    AddToCartRequest, AddToCartResponse, CartBody, ErrorBody, GetCartResponse, LineBody, MergeBody, MergeRequest,
-    OrderBody, SetLineRequest, SetStockRequest, StatusBody, StockBody, StockPage, StockQuery,
+    AddToCartRequest, AddToCartResponse, CartBody, ErrorBody, GetCartResponse, MergeBody, MergeRequest, OrderBody,
+    SetLineRequest, SetStockRequest, StatusBody, StockBody, StockPage, StockQuery, view,
 };
 use crate::metrics::ScrapeState;
 use crate::state::{AppState, Backend};
@@ -28,7 +28,9 @@ type AppS<B> = State<Arc<AppState<B>>>;
 
 /// Adds the `cart-session-id` header to `response`.
 fn with_session(id: CartId, mut response: Response) -> Response {
-    let value = HeaderValue::from_str(&id.to_string()).expect("a hyphenated UUID is a valid header value");
+    let mut buf = uuid::Uuid::encode_buffer();
+    let value = HeaderValue::from_str(id.as_uuid().hyphenated().encode_lower(&mut buf))
+        .expect("a hyphenated UUID is a valid header value");
     response.headers_mut().insert(SESSION_HEADER, value);
     response
 }
@@ -109,11 +111,7 @@ pub async fn get_cart_tutorial<B: Backend>(State(app): AppS<B>, headers: HeaderM
     };
     match cart {
         Some(cart) if !cart.lines.is_empty() => {
-            let body = GetCartResponse {
-                message: Some("Cart retrieved successfully".to_owned()),
-                data: cart.lines.iter().map(LineBody::from).collect(),
-            };
-            Ok((StatusCode::OK, Json(body)).into_response())
+            Ok((StatusCode::OK, Json(view::TutorialCartView(&cart))).into_response())
         }
         _ => {
             let body = GetCartResponse { message: Some("Cart is empty".to_owned()), data: Vec::new() };
@@ -147,7 +145,7 @@ pub async fn create_cart<B: Backend>(State(app): AppS<B>, headers: HeaderMap) ->
             (r.value, r.replayed)
         }
     };
-    let response = with_session(cart.id, (StatusCode::CREATED, Json(CartBody::from(&cart))).into_response());
+    let response = with_session(cart.id, (StatusCode::CREATED, Json(view::CartView(&cart))).into_response());
     Ok(replay_marked(response, replayed))
 }
 
@@ -175,7 +173,7 @@ fn replay_marked(mut response: Response, replayed: bool) -> Response {
 pub async fn get_cart<B: Backend>(State(app): AppS<B>, headers: HeaderMap) -> Result<Response, ApiError> {
     let id = required_session(&headers)?;
     let cart = app.service.get_cart(id).await?;
-    Ok(with_session(id, Json(CartBody::from(&cart)).into_response()))
+    Ok(with_session(id, Json(view::CartView(&cart)).into_response()))
 }
 
 /// Sets a product's line (0 removes it), holding or releasing the difference.
@@ -212,7 +210,7 @@ pub async fn set_line<B: Backend>(
         None => Target::New,
     };
     let result = app.service.set_line(target, product, item, req.quantity).await?;
-    Ok(with_session(result.cart.id, Json(CartBody::from(&result.cart)).into_response()))
+    Ok(with_session(result.cart.id, Json(view::CartView(&result.cart)).into_response()))
 }
 
 /// Removes a product's line and releases its hold.
@@ -240,7 +238,7 @@ pub async fn remove_line<B: Backend>(
     let product = parse_id("product_id", &path_text(path)?, ProductId::parse)?;
     let id = required_session(&headers)?;
     let cart = app.service.remove_line(id, product).await?;
-    Ok(with_session(id, Json(CartBody::from(&cart)).into_response()))
+    Ok(with_session(id, Json(view::CartView(&cart)).into_response()))
 }
 
 /// Closes the cart and releases all its holds.

@@ -328,11 +328,94 @@ fn integer_u32<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u32, D::Err
     deserializer.deserialize_u32(IntegerU32)
 }
 
+/// The answers read most often, serialised straight from the domain's cart:
+/// the same JSON as [`CartBody`] and [`GetCartResponse`] (which the OpenAPI
+/// document describes, and `views_serialise_as_the_documented_bodies`
+/// compares), without copying every id into a `String` first.
+pub mod view {
+    use domain::{Cart, CartId, Line, Timestamp};
+    use serde::ser::{Serialize, SerializeSeq, SerializeStruct, Serializer};
+
+    /// A cart id in its hyphenated form, written without an allocation.
+    struct Hyphenated(CartId);
+
+    impl Serialize for Hyphenated {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            let mut buf = uuid::Uuid::encode_buffer();
+            s.serialize_str(self.0.as_uuid().hyphenated().encode_lower(&mut buf))
+        }
+    }
+
+    /// RFC 3339 in UTC with milliseconds, written without an allocation.
+    struct Rfc3339(Timestamp);
+
+    impl Serialize for Rfc3339 {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            s.collect_str(&super::rfc3339_display(self.0))
+        }
+    }
+
+    struct LineView<'a>(&'a Line);
+
+    impl Serialize for LineView<'_> {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            let mut line = s.serialize_struct("LineBody", 3)?;
+            line.serialize_field("product_id", self.0.product_id.as_str())?;
+            line.serialize_field("inventory_id", self.0.inventory_id.as_str())?;
+            line.serialize_field("quantity", &self.0.quantity.get())?;
+            line.end()
+        }
+    }
+
+    struct Lines<'a>(&'a [Line]);
+
+    impl Serialize for Lines<'_> {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            let mut seq = s.serialize_seq(Some(self.0.len()))?;
+            for line in self.0 {
+                seq.serialize_element(&LineView(line))?;
+            }
+            seq.end()
+        }
+    }
+
+    /// A [`super::CartBody`].
+    pub struct CartView<'a>(pub &'a Cart);
+
+    impl Serialize for CartView<'_> {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            let mut cart = s.serialize_struct("CartBody", 3)?;
+            cart.serialize_field("cart_session_id", &Hyphenated(self.0.id))?;
+            cart.serialize_field("expires_at", &Rfc3339(self.0.expires_at))?;
+            cart.serialize_field("lines", &Lines(&self.0.lines))?;
+            cart.end()
+        }
+    }
+
+    /// A [`super::GetCartResponse`] with the cart's lines (the tutorial's
+    /// `GET /get-cart` of a cart that has some).
+    pub struct TutorialCartView<'a>(pub &'a Cart);
+
+    impl Serialize for TutorialCartView<'_> {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            let mut body = s.serialize_struct("GetCartResponse", 2)?;
+            body.serialize_field("message", "Cart retrieved successfully")?;
+            body.serialize_field("data", &Lines(&self.0.lines))?;
+            body.end()
+        }
+    }
+}
+
+/// RFC 3339 in UTC with milliseconds, as something to write.
+fn rfc3339_display(t: Timestamp) -> humantime::Rfc3339Timestamp {
+    let ms = u64::try_from(t.as_millis()).unwrap_or(0);
+    humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms))
+}
+
 /// RFC 3339 in UTC with milliseconds.
 #[must_use]
 pub fn rfc3339(t: Timestamp) -> String {
-    let ms = u64::try_from(t.as_millis()).unwrap_or(0);
-    humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
+    rfc3339_display(t).to_string()
 }
 
 #[cfg(test)]
@@ -356,6 +439,43 @@ mod tests {
             ["1.5", "-1", "-1.0", "4294967296", "4294967296.0", "1e30", "18446744073709551616", "\"1\"", "null", "true"]
         {
             assert!(available(json).is_err(), "{json} was accepted");
+        }
+    }
+
+    #[test]
+    fn views_serialise_as_the_documented_bodies() {
+        use domain::{CartId, InventoryId, ProductId, Quantity};
+        let line = |p: &str, i: &str, q: u32| Line {
+            product_id: ProductId::parse(p).unwrap(),
+            inventory_id: InventoryId::parse(i).unwrap(),
+            quantity: Quantity::new(q).unwrap(),
+        };
+        let carts = [
+            Cart { id: CartId::random(), expires_at: Timestamp::from_millis(0), lines: vec![] },
+            Cart {
+                id: CartId::random(),
+                expires_at: Timestamp::from_millis(1_764_460_800_123),
+                lines: vec![line("p1", "inv-1", 1), line("A.b_c:d-9", "x", 100)],
+            },
+            Cart {
+                id: CartId::random(),
+                expires_at: Timestamp::from_millis(253_402_300_799_999),
+                lines: (0..50).map(|n| line(&format!("{n:0>64}"), &format!("inv-{n}"), n + 1)).collect(),
+            },
+        ];
+        for cart in &carts {
+            assert_eq!(
+                serde_json::to_string(&view::CartView(cart)).unwrap(),
+                serde_json::to_string(&CartBody::from(cart)).unwrap()
+            );
+            let tutorial = GetCartResponse {
+                message: Some("Cart retrieved successfully".to_owned()),
+                data: cart.lines.iter().map(LineBody::from).collect(),
+            };
+            assert_eq!(
+                serde_json::to_string(&view::TutorialCartView(cart)).unwrap(),
+                serde_json::to_string(&tutorial).unwrap()
+            );
         }
     }
 }
