@@ -110,9 +110,7 @@ pub async fn get_cart_tutorial<B: Backend>(State(app): AppS<B>, headers: HeaderM
         Ok(None) | Err(_) => None,
     };
     match cart {
-        Some(cart) if !cart.lines.is_empty() => {
-            Ok((StatusCode::OK, Json(view::TutorialCartView(&cart))).into_response())
-        }
+        Some(cart) if !cart.lines.is_empty() => Ok((StatusCode::OK, view::TutorialCartView(&cart)).into_response()),
         _ => {
             let body = GetCartResponse { message: Some("Cart is empty".to_owned()), data: Vec::new() };
             Ok((StatusCode::NOT_FOUND, Json(body)).into_response())
@@ -145,7 +143,7 @@ pub async fn create_cart<B: Backend>(State(app): AppS<B>, headers: HeaderMap) ->
             (r.value, r.replayed)
         }
     };
-    let response = with_session(cart.id, (StatusCode::CREATED, Json(view::CartView(&cart))).into_response());
+    let response = with_session(cart.id, (StatusCode::CREATED, view::CartView(&cart)).into_response());
     Ok(replay_marked(response, replayed))
 }
 
@@ -173,7 +171,7 @@ fn replay_marked(mut response: Response, replayed: bool) -> Response {
 pub async fn get_cart<B: Backend>(State(app): AppS<B>, headers: HeaderMap) -> Result<Response, ApiError> {
     let id = required_session(&headers)?;
     let cart = app.service.get_cart(id).await?;
-    Ok(with_session(id, Json(view::CartView(&cart)).into_response()))
+    Ok(with_session(id, view::CartView(&cart).into_response()))
 }
 
 /// Sets a product's line (0 removes it), holding or releasing the difference.
@@ -210,7 +208,7 @@ pub async fn set_line<B: Backend>(
         None => Target::New,
     };
     let result = app.service.set_line(target, product, item, req.quantity).await?;
-    Ok(with_session(result.cart.id, Json(view::CartView(&result.cart)).into_response()))
+    Ok(with_session(result.cart.id, view::CartView(&result.cart).into_response()))
 }
 
 /// Removes a product's line and releases its hold.
@@ -238,7 +236,7 @@ pub async fn remove_line<B: Backend>(
     let product = parse_id("product_id", &path_text(path)?, ProductId::parse)?;
     let id = required_session(&headers)?;
     let cart = app.service.remove_line(id, product).await?;
-    Ok(with_session(id, Json(view::CartView(&cart)).into_response()))
+    Ok(with_session(id, view::CartView(&cart).into_response()))
 }
 
 /// Closes the cart and releases all its holds.
