@@ -8,7 +8,9 @@
 //! methods, status codes, causes, store names), never from ids or paths a
 //! client chose, so a client cannot grow the number of series.
 
+use std::collections::HashMap;
 use std::fmt::Write as _;
+use std::sync::{PoisonError, RwLock};
 use std::time::Duration;
 
 use domain::Timestamp;
@@ -121,6 +123,18 @@ fn lag_histogram() -> Histogram {
 
 type HistogramFamily<S> = Family<S, Histogram, fn() -> Histogram>;
 
+/// The series of one (route, method, status): handles on the families' own
+/// metrics (a clone shares the value).
+#[derive(Debug)]
+struct Handles {
+    route: Box<str>,
+    requests: Counter,
+    duration: Histogram,
+}
+
+/// Route text address, method text address, status.
+type HandleKey = (usize, usize, u16);
+
 /// Every metric cartd keeps between scrapes.
 #[derive(Debug)]
 pub struct Metrics {
@@ -132,6 +146,7 @@ pub struct Metrics {
     store_errors: Family<StoreLabels, Counter>,
     live_streams: Gauge,
     live_rejected: Counter,
+    handles: RwLock<HashMap<HandleKey, Handles>>,
 }
 
 impl Default for Metrics {
@@ -207,15 +222,51 @@ impl Metrics {
             "Live stock streams refused with 503 because the cap (live.max_streams) was reached",
             live_rejected.clone(),
         );
-        Self { registry, requests, durations, hold_units, release_lag, store_errors, live_streams, live_rejected }
+        Self {
+            registry,
+            requests,
+            durations,
+            hold_units,
+            release_lag,
+            store_errors,
+            live_streams,
+            live_rejected,
+            handles: RwLock::default(),
+        }
     }
 
     /// Records one answered request. `route` must be a route template (or
     /// [`UNMATCHED`]), never a raw path.
-    pub fn observe_request(&self, route: String, method: &Method, status: u16, elapsed: Duration) {
-        let labels = HttpLabels { route, method: method_label(method), status };
-        self.requests.get_or_create(&labels).inc();
-        self.durations.get_or_create(&labels).observe(elapsed.as_secs_f64());
+    ///
+    /// The series of a (route, method, status) are looked up in the families
+    /// once, then found in a small cache keyed by where the route template's
+    /// text lives (axum hands every request of a route the same text), so a
+    /// request costs no `String` and no hashing of its labels' text.
+    pub fn observe_request(&self, route: &str, method: &Method, status: u16, elapsed: Duration) {
+        let method = method_label(method);
+        let key = (route.as_ptr() as usize, method.as_ptr() as usize, status);
+        let seconds = elapsed.as_secs_f64();
+        {
+            let cache = self.handles.read().unwrap_or_else(PoisonError::into_inner);
+            // The text is compared too: the key is an address, and the
+            // cache must never count a request under another route.
+            if let Some(h) = cache.get(&key)
+                && &*h.route == route
+            {
+                h.requests.inc();
+                h.duration.observe(seconds);
+                return;
+            }
+        }
+        let labels = HttpLabels { route: route.to_owned(), method, status };
+        let h = Handles {
+            route: route.into(),
+            requests: self.requests.get_or_create(&labels).clone(),
+            duration: self.durations.get_or_create(&labels).clone(),
+        };
+        h.requests.inc();
+        h.duration.observe(seconds);
+        self.handles.write().unwrap_or_else(PoisonError::into_inner).insert(key, h);
     }
 
     /// A live stock stream opened.
@@ -366,6 +417,30 @@ mod tests {
     }
 
     #[test]
+    fn each_request_counts_under_its_own_route_whatever_the_address_of_its_text() {
+        let m = Metrics::new();
+        // Texts made and dropped one after the other often share an address:
+        // the handle cache must tell them apart by content.
+        for route in ["/a", "/b", "/a", "/c", "/b", "/a"] {
+            let owned = route.to_owned();
+            m.observe_request(&owned, &Method::GET, 200, Duration::from_millis(2));
+        }
+        m.observe_request("/a", &Method::PUT, 200, Duration::from_millis(2));
+        m.observe_request("/a", &Method::GET, 404, Duration::from_millis(2));
+        let text = m.encode(&ScrapeState::default());
+        for (series, want) in [
+            (r#"cartd_http_requests_total{route="/a",method="GET",status="200"}"#, 3.0),
+            (r#"cartd_http_requests_total{route="/b",method="GET",status="200"}"#, 2.0),
+            (r#"cartd_http_requests_total{route="/c",method="GET",status="200"}"#, 1.0),
+            (r#"cartd_http_requests_total{route="/a",method="PUT",status="200"}"#, 1.0),
+            (r#"cartd_http_requests_total{route="/a",method="GET",status="404"}"#, 1.0),
+            (r#"cartd_http_request_duration_seconds_count{route="/a",method="GET",status="200"}"#, 3.0),
+        ] {
+            assert_eq!(sample(&text, series), Some(want), "{series}\n{text}");
+        }
+    }
+
+    #[test]
     fn stock_events_become_unit_counters_and_lag_observations() {
         let m = Metrics::new();
         m.line_changed(3, 1);
@@ -421,7 +496,7 @@ mod tests {
     #[test]
     fn unusual_methods_share_one_label() {
         let m = Metrics::new();
-        m.observe_request("/healthz".to_owned(), &Method::from_bytes(b"BREW").unwrap(), 405, Duration::from_millis(1));
+        m.observe_request("/healthz", &Method::from_bytes(b"BREW").unwrap(), 405, Duration::from_millis(1));
         let text = m.encode(&ScrapeState::default());
         assert!(
             text.contains(r#"cartd_http_requests_total{route="/healthz",method="other",status="405"} 1"#),

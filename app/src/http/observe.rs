@@ -64,7 +64,9 @@ pub struct Around {
 pub async fn observe(State(around): State<Arc<Around>>, mut req: Request, next: Next) -> Response {
     let id = request_id(req.headers());
     // The route template, never the path: ids in paths must not become labels.
-    let route = req.extensions().get::<MatchedPath>().map_or(UNMATCHED, MatchedPath::as_str).to_owned();
+    // (A clone of axum's `Arc<str>`: the same text for every request of a route.)
+    let matched = req.extensions().get::<MatchedPath>().cloned();
+    let route = matched.as_ref().map_or(UNMATCHED, MatchedPath::as_str);
     let method = req.method().clone();
     req.extensions_mut().insert(RequestId(id.clone()));
     req.extensions_mut().insert(BodyLimit(around.max_body_bytes));
