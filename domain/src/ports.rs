@@ -522,8 +522,11 @@ pub trait Quotas: Send + Sync + 'static {
 
     /// In one atomic step: unless `client`'s other carts live at `now` hold
     /// more than `cap - units` of `item`, counts `units` of it for `cart`
-    /// until `deadline` (0 stops counting them; a cart known as open moves
-    /// its deadline too). Lowering a count is always admitted.
+    /// until `deadline` (0 stops counting them). With `moves` (sliding
+    /// expiry) a cart known as open gets `deadline` as its new deadline;
+    /// without, a cart known as open keeps its deadline and the count ends
+    /// with it (`deadline` is then only the bound for a cart not known as
+    /// open). Lowering a count is always admitted.
     ///
     /// # Errors
     /// [`PortError`] when the store cannot be reached.
@@ -536,6 +539,7 @@ pub trait Quotas: Send + Sync + 'static {
         units: u32,
         cap: u32,
         deadline: Timestamp,
+        moves: bool,
         now: Timestamp,
     ) -> impl Future<Output = Result<crate::quota::HoldAdmission, PortError>> + Send;
 

@@ -95,9 +95,15 @@ impl Quotas for MemoryQuotas {
         units: u32,
         cap: u32,
         deadline: Timestamp,
+        moves: bool,
         now: Timestamp,
     ) -> Result<HoldAdmission, PortError> {
         let mut inner = lock(&self.inner);
+        let known = inner.open.get(client).and_then(|open| open.get(&cart)).copied().filter(|d| *d > now);
+        let deadline = match known {
+            Some(d) if !moves => d,
+            _ => deadline,
+        };
         let entries = inner.held.entry((client.clone(), item.clone())).or_default();
         entries.retain(|_, (_, d)| *d > now);
         let previous = entries.get(&cart).map_or(0, |(u, _)| *u);

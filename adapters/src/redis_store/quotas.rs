@@ -67,7 +67,8 @@ return {0}
 /// `KEYS[1]` the (client, item) hash, `KEYS[2]` the open set, `KEYS[3]` the
 /// cart's item set; `ARGV[1]` now, `ARGV[2]` the cart, `ARGV[3]` units,
 /// `ARGV[4]` cap, `ARGV[5]` deadline, `ARGV[6]` the item, `ARGV[7]` the
-/// bookkeeping's expiry. Returns `{0, previous}` when admitted,
+/// bookkeeping's expiry, `ARGV[8]` `1` when the deadline moves the cart
+/// (sliding), `0` when a cart known as open keeps its own. Returns `{0, previous}` when admitted,
 /// `{1, may_hold, retry_ms}` when refused.
 static ADMIT_HOLD: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
@@ -76,6 +77,10 @@ local now = tonumber(ARGV[1])
 local cart = ARGV[2]
 local units = tonumber(ARGV[3])
 local cap = tonumber(ARGV[4])
+local deadline = tonumber(ARGV[5])
+local open = redis.call('ZSCORE', KEYS[2], cart)
+if open and tonumber(open) <= now then open = false end
+if open and ARGV[8] == '0' then deadline = tonumber(open) end
 local all = redis.call('HGETALL', KEYS[1])
 local others, previous, first, last = 0, 0, nil, 0
 for k = 1, #all, 2 do
@@ -96,11 +101,10 @@ if units > previous and others + units > cap then
   if may < 0 then may = 0 end
   return {1, may, (first or now) - now}
 end
-local deadline = tonumber(ARGV[5])
 if units == 0 then
   redis.call('HDEL', KEYS[1], cart)
 else
-  redis.call('HSET', KEYS[1], cart, units .. ' ' .. ARGV[5])
+  redis.call('HSET', KEYS[1], cart, units .. ' ' .. deadline)
   if deadline > last then last = deadline end
   redis.call('SADD', KEYS[3], ARGV[6])
   redis.call('PEXPIREAT', KEYS[3], ARGV[7])
@@ -108,7 +112,6 @@ end
 if last > 0 then
   redis.call('PEXPIREAT', KEYS[1], last)
 end
-local open = redis.call('ZSCORE', KEYS[2], cart)
 if open and tonumber(open) < deadline then
   redis.call('ZADD', KEYS[2], deadline, cart)
   local newest = redis.call('ZRANGE', KEYS[2], -1, -1, 'WITHSCORES')
@@ -247,6 +250,7 @@ impl Quotas for RedisQuotas {
         units: u32,
         cap: u32,
         deadline: Timestamp,
+        moves: bool,
         now: Timestamp,
     ) -> Result<HoldAdmission, PortError> {
         let mut inv = ADMIT_HOLD.prepare_invoke();
@@ -259,7 +263,8 @@ impl Quotas for RedisQuotas {
             .arg(cap)
             .arg(deadline.as_millis())
             .arg(item.as_str())
-            .arg(deadline.as_millis().saturating_add(BOOKKEEPING_GRACE_MS));
+            .arg(deadline.as_millis().saturating_add(BOOKKEEPING_GRACE_MS))
+            .arg(u8::from(moves));
         let answer: Vec<i64> = self.redis.exec("quota admit hold", Request::Script(&inv)).await?;
         match answer.as_slice() {
             [0, previous] => {

@@ -79,8 +79,11 @@ pub async fn held_units_count_across_a_clients_carts_and_refuse_beyond_the_cap(s
     let (c, flash) = (client("10.0.0.3"), item("flash"));
     let (a, b) = (CartId::random(), CartId::random());
     let d = now.plus(TTL);
-    assert_eq!(store.admit_hold(&c, a, &flash, 15, 25, d, now).await.unwrap(), HoldAdmission::Admitted { previous: 0 });
-    match store.admit_hold(&c, b, &flash, 11, 25, d, now).await.unwrap() {
+    assert_eq!(
+        store.admit_hold(&c, a, &flash, 15, 25, d, true, now).await.unwrap(),
+        HoldAdmission::Admitted { previous: 0 }
+    );
+    match store.admit_hold(&c, b, &flash, 11, 25, d, true, now).await.unwrap() {
         HoldAdmission::Refused { may_hold, retry_after_secs } => {
             assert_eq!(may_hold, 10, "25 minus the 15 its other cart holds");
             assert_eq!(retry_after_secs, 900);
@@ -88,23 +91,26 @@ pub async fn held_units_count_across_a_clients_carts_and_refuse_beyond_the_cap(s
         other => panic!("expected a refusal, got {other:?}"),
     }
     // The refusal counted nothing: exactly the rest still fits.
-    assert_eq!(store.admit_hold(&c, b, &flash, 10, 25, d, now).await.unwrap(), HoldAdmission::Admitted { previous: 0 });
+    assert_eq!(
+        store.admit_hold(&c, b, &flash, 10, 25, d, true, now).await.unwrap(),
+        HoldAdmission::Admitted { previous: 0 }
+    );
     assert!(matches!(
-        store.admit_hold(&c, CartId::random(), &flash, 1, 25, d, now).await.unwrap(),
+        store.admit_hold(&c, CartId::random(), &flash, 1, 25, d, true, now).await.unwrap(),
         HoldAdmission::Refused { may_hold: 0, .. }
     ));
     // Raising a cart's own line counts only the others against it.
     assert!(matches!(
-        store.admit_hold(&c, a, &flash, 16, 25, d, now).await.unwrap(),
+        store.admit_hold(&c, a, &flash, 16, 25, d, true, now).await.unwrap(),
         HoldAdmission::Refused { may_hold: 15, .. }
     ));
     // Another item and another client count apart.
     assert!(matches!(
-        store.admit_hold(&c, a, &item("other"), 25, 25, d, now).await.unwrap(),
+        store.admit_hold(&c, a, &item("other"), 25, 25, d, true, now).await.unwrap(),
         HoldAdmission::Admitted { .. }
     ));
     assert!(matches!(
-        store.admit_hold(&client("10.0.0.4"), CartId::random(), &flash, 25, 25, d, now).await.unwrap(),
+        store.admit_hold(&client("10.0.0.4"), CartId::random(), &flash, 25, 25, d, true, now).await.unwrap(),
         HoldAdmission::Admitted { .. }
     ));
 }
@@ -113,18 +119,18 @@ pub async fn lowering_a_hold_is_always_admitted_and_reports_what_was_counted(sto
     let now = start_of_minute(&clock);
     let (c, flash, cart) = (client("10.0.0.5"), item("flash"), CartId::random());
     let d = now.plus(TTL);
-    store.admit_hold(&c, cart, &flash, 20, 20, d, now).await.unwrap();
+    store.admit_hold(&c, cart, &flash, 20, 20, d, true, now).await.unwrap();
     // Even under a cap lowered since (the stock shrank): lowering is fine.
     assert_eq!(
-        store.admit_hold(&c, cart, &flash, 12, 5, d, now).await.unwrap(),
+        store.admit_hold(&c, cart, &flash, 12, 5, d, true, now).await.unwrap(),
         HoldAdmission::Admitted { previous: 20 }
     );
     assert_eq!(
-        store.admit_hold(&c, cart, &flash, 0, 5, d, now).await.unwrap(),
+        store.admit_hold(&c, cart, &flash, 0, 5, d, true, now).await.unwrap(),
         HoldAdmission::Admitted { previous: 12 }
     );
     assert_eq!(
-        store.admit_hold(&c, CartId::random(), &flash, 5, 5, d, now).await.unwrap(),
+        store.admit_hold(&c, CartId::random(), &flash, 5, 5, d, true, now).await.unwrap(),
         HoldAdmission::Admitted { previous: 0 }
     );
 }
@@ -133,16 +139,16 @@ pub async fn held_units_end_at_the_carts_deadline_with_no_call(store: impl Quota
     let now = start_of_minute(&clock);
     let (c, flash) = (client("10.0.0.6"), item("flash"));
     let short = now.plus(Duration::from_secs(60));
-    store.admit_hold(&c, CartId::random(), &flash, 10, 10, short, now).await.unwrap();
+    store.admit_hold(&c, CartId::random(), &flash, 10, 10, short, true, now).await.unwrap();
     assert!(matches!(
-        store.admit_hold(&c, CartId::random(), &flash, 1, 10, now.plus(TTL), now).await.unwrap(),
+        store.admit_hold(&c, CartId::random(), &flash, 1, 10, now.plus(TTL), true, now).await.unwrap(),
         HoldAdmission::Refused { retry_after_secs: 60, .. }
     ));
     // The cart expired (its event may never come; the sweeper releases it at
     // the deadline): its units no longer count.
     let after = short.plus(Duration::from_millis(1));
     assert!(matches!(
-        store.admit_hold(&c, CartId::random(), &flash, 10, 10, after.plus(TTL), after).await.unwrap(),
+        store.admit_hold(&c, CartId::random(), &flash, 10, 10, after.plus(TTL), true, after).await.unwrap(),
         HoldAdmission::Admitted { previous: 0 }
     ));
 }
@@ -154,15 +160,24 @@ pub async fn forgetting_a_cart_frees_its_units_of_every_item(store: impl Quotas,
     let cart = CartId::random();
     let d = now.plus(TTL);
     store.admit_cart(&c, cart, d, now, None, Some(1)).await.unwrap();
-    store.admit_hold(&c, cart, &x, 4, 4, d, now).await.unwrap();
-    store.admit_hold(&c, cart, &y, 4, 4, d, now).await.unwrap();
+    store.admit_hold(&c, cart, &x, 4, 4, d, true, now).await.unwrap();
+    store.admit_hold(&c, cart, &y, 4, 4, d, true, now).await.unwrap();
     let other = CartId::random();
-    assert!(matches!(store.admit_hold(&c, other, &x, 1, 4, d, now).await.unwrap(), HoldAdmission::Refused { .. }));
+    assert!(matches!(
+        store.admit_hold(&c, other, &x, 1, 4, d, true, now).await.unwrap(),
+        HoldAdmission::Refused { .. }
+    ));
     store.forget_cart(cart, now).await.unwrap();
     store.forget_cart(cart, now).await.unwrap();
     store.forget_cart(CartId::random(), now).await.unwrap();
-    assert!(matches!(store.admit_hold(&c, other, &x, 4, 4, d, now).await.unwrap(), HoldAdmission::Admitted { .. }));
-    assert!(matches!(store.admit_hold(&c, other, &y, 4, 4, d, now).await.unwrap(), HoldAdmission::Admitted { .. }));
+    assert!(matches!(
+        store.admit_hold(&c, other, &x, 4, 4, d, true, now).await.unwrap(),
+        HoldAdmission::Admitted { .. }
+    ));
+    assert!(matches!(
+        store.admit_hold(&c, other, &y, 4, 4, d, true, now).await.unwrap(),
+        HoldAdmission::Admitted { .. }
+    ));
     assert_eq!(admit(&store, &c, now, None, Some(1)).await, CartAdmission::Admitted);
 }
 
@@ -170,10 +185,10 @@ pub async fn a_cart_known_only_by_its_holds_is_forgotten_too(store: impl Quotas,
     let now = start_of_minute(&clock);
     let (c, x, cart) = (client("10.0.0.8"), item("x"), CartId::random());
     let d = now.plus(TTL);
-    store.admit_hold(&c, cart, &x, 3, 3, d, now).await.unwrap();
+    store.admit_hold(&c, cart, &x, 3, 3, d, true, now).await.unwrap();
     store.forget_cart(cart, now).await.unwrap();
     assert!(matches!(
-        store.admit_hold(&c, CartId::random(), &x, 3, 3, d, now).await.unwrap(),
+        store.admit_hold(&c, CartId::random(), &x, 3, 3, d, true, now).await.unwrap(),
         HoldAdmission::Admitted { .. }
     ));
 }
@@ -183,11 +198,27 @@ pub async fn a_later_deadline_keeps_an_open_cart_counted(store: impl Quotas, clo
     let (c, cart) = (client("10.0.0.9"), CartId::random());
     store.admit_cart(&c, cart, now.plus(Duration::from_secs(60)), now, None, Some(1)).await.unwrap();
     // Sliding expiry: a change moved the cart's deadline.
-    store.admit_hold(&c, cart, &item("x"), 1, 10, now.plus(TTL), now).await.unwrap();
+    store.admit_hold(&c, cart, &item("x"), 1, 10, now.plus(TTL), true, now).await.unwrap();
     let after_first = now.plus(Duration::from_secs(61));
     assert!(matches!(
         admit(&store, &c, after_first, None, Some(1)).await,
         CartAdmission::Refused { limit: LimitKind::OpenCarts, .. }
+    ));
+}
+
+pub async fn under_fixed_expiry_a_count_ends_with_its_open_carts_deadline(store: impl Quotas, clock: impl Clock) {
+    let now = start_of_minute(&clock);
+    let (c, x, cart) = (client("10.0.0.10"), item("x"), CartId::random());
+    let cart_deadline = now.plus(Duration::from_secs(60));
+    store.admit_cart(&c, cart, cart_deadline, now, None, None).await.unwrap();
+    // A change 30 s later bounds its count by now + TTL, but the cart is
+    // known to end at its own deadline: so does the count.
+    let later = now.plus(Duration::from_secs(30));
+    store.admit_hold(&c, cart, &x, 5, 5, later.plus(TTL), false, later).await.unwrap();
+    let after = cart_deadline.plus(Duration::from_millis(1));
+    assert!(matches!(
+        store.admit_hold(&c, CartId::random(), &x, 5, 5, after.plus(TTL), false, after).await.unwrap(),
+        HoldAdmission::Admitted { previous: 0 }
     ));
 }
 
@@ -196,10 +227,10 @@ pub async fn standing_lists_refused_clients_and_the_top_holders_of_an_item(store
     let flash = item("flash");
     let d = now.plus(TTL);
     for (who, units) in [("10.1.0.1", 5), ("10.1.0.2", 9), ("10.1.0.3", 2)] {
-        store.admit_hold(&client(who), CartId::random(), &flash, units, 100, d, now).await.unwrap();
+        store.admit_hold(&client(who), CartId::random(), &flash, units, 100, d, true, now).await.unwrap();
     }
-    store.admit_hold(&client("10.1.0.3"), CartId::random(), &flash, 4, 100, d, now).await.unwrap();
-    store.admit_hold(&client("10.1.0.4"), CartId::random(), &item("other"), 50, 100, d, now).await.unwrap();
+    store.admit_hold(&client("10.1.0.3"), CartId::random(), &flash, 4, 100, d, true, now).await.unwrap();
+    store.admit_hold(&client("10.1.0.4"), CartId::random(), &item("other"), 50, 100, d, true, now).await.unwrap();
     store.note_refusal(&client("10.1.0.2"), LimitKind::HeldUnits, now).await.unwrap();
     store.note_refusal(&client("10.1.0.9"), LimitKind::OpenCarts, now.plus(Duration::from_secs(1))).await.unwrap();
     let s = store.standing(Some(&flash), 2, now.plus(Duration::from_secs(2))).await.unwrap();
