@@ -30,9 +30,15 @@ use crate::metrics::Metrics;
 use crate::settings::{FailMode, QuotaSettings};
 
 /// How long an item's stock is taken as known for the share quota: the
-/// total moves only with restocks, and reading it on every hold would add a
-/// PostgreSQL round trip to each.
-const STOCK_FRESH: Duration = Duration::from_secs(1);
+/// total (available + reserved + sold) moves only with restocks, and reading
+/// it on every hold would add a PostgreSQL round trip to each. A restock on
+/// another instance changes the cap here within this long (on this instance,
+/// at once: `PUT /v1/inventory/{id}` forgets the item).
+const STOCK_FRESH: Duration = Duration::from_secs(60);
+
+/// Most items whose stock is kept; past it the cache starts again empty
+/// (a catalogue larger than this pays a read per item per `STOCK_FRESH`).
+const STOCK_CACHE_MAX: usize = 100_000;
 
 /// A [`Quotas`] store behind a trait object, so the state need not name the
 /// adapter (its futures are boxed: one allocation per check).
@@ -370,10 +376,11 @@ impl ClientQuotas {
                 Some(total) => total,
                 None => match stock.await? {
                     Some(total) => {
-                        self.stock
-                            .lock()
-                            .unwrap_or_else(PoisonError::into_inner)
-                            .insert(item.clone(), (total, Instant::now()));
+                        let mut cache = self.stock.lock().unwrap_or_else(PoisonError::into_inner);
+                        if cache.len() >= STOCK_CACHE_MAX {
+                            cache.clear();
+                        }
+                        cache.insert(item.clone(), (total, Instant::now()));
                         total
                     }
                     None => return Ok(None),
@@ -393,6 +400,11 @@ impl ClientQuotas {
             }
             Err(e) => self.store_failed(e, "holds", self.fail_holds).map(|()| None),
         }
+    }
+
+    /// Forgets `item`'s stock (it was just restocked here).
+    pub fn restocked(&self, item: &InventoryId) {
+        self.stock.lock().unwrap_or_else(PoisonError::into_inner).remove(item);
     }
 
     fn cached_stock(&self, item: &InventoryId) -> Option<u64> {

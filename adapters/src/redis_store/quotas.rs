@@ -68,7 +68,9 @@ return {0}
 /// cart's item set; `ARGV[1]` now, `ARGV[2]` the cart, `ARGV[3]` units,
 /// `ARGV[4]` cap, `ARGV[5]` deadline, `ARGV[6]` the item, `ARGV[7]` the
 /// bookkeeping's expiry, `ARGV[8]` `1` when the deadline moves the cart
-/// (sliding), `0` when a cart known as open keeps its own. Returns `{0, previous}` when admitted,
+/// (sliding), `0` when a cart known as open keeps its own. Returns
+/// `{0, previous, owner}` when admitted (`owner` 1: the cart's first counted
+/// item and not a cart known as open, so its client must be recorded),
 /// `{1, may_hold, retry_ms}` when refused.
 static ADMIT_HOLD: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
@@ -82,7 +84,7 @@ local open = redis.call('ZSCORE', KEYS[2], cart)
 if open and tonumber(open) <= now then open = false end
 if open and ARGV[8] == '0' then deadline = tonumber(open) end
 local all = redis.call('HGETALL', KEYS[1])
-local others, previous, first, last = 0, 0, nil, 0
+local others, previous, first, last, owner = 0, 0, nil, 0, 0
 for k = 1, #all, 2 do
   local u, d = string.match(all[k + 1], '^(%d+) (%d+)$')
   u, d = tonumber(u), tonumber(d)
@@ -106,7 +108,9 @@ if units == 0 then
 else
   redis.call('HSET', KEYS[1], cart, units .. ' ' .. deadline)
   if deadline > last then last = deadline end
-  redis.call('SADD', KEYS[3], ARGV[6])
+  if redis.call('SADD', KEYS[3], ARGV[6]) == 1 and not open and redis.call('SCARD', KEYS[3]) == 1 then
+    owner = 1
+  end
   redis.call('PEXPIREAT', KEYS[3], ARGV[7])
 end
 if last > 0 then
@@ -117,7 +121,7 @@ if open and tonumber(open) < deadline then
   local newest = redis.call('ZRANGE', KEYS[2], -1, -1, 'WITHSCORES')
   redis.call('PEXPIREAT', KEYS[2], newest[2])
 end
-return {0, previous}
+return {0, previous, owner}
 ",
     )
 });
@@ -267,12 +271,13 @@ impl Quotas for RedisQuotas {
             .arg(u8::from(moves));
         let answer: Vec<i64> = self.redis.exec("quota admit hold", Request::Script(&inv)).await?;
         match answer.as_slice() {
-            [0, previous] => {
+            [0, previous, owner] => {
                 let previous = u32::try_from(*previous).unwrap_or(0);
-                // The first units of an item this cart holds: make sure a
-                // checkout or an abandon can find the client to free them
-                // (carts made with a quota on carts are known already).
-                if previous == 0 && units > 0 {
+                // The first item this cart counts, and a cart not made under
+                // a quota on carts (those are recorded when made): record its
+                // client, so a checkout or an abandon can free its units. One
+                // more round trip, once per cart.
+                if *owner == 1 {
                     self.remember_owner(cart, client, deadline).await?;
                 }
                 Ok(HoldAdmission::Admitted { previous })

@@ -589,6 +589,7 @@ pub async fn set_stock<B: Backend>(
     let item = parse_id("inventory_id", &path_text(path)?, InventoryId::parse)?;
     let available = StockCount::new(req.available).map_err(|e| ApiError::invalid(format!("available {e}")))?;
     let level = app.service.set_stock(&item, available).await?;
+    app.quotas.restocked(&item);
     Ok(Json(StockBody::new(&item, level)).into_response())
 }
 
