@@ -523,7 +523,8 @@ pub trait Quotas: Send + Sync + 'static {
     /// In one atomic step: unless `client`'s other carts live at `now` hold
     /// more than `cap - units` of `item`, counts `units` of it for `cart`
     /// until `deadline` (0 stops counting them). With `moves` (sliding
-    /// expiry) a cart known as open gets `deadline` as its new deadline;
+    /// expiry) the cart's counts of other items and, if known as open, the
+    /// cart itself get `deadline` as their new deadline;
     /// without, a cart known as open keeps its deadline and the count ends
     /// with it (`deadline` is then only the bound for a cart not known as
     /// open). Lowering a count is always admitted.

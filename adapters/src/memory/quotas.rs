@@ -118,6 +118,17 @@ impl Quotas for MemoryQuotas {
         } else {
             entries.insert(cart, (units, deadline));
         }
+        if moves {
+            // Sliding expiry: the whole cart lives on, so do its counts of
+            // other items.
+            for ((c, _), entries) in &mut inner.held {
+                if c == client
+                    && let Some((_, d)) = entries.get_mut(&cart)
+                {
+                    *d = (*d).max(deadline);
+                }
+            }
+        }
         if let Some(open) = inner.open.get_mut(client)
             && let Some(d) = open.get_mut(&cart)
         {

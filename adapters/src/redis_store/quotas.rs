@@ -68,7 +68,9 @@ return {0}
 /// cart's item set; `ARGV[1]` now, `ARGV[2]` the cart, `ARGV[3]` units,
 /// `ARGV[4]` cap, `ARGV[5]` deadline, `ARGV[6]` the item, `ARGV[7]` the
 /// bookkeeping's expiry, `ARGV[8]` `1` when the deadline moves the cart
-/// (sliding), `0` when a cart known as open keeps its own. Returns
+/// (sliding: the cart's counts of other items move too), `0` when a cart
+/// known as open keeps its own; `ARGV[9]` the prefix of the client's item
+/// hashes (`{prefix}lim:{c}:h:`, same slot). Returns
 /// `{0, previous, owner}` when admitted (`owner` 1: the cart's first counted
 /// item and not a cart known as open, so its client must be recorded),
 /// `{1, may_hold, retry_ms}` when refused.
@@ -115,6 +117,21 @@ else
 end
 if last > 0 then
   redis.call('PEXPIREAT', KEYS[1], last)
+end
+if ARGV[8] == '1' then
+  -- Sliding expiry: the whole cart lives on, so do its other items' counts
+  -- (else a cart kept alive by one line would free the others' quota).
+  for _, other in ipairs(redis.call('SMEMBERS', KEYS[3])) do
+    local key = ARGV[9] .. other
+    local v = redis.call('HGET', key, cart)
+    if v then
+      local u, d = string.match(v, '^(%d+) (%d+)$')
+      if d and tonumber(d) < deadline then
+        redis.call('HSET', key, cart, u .. ' ' .. deadline)
+        redis.call('PEXPIREAT', key, deadline, 'GT')
+      end
+    end
+  end
 end
 if open and tonumber(open) < deadline then
   redis.call('ZADD', KEYS[2], deadline, cart)
@@ -268,7 +285,8 @@ impl Quotas for RedisQuotas {
             .arg(deadline.as_millis())
             .arg(item.as_str())
             .arg(deadline.as_millis().saturating_add(BOOKKEEPING_GRACE_MS))
-            .arg(u8::from(moves));
+            .arg(u8::from(moves))
+            .arg(self.client_key(client, "h:"));
         let answer: Vec<i64> = self.redis.exec("quota admit hold", Request::Script(&inv)).await?;
         match answer.as_slice() {
             [0, previous, owner] => {

@@ -166,6 +166,7 @@ macro_rules! quotas_contract {
                 a_cart_known_only_by_its_holds_is_forgotten_too,
                 a_later_deadline_keeps_an_open_cart_counted,
                 under_fixed_expiry_a_count_ends_with_its_open_carts_deadline,
+                under_sliding_expiry_a_change_keeps_all_the_carts_counts_alive,
                 standing_lists_refused_clients_and_the_top_holders_of_an_item,
             ]
         );

@@ -222,6 +222,21 @@ pub async fn under_fixed_expiry_a_count_ends_with_its_open_carts_deadline(store:
     ));
 }
 
+pub async fn under_sliding_expiry_a_change_keeps_all_the_carts_counts_alive(store: impl Quotas, clock: impl Clock) {
+    let now = start_of_minute(&clock);
+    let (c, x, y, cart) = (client("10.0.0.11"), item("x"), item("y"), CartId::random());
+    store.admit_hold(&c, cart, &x, 5, 5, now.plus(Duration::from_secs(60)), true, now).await.unwrap();
+    // 50 s later a change to another line moves the cart's deadline.
+    let later = now.plus(Duration::from_secs(50));
+    store.admit_hold(&c, cart, &y, 1, 5, later.plus(TTL), true, later).await.unwrap();
+    // Past the first deadline the cart still holds its 5 of x: they still count.
+    let after = now.plus(Duration::from_secs(61));
+    assert!(matches!(
+        store.admit_hold(&c, CartId::random(), &x, 1, 5, after.plus(TTL), true, after).await.unwrap(),
+        HoldAdmission::Refused { may_hold: 0, .. }
+    ));
+}
+
 pub async fn standing_lists_refused_clients_and_the_top_holders_of_an_item(store: impl Quotas, clock: impl Clock) {
     let now = start_of_minute(&clock);
     let flash = item("flash");
