@@ -58,6 +58,7 @@ run() {
   psql_url "$PGURL" -c 'drop schema if exists hoard cascade' >/dev/null
   if [ "$mode" = on ]; then
     quotas="CART__QUOTAS__ENABLED=true CART__QUOTAS__HELD_SHARE_PERCENT=$SHARE CART__QUOTAS__HELD_UNITS=0"
+    quotas+=" CART__QUOTAS__HELD_SHARE_FLOOR=0"
     quotas+=" CART__QUOTAS__OPEN_CARTS=$OPEN CART__QUOTAS__CARTS_PER_MINUTE=$CPM"
   else
     quotas="CART__QUOTAS__ENABLED=false"

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use domain::ports::{PortError, Quotas};
 use domain::quota::{CartAdmission, ClientKey, HoldAdmission, LimitKind, QuotaPolicy, Standing};
-use domain::{CartError, CartId, InventoryId, Timestamp};
+use domain::{CartError, CartId, InventoryId, StockLevel, Timestamp};
 use futures_util::future::BoxFuture;
 use http::HeaderMap;
 use ipnet::IpNet;
@@ -352,9 +352,12 @@ impl ClientQuotas {
     ///
     /// # Errors
     /// [`ApiError::HoldLimitReached`] over the cap; a 503 when the store is
-    /// down and `fail_holds` is closed, or the stock cannot be read.
+    /// down and `fail_holds` is closed, or the stock cannot be read;
+    /// [`CartError::InsufficientStock`] when the quota refuses a change the
+    /// stock could not serve either (the stock's answer tells the shopper
+    /// more, and both change nothing).
     #[allow(clippy::too_many_arguments)]
-    pub async fn admit_hold<F>(
+    pub async fn admit_hold<F, Fut>(
         &self,
         client: &ClientKey,
         cart: CartId,
@@ -366,7 +369,8 @@ impl ClientQuotas {
         stock: F,
     ) -> Result<Option<Counted>, ApiError>
     where
-        F: Future<Output = Result<Option<u64>, CartError>> + Send,
+        F: Fn() -> Fut + Send,
+        Fut: Future<Output = Result<Option<StockLevel>, CartError>> + Send,
     {
         if !self.policy.limits_holds() {
             return Ok(None);
@@ -374,7 +378,7 @@ impl ClientQuotas {
         let total = if self.policy.needs_stock() {
             match self.cached_stock(item) {
                 Some(total) => total,
-                None => match stock.await? {
+                None => match stock().await?.map(|level| u64::try_from(level.total()).unwrap_or(0)) {
                     Some(total) => {
                         let mut cache = self.stock.lock().unwrap_or_else(PoisonError::into_inner);
                         if cache.len() >= STOCK_CACHE_MAX {
@@ -394,7 +398,14 @@ impl ClientQuotas {
             Ok(HoldAdmission::Admitted { previous }) => {
                 Ok(Some(Counted { client: client.clone(), cart, item: item.clone(), previous, deadline, moves }))
             }
-            Ok(HoldAdmission::Refused { may_hold, retry_after_secs }) => {
+            Ok(HoldAdmission::Refused { may_hold, retry_after_secs, holding }) => {
+                // Rare path: one more read, to answer with the stock when it
+                // is what binds.
+                if let Ok(Some(level)) = stock().await
+                    && i64::from(units.saturating_sub(holding)) > level.available
+                {
+                    return Err(ApiError::Cart(CartError::InsufficientStock { available: level.available.max(0) }));
+                }
                 self.refused(client, LimitKind::HeldUnits, now).await;
                 Err(ApiError::HoldLimitReached { may_hold, retry_after_secs })
             }

@@ -444,6 +444,8 @@ pub struct QuotaSettings {
     /// The same, as a percentage of the item's stock (0: no limit).
     #[serde(deserialize_with = "within::<_, _, 0, 100>")]
     pub held_share_percent: u32,
+    /// The share quota never caps below this many units.
+    pub held_share_floor: u32,
     /// Peers whose `X-Forwarded-For` / `Forwarded` is believed (CIDR blocks or
     /// addresses). A list in a file, one comma-separated string in the
     /// environment.
@@ -466,6 +468,7 @@ impl Default for QuotaSettings {
             open_carts: 200,
             held_units: 0,
             held_share_percent: 20,
+            held_share_floor: 10,
             trusted_proxies: Vec::new(),
             ipv6_prefix: 64,
             fail_carts: FailMode::Open,
@@ -489,6 +492,7 @@ impl QuotaSettings {
             on(self.held_share_percent),
         )
         .expect("0 is read as off and the share is range-checked, so every value is valid")
+        .with_share_floor(self.held_share_floor)
     }
 
     /// The trusted proxies, parsed (checked when read).

@@ -31,6 +31,7 @@ async fn spawn(backend: Backend, vars: &[(&str, &str)]) -> TestApp {
         ("CART__QUOTAS__OPEN_CARTS", "0"),
         ("CART__QUOTAS__HELD_UNITS", "0"),
         ("CART__QUOTAS__HELD_SHARE_PERCENT", "0"),
+        ("CART__QUOTAS__HELD_SHARE_FLOOR", "0"),
         TRUST_LOOPBACK,
     ];
     all.extend_from_slice(vars);
@@ -158,6 +159,14 @@ async fn held_units_refuse_beyond_the_cap_across_carts_and_change_nothing(backen
     res.assert_error(409, "insufficient_stock");
     let (_, res) = cart_with(&app, "198.51.100.6", "inv-h2", 5).await;
     assert_eq!(res.status, StatusCode::OK, "the failed change counted nothing");
+    // Over both the quota and the stock: the stock's answer, which says what
+    // is left (the storefront shows it), and no quota refusal is counted.
+    app.set_stock("inv-h3", 5).await;
+    assert_eq!(cart_with(&app, "198.51.100.7", "inv-h3", 4).await.1.status, StatusCode::OK);
+    let (_, res) = cart_with(&app, "198.51.100.7", "inv-h3", 8).await;
+    res.assert_error(409, "insufficient_stock");
+    assert_eq!(res.json()["available"], 1);
+    assert_eq!(refusals(&app, "held_units").await, 1.0);
 }
 
 async fn the_share_quota_follows_the_items_stock(backend: Backend) {
@@ -172,6 +181,16 @@ async fn the_share_quota_follows_the_items_stock(backend: Backend) {
     app.set_stock("tiny", 3).await;
     let (_, res) = cart_with(&app, "198.51.100.7", "tiny", 1).await;
     assert_eq!(res.status, StatusCode::OK);
+    let (_, res) = cart_with(&app, "198.51.100.7", "tiny", 1).await;
+    res.assert_error(429, "hold_limit_reached");
+    // With a floor, an ordinary purchase of a small item is not refused.
+    let floored =
+        spawn(backend, &[("CART__QUOTAS__HELD_SHARE_PERCENT", "5"), ("CART__QUOTAS__HELD_SHARE_FLOOR", "2")]).await;
+    floored.set_stock("tiny", 3).await;
+    let (_, res) = cart_with(&floored, "198.51.100.7", "tiny", 2).await;
+    assert_eq!(res.status, StatusCode::OK);
+    let (_, res) = cart_with(&floored, "198.51.100.7", "tiny", 1).await;
+    res.assert_error(429, "hold_limit_reached");
 }
 
 async fn an_expired_cart_frees_its_clients_quota(backend: Backend) {
@@ -313,4 +332,47 @@ async fn two_instances_share_one_clients_quota() {
     let (_, res) = cart_with(&b, "198.51.100.40", "inv-2", 3).await;
     res.assert_error(429, "hold_limit_reached");
     assert_eq!(res.json()["may_hold"], 2);
+}
+
+/// A cart released by its expiry event, or by the sweeper, frees its client's
+/// quota: `cause` names the path that released it, and the metrics show it
+/// was that one.
+async fn released_by(listener: bool) {
+    let (listener_on, sweep_ms, cause) =
+        if listener { ("true", "3600000", "expiry_event") } else { ("false", "100", "sweeper") };
+    let app = spawn(
+        Backend::Real,
+        &[
+            ("CART__QUOTAS__HELD_UNITS", "5"),
+            ("CART__QUOTAS__OPEN_CARTS", "1"),
+            ("CART__SESSION__TTL_SECS", "1"),
+            ("CART__LISTENER__ENABLED", listener_on),
+            ("CART__SWEEPER__INTERVAL_MS", sweep_ms),
+        ],
+    )
+    .await;
+    app.set_stock("inv-r", 5).await;
+    let (_, res) = cart_with(&app, "198.51.100.50", "inv-r", 5).await;
+    assert_eq!(res.status, StatusCode::OK);
+    // Released (stock back), by the path under test.
+    let started = std::time::Instant::now();
+    while app.stock("inv-r").await != (5, 0, 0) {
+        assert!(started.elapsed() < Duration::from_secs(30), "{cause}: not released");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let metrics = app.metrics().await;
+    let released = metrics.value("cartd_hold_units_total", &[("change", "released"), ("cause", cause)]);
+    assert_eq!(released, 5.0, "released by {cause}");
+    let (_, res) = cart_with(&app, "198.51.100.50", "inv-r", 5).await;
+    assert_eq!(res.status, StatusCode::OK, "{cause}: {}", String::from_utf8_lossy(&res.body));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cart_released_by_its_expiry_event_frees_its_clients_quota() {
+    released_by(true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cart_released_by_the_sweeper_frees_its_clients_quota() {
+    released_by(false).await;
 }

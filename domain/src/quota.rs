@@ -94,6 +94,7 @@ pub struct QuotaPolicy {
     open_carts: Option<u32>,
     held_units: Option<u32>,
     held_share_percent: Option<u32>,
+    held_share_floor: u32,
 }
 
 /// A quota value out of range.
@@ -109,8 +110,13 @@ pub enum QuotaError {
 
 impl QuotaPolicy {
     /// No quota at all.
-    pub const OFF: QuotaPolicy =
-        QuotaPolicy { carts_per_minute: None, open_carts: None, held_units: None, held_share_percent: None };
+    pub const OFF: QuotaPolicy = QuotaPolicy {
+        carts_per_minute: None,
+        open_carts: None,
+        held_units: None,
+        held_share_percent: None,
+        held_share_floor: 0,
+    };
 
     /// Validates the values.
     ///
@@ -132,7 +138,22 @@ impl QuotaPolicy {
         if held_share_percent.is_some_and(|p| p == 0 || p > 100) {
             return Err(QuotaError::Share);
         }
-        Ok(Self { carts_per_minute, open_carts, held_units, held_share_percent })
+        Ok(Self { carts_per_minute, open_carts, held_units, held_share_percent, held_share_floor: 0 })
+    }
+
+    /// The share quota never caps below `floor` units (what one shopper
+    /// normally buys of an item, so that a share of a small item does not
+    /// refuse them); the absolute `held_units` still applies.
+    #[must_use]
+    pub fn with_share_floor(mut self, floor: u32) -> Self {
+        self.held_share_floor = floor;
+        self
+    }
+
+    /// The floor of the share quota.
+    #[must_use]
+    pub fn held_share_floor(&self) -> u32 {
+        self.held_share_floor
     }
 
     /// Carts a client may open per minute.
@@ -180,13 +201,13 @@ impl QuotaPolicy {
     /// **The hold rule of this module**: the most units of one item whose
     /// stock (`available + reserved + sold`) is `stock` one client may hold
     /// across its carts; `None` when no hold quota is on. The share is
-    /// rounded up, so every client may hold at least one unit of an item
-    /// that has stock (a share that rounds to nothing would make a small
-    /// item unsellable).
+    /// rounded up and never below the floor ([`QuotaPolicy::with_share_floor`])
+    /// nor 1, so a share of a small item does not refuse an ordinary
+    /// purchase, nor make the item unsellable.
     #[must_use]
     pub fn hold_cap(&self, stock: u64) -> Option<u32> {
         let share = self.held_share_percent.map(|p| {
-            let units = (stock * u64::from(p)).div_ceil(100).max(1);
+            let units = (stock * u64::from(p)).div_ceil(100).max(u64::from(self.held_share_floor)).max(1);
             u32::try_from(units).unwrap_or(u32::MAX)
         });
         match (self.held_units, share) {
@@ -226,6 +247,9 @@ pub enum HoldAdmission {
         may_hold: u32,
         /// Seconds until the earliest of its other carts ends (at least 1).
         retry_after_secs: u32,
+        /// Units counted for this cart and item now (so the caller can tell
+        /// whether the stock alone would refuse the change too).
+        holding: u32,
     },
 }
 
@@ -288,6 +312,10 @@ mod tests {
         let abs_only = QuotaPolicy::new(None, None, Some(7), None).unwrap();
         assert_eq!(abs_only.hold_cap(500), Some(7));
         assert_eq!(QuotaPolicy::OFF.hold_cap(500), None);
+        let floored = QuotaPolicy::new(None, None, Some(40), Some(5)).unwrap().with_share_floor(10);
+        assert_eq!(floored.hold_cap(500), Some(25), "above the floor: the share");
+        assert_eq!(floored.hold_cap(5), Some(10), "a small item: the floor");
+        assert_eq!(floored.with_share_floor(60).hold_cap(500), Some(40), "the absolute cap still applies");
         assert!(!QuotaPolicy::OFF.limits_holds() && !QuotaPolicy::OFF.limits_carts());
     }
 }

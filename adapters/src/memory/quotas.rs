@@ -111,7 +111,11 @@ impl Quotas for MemoryQuotas {
         if units > previous && others + u64::from(units) > u64::from(cap) {
             let may_hold = u32::try_from(u64::from(cap).saturating_sub(others)).unwrap_or(u32::MAX);
             let first = entries.iter().filter(|(c, _)| **c != cart).map(|(_, (_, d))| *d).min().unwrap_or(now);
-            return Ok(HoldAdmission::Refused { may_hold, retry_after_secs: secs_until(first, now) });
+            return Ok(HoldAdmission::Refused {
+                may_hold,
+                retry_after_secs: secs_until(first, now),
+                holding: previous,
+            });
         }
         if units == 0 {
             entries.remove(&cart);

@@ -73,7 +73,7 @@ return {0}
 /// hashes (`{prefix}lim:{c}:h:`, same slot). Returns
 /// `{0, previous, owner}` when admitted (`owner` 1: the cart's first counted
 /// item and not a cart known as open, so its client must be recorded),
-/// `{1, may_hold, retry_ms}` when refused.
+/// `{1, may_hold, retry_ms, previous}` when refused.
 static ADMIT_HOLD: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
@@ -103,7 +103,7 @@ end
 if units > previous and others + units > cap then
   local may = cap - others
   if may < 0 then may = 0 end
-  return {1, may, (first or now) - now}
+  return {1, may, (first or now) - now, previous}
 end
 if units == 0 then
   redis.call('HDEL', KEYS[1], cart)
@@ -300,9 +300,11 @@ impl Quotas for RedisQuotas {
                 }
                 Ok(HoldAdmission::Admitted { previous })
             }
-            [1, may, ms] => {
-                Ok(HoldAdmission::Refused { may_hold: u32::try_from(*may).unwrap_or(0), retry_after_secs: secs(*ms) })
-            }
+            [1, may, ms, holding] => Ok(HoldAdmission::Refused {
+                may_hold: u32::try_from(*may).unwrap_or(0),
+                retry_after_secs: secs(*ms),
+                holding: u32::try_from(*holding).unwrap_or(0),
+            }),
             other => Err(Error::Protocol(format!("admit hold answered {other:?}")).into()),
         }
     }

@@ -71,9 +71,9 @@ async fn counted<B: Backend, T>(
                 // quotas know ends at its own deadline.
                 None => (policy.initial_deadline(now), false),
             };
-            let stock = async {
+            let stock = || async {
                 match app.service.stock(item).await {
-                    Ok(level) => Ok(Some(u64::try_from(level.total()).unwrap_or(0))),
+                    Ok(level) => Ok(Some(level)),
                     Err(CartError::UnknownItem) => Ok(None),
                     Err(e) => Err(e),
                 }
@@ -640,6 +640,7 @@ pub async fn admin_limits<B: Backend>(
             open_carts: p.open_carts(),
             held_units: p.held_units(),
             held_share_percent: p.held_share_percent(),
+            held_share_floor: p.held_share_floor(),
         },
         refused: standing
             .refused

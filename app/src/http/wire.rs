@@ -283,6 +283,8 @@ pub struct QuotaPolicyBody {
     pub held_units: Option<u32>,
     /// The same, as a percentage of the item's stock.
     pub held_share_percent: Option<u32>,
+    /// The share quota never caps below this many units.
+    pub held_share_floor: u32,
 }
 
 /// A client refused by a quota within the last five minutes.

@@ -84,9 +84,10 @@ pub async fn held_units_count_across_a_clients_carts_and_refuse_beyond_the_cap(s
         HoldAdmission::Admitted { previous: 0 }
     );
     match store.admit_hold(&c, b, &flash, 11, 25, d, true, now).await.unwrap() {
-        HoldAdmission::Refused { may_hold, retry_after_secs } => {
+        HoldAdmission::Refused { may_hold, retry_after_secs, holding } => {
             assert_eq!(may_hold, 10, "25 minus the 15 its other cart holds");
             assert_eq!(retry_after_secs, 900);
+            assert_eq!(holding, 0);
         }
         other => panic!("expected a refusal, got {other:?}"),
     }
@@ -102,7 +103,7 @@ pub async fn held_units_count_across_a_clients_carts_and_refuse_beyond_the_cap(s
     // Raising a cart's own line counts only the others against it.
     assert!(matches!(
         store.admit_hold(&c, a, &flash, 16, 25, d, true, now).await.unwrap(),
-        HoldAdmission::Refused { may_hold: 15, .. }
+        HoldAdmission::Refused { may_hold: 15, holding: 15, .. }
     ));
     // Another item and another client count apart.
     assert!(matches!(
