@@ -273,6 +273,7 @@ start_instance() { # $1 = index
     CART__SESSION__TTL_SECS="$TTL_SECS" \
     CART__SWEEPER__INTERVAL_MS="$SWEEP_MS" \
     CART__ADMIN__TOKEN="$TOKEN" \
+    CART__QUOTAS__ENABLED=false \
     CART__LOG__FILTER=info \
     "$BIN" </dev/null >>"$RUN_DIR/cartd-$i.log" 2>&1 &
   CARTD_PIDS[$i]=$!

@@ -178,6 +178,7 @@ env CART__BACKEND=redis \
   CART__SESSION__TTL_SECS="$ttl" \
   CART__SWEEPER__INTERVAL_MS="$sweep_ms" \
   CART__LIMITS__MAX_LINES=1000 \
+  CART__QUOTAS__ENABLED=false \
   CART__LOG__FORMAT=json \
   CART__LOG__FILTER=info \
   "$cartd_bin" >"$report_dir/cartd.log" 2>&1 &

@@ -58,6 +58,7 @@ psql_url "$PGURL" -c 'drop schema if exists perf cascade' >/dev/null
 CART__BACKEND=redis CART__HTTP__ADDR=127.0.0.1:$CARTD_PORT CART__REDIS__KEY_PREFIX=perf: \
 CART__POSTGRES__SCHEMA=perf CART__ADMIN__TOKEN=$TOKEN CART__LIMITS__MAX_LINES=1000 \
 CART__SESSION__TTL_SECS=3600 CART__LOG__FILTER=warn CART__HTTP__MAX_CONNECTIONS=20000 \
+CART__QUOTAS__ENABLED=false \
   "$BIN" >"$OUT/cartd.log" 2>&1 &
 pids+=($!)
 peers_ready() {

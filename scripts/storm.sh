@@ -27,7 +27,7 @@ clean() {
 clean
 # shellcheck disable=SC2086
 env CART__BACKEND=redis CART__HTTP__ADDR=127.0.0.1:$PORT CART__REDIS__KEY_PREFIX=storm: \
-  CART__POSTGRES__SCHEMA=storm CART__ADMIN__TOKEN=storm-admin-token-0123456789 CART__LOG__FILTER=warn \
+  CART__POSTGRES__SCHEMA=storm CART__ADMIN__TOKEN=storm-admin-token-0123456789 CART__LOG__FILTER=warn CART__QUOTAS__ENABLED=false \
   ${EXTRA:-} \
   "$CARGO_TARGET_DIR/release/cartd" >/var/tmp/cartd-storm.log 2>&1 &
 PID=$!

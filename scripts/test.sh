@@ -50,6 +50,14 @@ echo "== load test: 200 users, shopper+browser+tutorial+flashsale, 20 s"
 scripts/loadtest.sh --users 200 --increase-rate 100 --run-time 20s \
   --scenarios shopper,browser,tutorial,flashsale --think off --ttl 5 --sweep-ms 500
 
+# --- Hoarder vs shoppers (issue 14; see scripts/hoard.sh) -------------------
+# One address hoarding a 500-unit flash item against 200 shoppers from 200
+# loopback addresses, on two release instances, quotas off then on. Fails when
+# the hoarder ends over its 5 % share with quotas on, or when what the clients
+# were told they hold differs from the server's reserved count.
+echo "== hoarder vs shoppers"
+scripts/hoard.sh
+
 # --- Short chaos run (see scripts/chaos.sh and docs/operations.md) -----------
 # Two instances on their own Redis (6390) and PostgreSQL cluster (5440) under a
 # mixed load while an instance is killed, Redis loses its data, PostgreSQL is

@@ -20,4 +20,4 @@ pub mod redis_store;
 pub use backoff::Backoff;
 pub use clock::{ManualClock, SystemClock};
 pub use faulty::{Fault, Faults, Faulty, InjectedFault, Op, UnknownOp};
-pub use memory::{MemoryInventory, MemorySessions};
+pub use memory::{MemoryInventory, MemoryQuotas, MemorySessions};

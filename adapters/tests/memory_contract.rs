@@ -141,3 +141,11 @@ mod memory_only {
         assert_eq!(other.now(), clock.now());
     }
 }
+
+async fn memory_quotas() -> (cartd_adapters::MemoryQuotas, ManualClock) {
+    (cartd_adapters::MemoryQuotas::new(), ManualClock::new(START))
+}
+
+mod quotas {
+    cartd_test_support::quotas_contract!(super::memory_quotas);
+}

@@ -15,3 +15,11 @@ async fn redis_sessions() -> (RedisSessions, SystemClock) {
 mod session_store {
     cartd_test_support::session_store_contract!(super::redis_sessions);
 }
+
+async fn redis_quotas() -> (cartd_adapters::redis_store::RedisQuotas, SystemClock) {
+    (cartd_adapters::redis_store::RedisQuotas::new(cartd_test_support::stores::redis_sessions().await), SystemClock)
+}
+
+mod quotas {
+    cartd_test_support::quotas_contract!(super::redis_quotas);
+}

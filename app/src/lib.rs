@@ -8,6 +8,7 @@ pub mod compose;
 pub mod http;
 pub mod live;
 pub mod metrics;
+pub mod quotas;
 pub mod reconcile;
 pub mod server;
 pub mod settings;

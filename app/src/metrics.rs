@@ -147,6 +147,14 @@ pub struct Metrics {
     live_streams: Gauge,
     live_rejected: Counter,
     handles: RwLock<HashMap<HandleKey, Handles>>,
+    limit_refusals: Family<LimitLabels, Counter>,
+    limit_unchecked: Family<LimitLabels, Counter>,
+}
+
+/// Labels of `cartd_limit_refusals_total` and `cartd_limit_unchecked_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LimitLabels {
+    limit: &'static str,
 }
 
 impl Default for Metrics {
@@ -222,6 +230,25 @@ impl Metrics {
             "Live stock streams refused with 503 because the cap (live.max_streams) was reached",
             live_rejected.clone(),
         );
+        let limit_refusals = Family::<LimitLabels, Counter>::default();
+        registry.register(
+            "cartd_limit_refusals",
+            "Requests refused by a client quota (429), by quota: carts_per_minute, open_carts, held_units",
+            limit_refusals.clone(),
+        );
+        for limit in domain::LimitKind::ALL {
+            drop(limit_refusals.get_or_create(&LimitLabels { limit: limit.as_str() }));
+        }
+        let limit_unchecked = Family::<LimitLabels, Counter>::default();
+        registry.register(
+            "cartd_limit_unchecked",
+            "Requests let through without their quota check because its store was unavailable (fail open), \
+             by quota kind: carts, holds",
+            limit_unchecked.clone(),
+        );
+        for limit in ["carts", "holds"] {
+            drop(limit_unchecked.get_or_create(&LimitLabels { limit }));
+        }
         Self {
             registry,
             requests,
@@ -232,6 +259,8 @@ impl Metrics {
             live_streams,
             live_rejected,
             handles: RwLock::default(),
+            limit_refusals,
+            limit_unchecked,
         }
     }
 
@@ -282,6 +311,17 @@ impl Metrics {
     /// A live stock stream was refused (cap reached).
     pub fn live_stream_rejected(&self) {
         self.live_rejected.inc();
+    }
+
+    /// Counts one request refused by quota `limit`.
+    pub fn limit_refused(&self, limit: &'static str) {
+        self.limit_refusals.get_or_create(&LimitLabels { limit }).inc();
+    }
+
+    /// Counts one request let through unchecked by quota kind `kind` (its
+    /// store was down and the kind fails open).
+    pub fn limit_unchecked(&self, kind: &'static str) {
+        self.limit_unchecked.get_or_create(&LimitLabels { limit: kind }).inc();
     }
 
     /// Counts one failure of `store` (`redis` or `postgres`).

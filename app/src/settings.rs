@@ -120,6 +120,8 @@ pub struct Settings {
     /// Live stock streams.
     #[serde(deserialize_with = "checked")]
     pub live: LiveSettings,
+    /// Client quotas (issue 14).
+    pub quotas: QuotaSettings,
 }
 
 impl Default for Settings {
@@ -141,6 +143,7 @@ impl Default for Settings {
             demo: Demo::default(),
             storefront: StorefrontSettings::default(),
             live: LiveSettings::default(),
+            quotas: QuotaSettings::default(),
         }
     }
 }
@@ -411,6 +414,116 @@ impl Default for StorefrontSettings {
     fn default() -> Self {
         Self { enabled: true, catalog: None }
     }
+}
+
+/// What a quota does when its store (Redis) cannot be reached.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[cfg_attr(test, derive(Serialize))]
+#[serde(rename_all = "lowercase")]
+pub enum FailMode {
+    /// Let the request through unchecked (logged and counted).
+    Open,
+    /// Refuse it with `503` and `Retry-After`.
+    Closed,
+}
+
+/// Client quotas against denial of inventory (`[quotas]`): see
+/// `docs/configuration.md` for why the defaults are what they are.
+#[derive(Clone, Debug, Deserialize)]
+#[cfg_attr(test, derive(Serialize))]
+#[serde(default, deny_unknown_fields)]
+pub struct QuotaSettings {
+    /// Whether any quota is checked.
+    pub enabled: bool,
+    /// Carts one client may open per minute (0: no limit).
+    pub carts_per_minute: u32,
+    /// Carts one client may have open at once (0: no limit).
+    pub open_carts: u32,
+    /// Units of one item one client may hold across its carts (0: no limit).
+    pub held_units: u32,
+    /// The same, as a percentage of the item's stock (0: no limit).
+    #[serde(deserialize_with = "within::<_, _, 0, 100>")]
+    pub held_share_percent: u32,
+    /// The share quota never caps below this many units.
+    pub held_share_floor: u32,
+    /// Peers whose `X-Forwarded-For` / `Forwarded` is believed (CIDR blocks or
+    /// addresses). A list in a file, one comma-separated string in the
+    /// environment.
+    #[serde(deserialize_with = "proxies")]
+    pub trusted_proxies: Vec<String>,
+    /// IPv6 clients are grouped by this prefix length.
+    #[serde(deserialize_with = "within::<_, _, 1, 128>")]
+    pub ipv6_prefix: u8,
+    /// The cart quotas when Redis is down.
+    pub fail_carts: FailMode,
+    /// The held-units quotas when Redis is down.
+    pub fail_holds: FailMode,
+}
+
+impl Default for QuotaSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            carts_per_minute: 120,
+            open_carts: 200,
+            held_units: 0,
+            held_share_percent: 20,
+            held_share_floor: 10,
+            trusted_proxies: Vec::new(),
+            ipv6_prefix: 64,
+            fail_carts: FailMode::Open,
+            fail_holds: FailMode::Closed,
+        }
+    }
+}
+
+impl QuotaSettings {
+    /// The domain's policy: every quota off when `enabled` is false, 0 as off.
+    #[must_use]
+    pub fn policy(&self) -> domain::QuotaPolicy {
+        if !self.enabled {
+            return domain::QuotaPolicy::OFF;
+        }
+        let on = |v: u32| (v > 0).then_some(v);
+        domain::QuotaPolicy::new(
+            on(self.carts_per_minute),
+            on(self.open_carts),
+            on(self.held_units),
+            on(self.held_share_percent),
+        )
+        .expect("0 is read as off and the share is range-checked, so every value is valid")
+        .with_share_floor(self.held_share_floor)
+    }
+
+    /// The trusted proxies, parsed (checked when read).
+    #[must_use]
+    pub fn trusted_proxy_nets(&self) -> Vec<ipnet::IpNet> {
+        self.trusted_proxies.iter().filter_map(|p| parse_net(p)).collect()
+    }
+}
+
+/// A CIDR block, or one address (as a /32 or /128).
+fn parse_net(s: &str) -> Option<ipnet::IpNet> {
+    s.parse::<ipnet::IpNet>().ok().or_else(|| s.parse::<std::net::IpAddr>().ok().map(ipnet::IpNet::from))
+}
+
+fn proxies<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Proxies {
+        List(Vec<String>),
+        Text(String),
+    }
+    let proxies = match Proxies::deserialize(d)? {
+        Proxies::List(v) => v,
+        Proxies::Text(s) => s.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect(),
+    };
+    for proxy in &proxies {
+        if parse_net(proxy).is_none() {
+            return Err(Refusal::new(format_args!("{proxy:?} is not an IP address or a CIDR block")).into_error());
+        }
+    }
+    Ok(proxies)
 }
 
 /// A configuration error, naming the key at fault.
@@ -792,6 +905,36 @@ mod tests {
         assert!(s.cors.allowed_origins.is_empty());
         assert_eq!(s.http.request_timeout, Duration::from_secs(10));
         assert_eq!((s.http.max_header_bytes, s.http.max_headers), (16384, 100));
+    }
+
+    #[test]
+    fn quotas_are_read_checked_and_turned_off_by_zero_or_enabled_false() {
+        let s = load(vec![
+            ("CART__QUOTAS__CARTS_PER_MINUTE", "0"),
+            ("CART__QUOTAS__HELD_UNITS", "30"),
+            ("CART__QUOTAS__TRUSTED_PROXIES", "10.0.0.0/8, ::1"),
+            ("CART__QUOTAS__FAIL_HOLDS", "open"),
+        ])
+        .unwrap();
+        let p = s.quotas.policy();
+        assert_eq!(
+            (p.carts_per_minute(), p.open_carts(), p.held_units(), p.held_share_percent()),
+            (None, Some(200), Some(30), Some(20))
+        );
+        assert_eq!(s.quotas.trusted_proxy_nets().len(), 2);
+        assert_eq!(s.quotas.fail_holds, FailMode::Open);
+        let off = load(vec![("CART__QUOTAS__ENABLED", "false")]).unwrap();
+        assert_eq!(off.quotas.policy(), domain::QuotaPolicy::OFF);
+        for (vars, key) in [
+            (vec![("CART__QUOTAS__HELD_SHARE_PERCENT", "101")], "quotas.held_share_percent"),
+            (vec![("CART__QUOTAS__TRUSTED_PROXIES", "10.0.0.0/8,proxy.example")], "quotas.trusted_proxies"),
+            (vec![("CART__QUOTAS__IPV6_PREFIX", "0")], "quotas.ipv6_prefix"),
+        ] {
+            match load(vars) {
+                Err(SettingsError::Invalid { key: k, .. }) => assert_eq!(k, key),
+                other => panic!("{key}: {other:?}"),
+            }
+        }
     }
 
     #[test]

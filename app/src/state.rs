@@ -72,4 +72,6 @@ pub struct AppState<B: Backend> {
     pub admin_token: Secret,
     /// The metrics registry (also the service's [`StockEvents`](domain::ports::StockEvents)).
     pub metrics: Arc<Metrics>,
+    /// The client quotas (issue 14).
+    pub quotas: Arc<crate::quotas::ClientQuotas>,
 }

@@ -76,6 +76,13 @@ impl TestServerBuilder {
         self
     }
 
+    /// Client quotas (default: off, since every request of a test comes
+    /// from one loopback address).
+    pub fn quotas(mut self, quotas: crate::settings::QuotaSettings) -> Self {
+        self.settings.quotas = quotas;
+        self
+    }
+
     /// The bearer token the admin routes (`PUT /v1/inventory/{id}`) accept
     /// (default [`TEST_ADMIN_TOKEN`]).
     pub fn admin_token(mut self, token: impl Into<String>) -> Self {
@@ -98,11 +105,17 @@ impl TestServerBuilder {
             settings.limits,
         )
         .with_events(metrics.clone());
+        let quotas = Arc::new(crate::quotas::ClientQuotas::new(
+            &settings.quotas,
+            Arc::new(adapters::MemoryQuotas::new()),
+            metrics.clone(),
+        ));
         let state = Arc::new(AppState {
             service,
             backend: TestBackend,
             admin_token: Secret::new(admin_token.clone()),
             metrics,
+            quotas,
         });
         let options = RouterOptions {
             max_body_bytes: settings.http.max_body_bytes,
@@ -149,7 +162,11 @@ pub struct TestServer {
 impl TestServer {
     /// Options, starting from the service's defaults, over `clock`.
     pub fn builder(clock: ManualClock) -> TestServerBuilder {
-        TestServerBuilder { clock, settings: Settings::default(), admin_token: TEST_ADMIN_TOKEN.to_owned() }
+        let mut settings = Settings::default();
+        // A test's requests all come from loopback: client quotas off unless
+        // the test asks for them.
+        settings.quotas.enabled = false;
+        TestServerBuilder { clock, settings, admin_token: TEST_ADMIN_TOKEN.to_owned() }
     }
 
     /// Starts a server with the default options over `clock`.

@@ -327,6 +327,15 @@ async function change(productId, quantity) {
       }
     } else if (r.status === 409 && code === 'too_many_lines') {
       setMessage('Your cart has as many different products as it can hold.');
+    } else if (r.status === 429 && code === 'hold_limit_reached') {
+      const may = r.body.may_hold ?? 0;
+      setMessage(
+        may > 0
+          ? `At most ${may} of ${p.name} can be in your cart (a limit per shopper); your cart is unchanged.`
+          : `You already hold as many of ${p.name} as one shopper may; your cart is unchanged.`,
+      );
+    } else if (r.status === 429) {
+      setMessage('Too many carts from your connection just now; please try again shortly.');
     } else if (r.status === 404 && code === 'inventory_not_found') {
       setMessage(`${p.name} is not stocked at the moment.`);
     } else if (r.status === 400 && r.body) {

@@ -371,6 +371,7 @@ async fn the_openapi_document_lists_every_route() {
         ("/v1/inventory/events", "get"),
         ("/v1/inventory/{inventory_id}", "get"),
         ("/v1/inventory/{inventory_id}", "put"),
+        ("/v1/admin/limits", "get"),
         ("/healthz", "get"),
         ("/readyz", "get"),
         ("/metrics", "get"),

@@ -18,6 +18,7 @@ pub mod merge;
 pub mod policy;
 pub mod ports;
 pub mod quantity;
+pub mod quota;
 pub mod service;
 pub mod time;
 
@@ -26,5 +27,6 @@ pub use error::{CartError, error_chain};
 pub use ids::{CartId, IdError, InventoryId, OrderId, ProductId};
 pub use policy::{ExpiryMode, ExpiryPolicy, Limits, PolicyError, SessionTtl};
 pub use quantity::{Quantity, QuantityError, StockCount};
+pub use quota::{ClientKey, LimitKind, QuotaPolicy};
 pub use service::{CartService, CheckoutResult, LineAdded, MergeResult, Once, Replayed, SetLineResult, Target};
 pub use time::Timestamp;

@@ -493,3 +493,86 @@ impl fmt::Display for LineChange {
         }
     }
 }
+
+/// Client quotas (see [`crate::quota`]): the counts behind them, in process
+/// or shared by every instance. Every count carries the deadline of the cart
+/// it counts and is ignored after it, so a cart that ends without anyone
+/// telling the store (expiry, the sweeper) frees its client's quota at its
+/// deadline all the same.
+///
+/// Contract: `test-support/src/contract/quotas.rs` (the list in `quotas_contract!`), run against
+/// the in-memory store by `adapters/tests/memory_contract.rs` and the Redis one by
+/// `adapters/tests/redis_contract.rs`.
+pub trait Quotas: Send + Sync + 'static {
+    /// In one atomic step: unless `client` opened `per_minute` carts this
+    /// minute already, or has `open` carts open at `now`, counts `cart` as
+    /// opened by it and open until `deadline`. A `None` limit is not checked.
+    ///
+    /// # Errors
+    /// [`PortError`] when the store cannot be reached.
+    fn admit_cart(
+        &self,
+        client: &crate::quota::ClientKey,
+        cart: CartId,
+        deadline: Timestamp,
+        now: Timestamp,
+        per_minute: Option<u32>,
+        open: Option<u32>,
+    ) -> impl Future<Output = Result<crate::quota::CartAdmission, PortError>> + Send;
+
+    /// In one atomic step: unless `client`'s other carts live at `now` hold
+    /// more than `cap - units` of `item`, counts `units` of it for `cart`
+    /// until `deadline` (0 stops counting them). With `moves` (sliding
+    /// expiry) the cart's counts of other items and, if known as open, the
+    /// cart itself get `deadline` as their new deadline;
+    /// without, a cart known as open keeps its deadline and the count ends
+    /// with it (`deadline` is then only the bound for a cart not known as
+    /// open). Lowering a count is always admitted.
+    ///
+    /// # Errors
+    /// [`PortError`] when the store cannot be reached.
+    #[allow(clippy::too_many_arguments)]
+    fn admit_hold(
+        &self,
+        client: &crate::quota::ClientKey,
+        cart: CartId,
+        item: &InventoryId,
+        units: u32,
+        cap: u32,
+        deadline: Timestamp,
+        moves: bool,
+        now: Timestamp,
+    ) -> impl Future<Output = Result<crate::quota::HoldAdmission, PortError>> + Send;
+
+    /// Stops counting `cart` (its open slot and its units) for whichever
+    /// client it was counted for: the cart was checked out, abandoned,
+    /// merged away or released. Unknown carts are ignored.
+    ///
+    /// # Errors
+    /// [`PortError`] when the store cannot be reached.
+    fn forget_cart(&self, cart: CartId, now: Timestamp) -> impl Future<Output = Result<(), PortError>> + Send;
+
+    /// Notes that `client` was refused by `limit` at `now`, for
+    /// [`Quotas::standing`].
+    ///
+    /// # Errors
+    /// [`PortError`] when the store cannot be reached.
+    fn note_refusal(
+        &self,
+        client: &crate::quota::ClientKey,
+        limit: crate::quota::LimitKind,
+        now: Timestamp,
+    ) -> impl Future<Output = Result<(), PortError>> + Send;
+
+    /// The clients refused lately and the `top` clients holding most of `item`
+    /// at `now` (none without an item).
+    ///
+    /// # Errors
+    /// [`PortError`] when the store cannot be reached.
+    fn standing(
+        &self,
+        item: Option<&InventoryId>,
+        top: usize,
+        now: Timestamp,
+    ) -> impl Future<Output = Result<crate::quota::Standing, PortError>> + Send;
+}

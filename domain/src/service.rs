@@ -227,6 +227,50 @@ impl<S: SessionStore, I: Inventory, C: Clock> CartService<S, I, C> {
         self.create_cart_with(CartId::random()).await
     }
 
+    /// [`CartService::create_cart`] naming the new cart `id`, which must be a
+    /// fresh random id ([`CartId::random`]): the caller may then count the
+    /// cart before it exists (the client quotas do).
+    ///
+    /// # Errors
+    /// [`CartError::Unavailable`].
+    pub async fn create_cart_as(&self, id: CartId) -> Result<Cart, CartError> {
+        self.create_cart_with(id).await
+    }
+
+    /// [`CartService::set_line`] on a new cart named `id` (a fresh random
+    /// id, see [`CartService::create_cart_as`]).
+    ///
+    /// # Errors
+    /// As [`CartService::set_line`].
+    pub async fn set_line_new(
+        &self,
+        id: CartId,
+        product: ProductId,
+        item: InventoryId,
+        quantity: u32,
+    ) -> Result<SetLineResult, CartError> {
+        let line = self.line_of(item, quantity)?;
+        let (cart, created) = self.change_new::<WithCart>(id, &LineChange { product_id: product, line }).await?;
+        Ok(SetLineResult { cart, created })
+    }
+
+    /// [`CartService::add_line`] on a new cart named `id` (a fresh random
+    /// id, see [`CartService::create_cart_as`]).
+    ///
+    /// # Errors
+    /// As [`CartService::add_line`].
+    pub async fn add_line_new(
+        &self,
+        id: CartId,
+        product: ProductId,
+        item: InventoryId,
+        quantity: u32,
+    ) -> Result<LineAdded, CartError> {
+        let line = self.line_of(item, quantity)?;
+        let (id, created) = self.change_new::<WithoutCart>(id, &LineChange { product_id: product, line }).await?;
+        Ok(LineAdded { id, created })
+    }
+
     /// Opens cart `id` (a fresh random id).
     async fn create_cart_with(&self, id: CartId) -> Result<Cart, CartError> {
         let now = self.clock.now();
@@ -294,8 +338,18 @@ impl<S: SessionStore, I: Inventory, C: Clock> CartService<S, I, C> {
     /// [`CartError::IdempotencyKeyInUse`]; a replay whose cart has ended since
     /// is [`CartError::SessionNotFound`].
     pub async fn create_cart_once(&self, once: &Once<'_>) -> Result<Replayed<Cart>, CartError> {
+        self.create_cart_once_as(once, CartId::random()).await
+    }
+
+    /// [`CartService::create_cart_once`], naming the cart it makes if the key
+    /// is fresh `id` (a fresh random id, which the caller may count before
+    /// the cart exists, as the client quotas do).
+    ///
+    /// # Errors
+    /// As [`CartService::create_cart_once`].
+    pub async fn create_cart_once_as(&self, once: &Once<'_>, id: CartId) -> Result<Replayed<Cart>, CartError> {
         let now = self.clock.now();
-        match self.claim(KeyScope::CreateCart, once, now).await? {
+        match self.claim(KeyScope::CreateCart, once, id, now).await? {
             Claim::Replay(id) => Ok(Replayed { value: self.get_cart(id).await?, replayed: true }),
             Claim::Fresh(id) => {
                 let result = self.create_cart_with(id).await;
@@ -320,9 +374,25 @@ impl<S: SessionStore, I: Inventory, C: Clock> CartService<S, I, C> {
         quantity: u32,
         once: &Once<'_>,
     ) -> Result<Replayed<LineAdded>, CartError> {
+        self.add_line_once_as(product, item, quantity, once, CartId::random()).await
+    }
+
+    /// [`CartService::add_line_once`], naming the cart it makes if the key is
+    /// fresh `id` (a fresh random id).
+    ///
+    /// # Errors
+    /// As [`CartService::add_line_once`].
+    pub async fn add_line_once_as(
+        &self,
+        product: ProductId,
+        item: InventoryId,
+        quantity: u32,
+        once: &Once<'_>,
+        id: CartId,
+    ) -> Result<Replayed<LineAdded>, CartError> {
         let line = self.line_of(item, quantity)?;
         let now = self.clock.now();
-        match self.claim(KeyScope::AddToCart, once, now).await? {
+        match self.claim(KeyScope::AddToCart, once, id, now).await? {
             Claim::Replay(id) => Ok(Replayed { value: LineAdded { id, created: false }, replayed: true }),
             Claim::Fresh(id) => {
                 let change = LineChange { product_id: product, line };
@@ -337,8 +407,7 @@ impl<S: SessionStore, I: Inventory, C: Clock> CartService<S, I, C> {
 
     /// Claims `once`'s key for a fresh cart id, or says which cart an
     /// earlier request with it made.
-    async fn claim(&self, scope: KeyScope, once: &Once<'_>, now: Timestamp) -> Result<Claim, CartError> {
-        let id = CartId::random();
+    async fn claim(&self, scope: KeyScope, once: &Once<'_>, id: CartId, now: Timestamp) -> Result<Claim, CartError> {
         let record = KeyRecord { cart: id, fingerprint: once.fingerprint.to_owned(), done: false };
         match self.sessions.claim_key(scope, once.key, &record, now.plus(IN_FLIGHT), now).await? {
             KeyClaim::Claimed => Ok(Claim::Fresh(id)),

@@ -29,6 +29,13 @@ function M.load_ids(path)
   return ids
 end
 
+-- A distinct client address for the cart at `index` (10.x.y.z), sent as
+-- X-Forwarded-For when a script is asked to (a cartd trusting 127.0.0.1 as
+-- its proxy then counts each cart's client apart, as real shoppers are).
+function M.client_of(index)
+  return string.format("10.%d.%d.%d", math.floor(index / 65536) % 256, math.floor(index / 256) % 256, index % 256)
+end
+
 -- One machine-parseable line, printed once at the end.
 function M.done(summary, latency, requests)
   local secs = summary.duration / 1e6

@@ -69,6 +69,9 @@ pub async fn spawn_app_with(vars: &[(&str, &str)]) -> TestApp {
         ("CART__ADMIN__TOKEN", ADMIN_TOKEN),
         ("CART__DEMO__SEED", "false"),
         ("CART__SWEEPER__INTERVAL_MS", "100"),
+        // Every test request comes from loopback: client quotas (issue 14)
+        // are off unless a test turns them on.
+        ("CART__QUOTAS__ENABLED", "false"),
     ]
     .iter()
     .chain(vars)

@@ -4,9 +4,11 @@
 //! across an `.await`.
 
 mod inventory;
+mod quotas;
 mod sessions;
 
 pub use inventory::MemoryInventory;
+pub use quotas::MemoryQuotas;
 pub use sessions::MemorySessions;
 
 use std::sync::{Mutex, MutexGuard, PoisonError};

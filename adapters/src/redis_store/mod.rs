@@ -34,6 +34,7 @@
 
 mod layout;
 mod listener;
+mod quotas;
 mod scripts;
 mod sessions;
 
@@ -43,6 +44,7 @@ use std::time::Duration;
 use domain::ports::PortError;
 
 pub use listener::{ListenerSettings, ListenerStatus, Notifications, RedisExpiryListener};
+pub use quotas::RedisQuotas;
 pub use sessions::RedisSessions;
 
 /// Where and how the session store reaches Redis.

@@ -110,7 +110,7 @@ impl RedisSessions {
     /// it and the pool gets it back at once, so concurrent requests share a
     /// few connections and are pipelined on them instead of each waiting for a
     /// connection of its own.
-    async fn exec<T: FromRedisValue>(&self, op: &'static str, req: Request<'_, '_>) -> Result<T, Error> {
+    pub(super) async fn exec<T: FromRedisValue>(&self, op: &'static str, req: Request<'_, '_>) -> Result<T, Error> {
         let (mut conn, broken) = loop {
             let pooled = self.pool.get().await.map_err(|e| match e {
                 RunError::User(e) => Error::Connect(e),
@@ -180,7 +180,7 @@ impl RedisSessions {
 }
 
 /// A request [`RedisSessions::exec`] can send.
-enum Request<'a, 'b> {
+pub(super) enum Request<'a, 'b> {
     Cmd(&'a Cmd),
     Script(&'a ScriptInvocation<'b>),
 }

@@ -35,6 +35,7 @@ use crate::http::storefront::Storefront;
 use crate::http::{RouterOptions, router};
 use crate::live::StockHub;
 use crate::metrics::Metrics;
+use crate::quotas::ClientQuotas;
 use crate::server::{ServeOptions, serve};
 use crate::settings::{Backend as BackendKind, Secret, Settings};
 use crate::shutdown::{Shutdown, shutdown_pair};
@@ -91,11 +92,17 @@ impl Application {
                     settings.limits,
                 )
                 .with_events(metrics.clone());
+                let quotas = Arc::new(ClientQuotas::new(
+                    &settings.quotas,
+                    Arc::new(adapters::MemoryQuotas::new()),
+                    metrics.clone(),
+                ));
                 let state = Arc::new(AppState {
                     service,
                     backend: MemoryBackend,
                     admin_token: admin_token.clone(),
                     metrics: metrics.clone(),
+                    quotas,
                 });
                 if settings.demo.seed {
                     seed_demo(&state, &settings).await?;
@@ -108,6 +115,13 @@ impl Application {
                 else {
                     return Ok(None);
                 };
+                // The quotas share the session store's connections: one pool,
+                // one outage.
+                let quotas = Arc::new(ClientQuotas::new(
+                    &settings.quotas,
+                    Arc::new(adapters::redis_store::RedisQuotas::new(sessions.clone())),
+                    metrics.clone(),
+                ));
                 let service =
                     CartService::new(sessions, inventory.clone(), TokioClock::new(), settings.expiry, settings.limits)
                         .with_events(metrics.clone());
@@ -116,6 +130,7 @@ impl Application {
                     backend: RedisBackend::new(&settings),
                     admin_token: admin_token.clone(),
                     metrics: metrics.clone(),
+                    quotas,
                 });
                 let (router, spawn) = wire(state.clone(), &settings, storefront, live.clone());
                 (router, redis_tasks(state, inventory, &settings, live.clone(), spawn))

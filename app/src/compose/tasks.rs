@@ -97,7 +97,12 @@ pub async fn expiry_listener<B: Backend, E: ExpiryEvents>(
         let state = state.clone();
         releases.spawn(async move {
             match state.service.release_cart(id).await {
-                Ok(released) => tracing::debug!(cart = %id, units = released.units, "released an expired cart on its expiry event"),
+                Ok(released) => {
+                    tracing::debug!(cart = %id, units = released.units, "released an expired cart on its expiry event");
+                    // Its quota ends at its deadline anyway; this frees it
+                    // for a deadline another instance may have moved.
+                    state.quotas.forget(id, domain::ports::Clock::now(state.service.clock())).await;
+                }
                 Err(e) => {
                     count_store_error(&state, &e);
                     tracing::warn!(cart = %id, error = %error_chain(&e), "release on expiry event failed; the sweeper will release it");
@@ -157,8 +162,18 @@ mod tests {
             Limits::default(),
         )
         .with_events(metrics.clone());
-        let state =
-            Arc::new(AppState { service, backend: MemoryBackend, admin_token: Secret::new("t".repeat(16)), metrics });
+        let quotas = Arc::new(crate::quotas::ClientQuotas::new(
+            &crate::settings::QuotaSettings::default(),
+            Arc::new(adapters::MemoryQuotas::new()),
+            metrics.clone(),
+        ));
+        let state = Arc::new(AppState {
+            service,
+            backend: MemoryBackend,
+            admin_token: Secret::new("t".repeat(16)),
+            metrics,
+            quotas,
+        });
         let item = InventoryId::parse("inv-1").unwrap();
         state.service.set_stock(&item, StockCount::new(carts).unwrap()).await.unwrap();
         for _ in 0..carts {

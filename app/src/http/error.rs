@@ -48,6 +48,24 @@ pub enum ApiError {
     /// The cap on open live stock streams is reached.
     #[error("too many live stock streams are open; retry later")]
     TooManyStreams,
+    /// A client quota refused a new cart (issue 14).
+    #[error("too many carts from this client ({}): retry in {retry_after_secs} s", limit.as_str())]
+    TooManyRequests {
+        /// Which quota.
+        limit: domain::LimitKind,
+        /// Seconds until a retry may pass.
+        retry_after_secs: u32,
+    },
+    /// The held-units quota refused a change (issue 14).
+    #[error(
+        "this client holds as many units of this item as it may; this cart may hold at most {may_hold} (retry in {retry_after_secs} s)"
+    )]
+    HoldLimitReached {
+        /// Units of the item this cart may still hold.
+        may_hold: u32,
+        /// Seconds until one of the client's other carts ends.
+        retry_after_secs: u32,
+    },
     /// A use case failed.
     #[error(transparent)]
     Cart(#[from] CartError),
@@ -71,6 +89,8 @@ impl ApiError {
             ApiError::UnsupportedMediaType => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
             ApiError::RequestTimeout => (StatusCode::REQUEST_TIMEOUT, "request_timeout"),
             ApiError::TooManyStreams => (StatusCode::SERVICE_UNAVAILABLE, "too_many_streams"),
+            ApiError::TooManyRequests { .. } => (StatusCode::TOO_MANY_REQUESTS, "too_many_requests"),
+            ApiError::HoldLimitReached { .. } => (StatusCode::TOO_MANY_REQUESTS, "hold_limit_reached"),
             ApiError::Cart(e) => match e {
                 CartError::SessionNotFound => (StatusCode::NOT_FOUND, "session_not_found"),
                 CartError::InsufficientStock { .. } => (StatusCode::CONFLICT, "insufficient_stock"),
@@ -104,7 +124,11 @@ impl ApiError {
             ApiError::Cart(CartError::QuantityOverLimit { max }) => format!("quantity must be between 0 and {max}"),
             other => other.to_string(),
         };
-        ErrorBody { error: code.to_owned(), message, available }
+        let may_hold = match self {
+            ApiError::HoldLimitReached { may_hold, .. } => Some(*may_hold),
+            _ => None,
+        };
+        ErrorBody { error: code.to_owned(), message, available, may_hold }
     }
 }
 
@@ -131,6 +155,14 @@ impl IntoResponse for ApiError {
             // The first request with the key is still running: try again soon.
             StatusCode::CONFLICT if in_use => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
+            }
+            StatusCode::TOO_MANY_REQUESTS => {
+                let secs = match &self {
+                    ApiError::TooManyRequests { retry_after_secs, .. }
+                    | ApiError::HoldLimitReached { retry_after_secs, .. } => *retry_after_secs,
+                    _ => RETRY_AFTER_SECS,
+                };
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
             }
             StatusCode::UNAUTHORIZED => {
                 headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));

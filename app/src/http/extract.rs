@@ -133,3 +133,17 @@ pub fn require_admin(headers: &HeaderMap, expected: &str) -> Result<(), ApiError
 pub fn parse_id<T>(field: &str, raw: &str, parse: impl Fn(&str) -> Result<T, domain::IdError>) -> Result<T, ApiError> {
     parse(raw).map_err(|e| ApiError::invalid(format!("{field} {e}")))
 }
+
+/// The connection's peer address, when the request came through the
+/// server's accept loop (router-level tests have none).
+#[derive(Clone, Copy, Debug)]
+pub struct Peer(pub Option<std::net::SocketAddr>);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Peer {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut http::request::Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let info = parts.extensions.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>();
+        Ok(Peer(info.map(|c| c.0)))
+    }
+}

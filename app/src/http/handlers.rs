@@ -8,23 +8,88 @@ use axum::Json;
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
+use domain::ports::Clock;
 use domain::service::Target;
-use domain::{CartError, CartId, InventoryId, Once, ProductId, StockCount};
+use domain::{CartError, CartId, ClientKey, InventoryId, Once, ProductId, StockCount};
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 
 use super::error::{ApiError, error_chain};
 use super::extract::{
-    JsonBody, REPLAYED_HEADER, SESSION_HEADER, idempotency_key, parse_id, require_admin, required_session,
+    JsonBody, Peer, REPLAYED_HEADER, SESSION_HEADER, idempotency_key, parse_id, require_admin, required_session,
     session_header,
 };
 use super::wire::{
-    AddToCartRequest, AddToCartResponse, CartBody, ErrorBody, GetCartResponse, MergeBody, MergeRequest, OrderBody,
-    SetLineRequest, SetStockRequest, StatusBody, StockBody, StockPage, StockQuery, view,
+    AddToCartRequest, AddToCartResponse, CartBody, ErrorBody, GetCartResponse, HolderBody, ItemHoldersBody, LimitsBody,
+    LimitsQuery, MergeBody, MergeRequest, OrderBody, QuotaPolicyBody, RefusedClientBody, SetLineRequest,
+    SetStockRequest, StatusBody, StockBody, StockPage, StockQuery, view,
 };
 use crate::metrics::ScrapeState;
 use crate::state::{AppState, Backend};
 
 type AppS<B> = State<Arc<AppState<B>>>;
+
+/// The client of a request, when a quota is on (see [`crate::quotas`]).
+fn client_of<B: Backend>(app: &AppState<B>, peer: Peer, headers: &HeaderMap) -> Option<ClientKey> {
+    if app.quotas.limits_carts() || app.quotas.limits_holds() { app.quotas.client(peer.0, headers) } else { None }
+}
+
+fn now_of<B: Backend>(app: &AppState<B>) -> domain::Timestamp {
+    app.service.clock().now()
+}
+
+/// Counts the new cart `id` (a fresh random id) for `client`, before it is
+/// made.
+async fn admit_new_cart<B: Backend>(app: &AppState<B>, client: Option<&ClientKey>, id: CartId) -> Result<(), ApiError> {
+    match client {
+        Some(client) if app.quotas.limits_carts() => {
+            let now = now_of(app);
+            app.quotas.admit_cart(client, id, app.service.policy().initial_deadline(now), now).await
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Runs `change` (setting `cart`'s line of `item` to `units`) with those
+/// units counted for `client` first; a change that fails is uncounted, so
+/// a refusal of either kind leaves nothing changed.
+async fn counted<B: Backend, T>(
+    app: &AppState<B>,
+    client: Option<&ClientKey>,
+    cart: CartId,
+    item: &InventoryId,
+    units: u32,
+    change: impl Future<Output = Result<T, CartError>>,
+) -> Result<T, ApiError> {
+    let counted = match client {
+        // A quantity over the line limit is refused by the change itself.
+        Some(client) if app.quotas.limits_holds() && units <= app.service.limits().max_quantity() => {
+            let now = now_of(app);
+            let policy = app.service.policy();
+            let (deadline, moves) = match policy.deadline_on_change(now) {
+                Some(d) => (d, true),
+                // Fixed expiry: the cart ends no later than this; a cart the
+                // quotas know ends at its own deadline.
+                None => (policy.initial_deadline(now), false),
+            };
+            let stock = || async {
+                match app.service.stock(item).await {
+                    Ok(level) => Ok(Some(level)),
+                    Err(CartError::UnknownItem) => Ok(None),
+                    Err(e) => Err(e),
+                }
+            };
+            app.quotas.admit_hold(client, cart, item, units, deadline, moves, now, stock).await?
+        }
+        _ => None,
+    };
+    match change.await {
+        Ok(v) => Ok(v),
+        Err(e) => {
+            app.quotas.undo(counted, now_of(app)).await;
+            Err(e.into())
+        }
+    }
+}
 
 /// Adds the `cart-session-id` header to `response`.
 fn with_session(id: CartId, mut response: Response) -> Response {
@@ -54,11 +119,14 @@ fn path_text(p: Result<Path<String>, PathRejection>) -> Result<String, ApiError>
         (status = 409, description = "`insufficient_stock`, `too_many_lines`, or `idempotency_key_in_use`", body = ErrorBody),
         (status = 413, body = ErrorBody), (status = 415, body = ErrorBody),
         (status = 422, description = "`idempotency_key_reused`: the key came with another line before", body = ErrorBody),
+        (status = 429, description = "A client quota: `too_many_requests` (carts opened per minute, carts open at once) or `hold_limit_reached` (units of the item held across the client's carts; `may_hold` says how many this cart may hold); nothing changed", body = ErrorBody,
+            headers(("Retry-After" = u32, description = "Seconds until the quota may allow it"))),
         (status = 503, body = ErrorBody),
     )
 )]
 pub async fn add_to_cart<B: Backend>(
     State(app): AppS<B>,
+    peer: Peer,
     headers: HeaderMap,
     JsonBody(req): JsonBody<AddToCartRequest>,
 ) -> Result<Response, ApiError> {
@@ -71,18 +139,66 @@ pub async fn add_to_cart<B: Backend>(
     };
     // The answer carries only the session id: no need to read the cart back.
     // An idempotency key counts only where the request makes a new cart.
+    let client = client_of(&app, peer, &headers);
+    let client = client.as_ref();
+    let q = req.quantity;
     let (id, replayed) = match (target, idempotency_key(&headers)?) {
         (Target::New, Some(key)) => {
-            let fingerprint = format!("POST /add-to-cart {product} {item} {}", req.quantity);
+            let fingerprint = format!("POST /add-to-cart {product} {item} {q}");
             let once = Once { key: &key, fingerprint: &fingerprint };
-            let r = app.service.add_line_once(product, item, req.quantity, &once).await?;
-            (r.value.id, r.replayed)
+            let id = CartId::random();
+            admit_new_cart(&app, client, id).await?;
+            let r =
+                counted(&app, client, id, &item, q, app.service.add_line_once_as(product, item.clone(), q, &once, id))
+                    .await;
+            match r {
+                // The key's cart was made by an earlier request: the one
+                // counted here was never made.
+                Ok(r) if r.replayed => {
+                    app.quotas.forget(id, now_of(&app)).await;
+                    (r.value.id, true)
+                }
+                Ok(r) => (r.value.id, false),
+                Err(e) => {
+                    app.quotas.forget(id, now_of(&app)).await;
+                    return Err(e);
+                }
+            }
         }
-        (target, _) => (app.service.add_line(target, product, item, req.quantity).await?.id, false),
+        (Target::ExistingOrNew(existing), _) => {
+            let change = app.service.add_line(Target::Existing(existing), product.clone(), item.clone(), q);
+            match counted(&app, client, existing, &item, q, change).await {
+                Ok(added) => (added.id, false),
+                // The tutorial makes a new cart for a session it does not know.
+                Err(ApiError::Cart(CartError::SessionNotFound)) => {
+                    (add_new(&app, client, product, item, q).await?, false)
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        (_, _) => (add_new(&app, client, product, item, q).await?, false),
     };
     let body =
         AddToCartResponse { message: "Product added to cart successfully".to_owned(), cart_session_id: id.to_string() };
     Ok(replay_marked(with_session(id, (StatusCode::OK, Json(body)).into_response()), replayed))
+}
+
+/// `add-to-cart` on a new cart, counted for `client`.
+async fn add_new<B: Backend>(
+    app: &AppState<B>,
+    client: Option<&ClientKey>,
+    product: ProductId,
+    item: InventoryId,
+    quantity: u32,
+) -> Result<CartId, ApiError> {
+    let id = CartId::random();
+    admit_new_cart(app, client, id).await?;
+    let result =
+        counted(app, client, id, &item, quantity, app.service.add_line_new(id, product, item.clone(), quantity)).await;
+    if result.is_err() {
+        app.quotas.forget(id, now_of(app)).await;
+    }
+    Ok(result?.id)
 }
 
 /// Tutorial route: the cart's lines.
@@ -131,18 +247,32 @@ pub async fn get_cart_tutorial<B: Backend>(State(app): AppS<B>, headers: HeaderM
         (status = 400, description = "A malformed `Idempotency-Key`", body = ErrorBody),
         (status = 404, description = "`session_not_found`: the key's cart has ended since", body = ErrorBody),
         (status = 409, description = "`idempotency_key_in_use`: the first request with the key is still running (`Retry-After`)", body = ErrorBody),
+        (status = 429, description = "`too_many_requests`: a client quota (carts opened per minute, carts open at once); nothing changed", body = ErrorBody,
+            headers(("Retry-After" = u32, description = "Seconds until the quota may allow it"))),
         (status = 503, body = ErrorBody),
     )
 )]
-pub async fn create_cart<B: Backend>(State(app): AppS<B>, headers: HeaderMap) -> Result<Response, ApiError> {
-    let (cart, replayed) = match idempotency_key(&headers)? {
-        None => (app.service.create_cart().await?, false),
+pub async fn create_cart<B: Backend>(
+    State(app): AppS<B>,
+    peer: Peer,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let key = idempotency_key(&headers)?;
+    let client = client_of(&app, peer, &headers);
+    let id = CartId::random();
+    admit_new_cart(&app, client.as_ref(), id).await?;
+    let made = match key {
+        None => app.service.create_cart_as(id).await.map(|cart| (cart, false)),
         Some(key) => {
             let once = Once { key: &key, fingerprint: "POST /v1/carts" };
-            let r = app.service.create_cart_once(&once).await?;
-            (r.value, r.replayed)
+            app.service.create_cart_once_as(&once, id).await.map(|r| (r.value, r.replayed))
         }
     };
+    // Not made (a failure, or the key's cart made earlier): `id` never existed.
+    if !matches!(&made, Ok((cart, _)) if cart.id == id) {
+        app.quotas.forget(id, now_of(&app)).await;
+    }
+    let (cart, replayed) = made?;
     let response = with_session(cart.id, (StatusCode::CREATED, view::CartView(&cart)).into_response());
     Ok(replay_marked(response, replayed))
 }
@@ -192,22 +322,39 @@ pub async fn get_cart<B: Backend>(State(app): AppS<B>, headers: HeaderMap) -> Re
         (status = 400, body = ErrorBody),
         (status = 404, description = "`session_not_found` or `inventory_not_found`", body = ErrorBody),
         (status = 409, description = "`insufficient_stock` (nothing changed) or `too_many_lines`", body = ErrorBody),
+        (status = 429, description = "A client quota: `too_many_requests` (carts opened per minute, carts open at once) or `hold_limit_reached` (units of the item held across the client's carts; `may_hold` says how many this cart may hold); nothing changed", body = ErrorBody,
+            headers(("Retry-After" = u32, description = "Seconds until the quota may allow it"))),
         (status = 413, body = ErrorBody), (status = 415, body = ErrorBody), (status = 503, body = ErrorBody),
     )
 )]
 pub async fn set_line<B: Backend>(
     State(app): AppS<B>,
+    peer: Peer,
     path: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
     JsonBody(req): JsonBody<SetLineRequest>,
 ) -> Result<Response, ApiError> {
     let product = parse_id("product_id", &path_text(path)?, ProductId::parse)?;
     let item = parse_id("inventory_id", &req.inventory_id, InventoryId::parse)?;
-    let target = match session_header(&headers)? {
-        Some(id) => Target::Existing(id),
-        None => Target::New,
+    let client = client_of(&app, peer, &headers);
+    let client = client.as_ref();
+    let q = req.quantity;
+    let result = match session_header(&headers)? {
+        Some(id) => {
+            counted(&app, client, id, &item, q, app.service.set_line(Target::Existing(id), product, item.clone(), q))
+                .await?
+        }
+        None => {
+            let id = CartId::random();
+            admit_new_cart(&app, client, id).await?;
+            let result =
+                counted(&app, client, id, &item, q, app.service.set_line_new(id, product, item.clone(), q)).await;
+            if result.is_err() {
+                app.quotas.forget(id, now_of(&app)).await;
+            }
+            result?
+        }
     };
-    let result = app.service.set_line(target, product, item, req.quantity).await?;
     Ok(with_session(result.cart.id, view::CartView(&result.cart).into_response()))
 }
 
@@ -230,12 +377,25 @@ pub async fn set_line<B: Backend>(
 )]
 pub async fn remove_line<B: Backend>(
     State(app): AppS<B>,
+    peer: Peer,
     path: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let product = parse_id("product_id", &path_text(path)?, ProductId::parse)?;
     let id = required_session(&headers)?;
-    let cart = app.service.remove_line(id, product).await?;
+    let client = client_of(&app, peer, &headers).filter(|_| app.quotas.limits_holds());
+    // The route names the product, the quota counts the item: read the line
+    // (one more session read, only with a hold quota on) to uncount it.
+    let item = match &client {
+        Some(_) => {
+            app.service.get_cart(id).await?.lines.into_iter().find(|l| l.product_id == product).map(|l| l.inventory_id)
+        }
+        None => None,
+    };
+    let cart = match item {
+        Some(item) => counted(&app, client.as_ref(), id, &item, 0, app.service.remove_line(id, product)).await?,
+        None => app.service.remove_line(id, product).await?,
+    };
     Ok(with_session(id, view::CartView(&cart).into_response()))
 }
 
@@ -254,6 +414,7 @@ pub async fn remove_line<B: Backend>(
 pub async fn abandon_cart<B: Backend>(State(app): AppS<B>, headers: HeaderMap) -> Result<Response, ApiError> {
     let id = required_session(&headers)?;
     app.service.abandon(id).await?;
+    app.quotas.forget(id, now_of(&app)).await;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -273,6 +434,7 @@ pub async fn abandon_cart<B: Backend>(State(app): AppS<B>, headers: HeaderMap) -
 pub async fn checkout<B: Backend>(State(app): AppS<B>, headers: HeaderMap) -> Result<Response, ApiError> {
     let id = required_session(&headers)?;
     let result = app.service.checkout(id).await?;
+    app.quotas.forget(id, now_of(&app)).await;
     let status = if result.created { StatusCode::CREATED } else { StatusCode::OK };
     Ok((status, Json(OrderBody::from(&result.order))).into_response())
 }
@@ -305,6 +467,9 @@ pub async fn merge_carts<B: Backend>(
     let from = CartId::parse(req.from_cart_session_id.trim())
         .map_err(|_| ApiError::invalid("from_cart_session_id must be a UUID v4"))?;
     let merged = app.service.merge(into, from, req.strategy.into()).await?;
+    // The source's counts are kept until its deadline: forgetting them would
+    // let a client launder held units through merges. Its units then count
+    // twice once the target's line changes: stricter, never looser.
     Ok(with_session(into, Json(MergeBody::from(&merged)).into_response()))
 }
 
@@ -420,7 +585,76 @@ pub async fn set_stock<B: Backend>(
     let item = parse_id("inventory_id", &path_text(path)?, InventoryId::parse)?;
     let available = StockCount::new(req.available).map_err(|e| ApiError::invalid(format!("available {e}")))?;
     let level = app.service.set_stock(&item, available).await?;
+    app.quotas.restocked(&item);
     Ok(Json(StockBody::new(&item, level)).into_response())
+}
+
+/// Most top holders one `GET /v1/admin/limits` lists.
+pub const MAX_TOP_HOLDERS: usize = 100;
+
+/// The client quotas, the clients refused lately, and the top holders of an
+/// item (admin): what an operator watches during a sale.
+#[utoipa::path(
+    get, path = "/v1/admin/limits", tag = "operations",
+    params(
+        ("inventory_id" = Option<String>, Query, description = "List the clients holding most of this item",
+            min_length = 1, max_length = 64, pattern = "^[A-Za-z0-9._:-]+$"),
+        ("top" = Option<u32>, Query, description = "How many top holders (1-100, default 10)", minimum = 1, maximum = 100),
+    ),
+    security(("admin_token" = [])),
+    responses(
+        (status = 200, description = "The quotas and who is at them", body = LimitsBody),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 404, description = "`inventory_not_found`", body = ErrorBody), (status = 503, body = ErrorBody),
+    )
+)]
+pub async fn admin_limits<B: Backend>(
+    State(app): AppS<B>,
+    headers: HeaderMap,
+    query: Result<Query<LimitsQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    require_admin(&headers, app.admin_token.expose())?;
+    let Query(q) = query.map_err(|e| ApiError::invalid(format!("invalid query: {}", e.body_text())))?;
+    let item = q.inventory_id.as_deref().map(|raw| parse_id("inventory_id", raw, InventoryId::parse)).transpose()?;
+    let top = match q.top.as_deref() {
+        None => 10,
+        Some(raw) => raw
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=MAX_TOP_HOLDERS).contains(n))
+            .ok_or_else(|| ApiError::invalid(format!("top must be between 1 and {MAX_TOP_HOLDERS}")))?,
+    };
+    let stock = match &item {
+        Some(item) => Some(app.service.stock(item).await?),
+        None => None,
+    };
+    let standing = app.quotas.standing(item.as_ref(), top, now_of(&app)).await?;
+    let p = app.quotas.policy();
+    let body = LimitsBody {
+        policy: QuotaPolicyBody {
+            carts_per_minute: p.carts_per_minute(),
+            open_carts: p.open_carts(),
+            held_units: p.held_units(),
+            held_share_percent: p.held_share_percent(),
+            held_share_floor: p.held_share_floor(),
+        },
+        refused: standing
+            .refused
+            .iter()
+            .map(|(client, limit)| RefusedClientBody { client: client.to_string(), limit: limit.as_str().to_owned() })
+            .collect(),
+        item: item.zip(stock).map(|(item, level)| ItemHoldersBody {
+            inventory_id: item.to_string(),
+            stock: level.total(),
+            cap: app.quotas.cap_for(u64::try_from(level.total()).unwrap_or(0)),
+            top_holders: standing
+                .top_holders
+                .iter()
+                .map(|h| HolderBody { client: h.client.to_string(), held: h.count })
+                .collect(),
+        }),
+    };
+    Ok(Json(body).into_response())
 }
 
 /// Liveness: the process answers.

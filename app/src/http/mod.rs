@@ -62,6 +62,7 @@ pub fn router<B: Backend>(state: Arc<AppState<B>>, options: &RouterOptions) -> R
         .route("/v1/cart/merge", post(merge_carts::<B>))
         .route("/v1/inventory", get(list_stock::<B>))
         .route("/v1/inventory/{inventory_id}", get(get_stock::<B>).put(set_stock::<B>))
+        .route("/v1/admin/limits", get(admin_limits::<B>))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz::<B>))
         .route("/openapi.json", get(openapi::serve))

@@ -35,6 +35,7 @@ use super::wire;
         crate::live::events,
         handlers::get_stock,
         handlers::set_stock,
+        handlers::admin_limits,
         handlers::healthz,
         handlers::readyz,
         handlers::metrics,
@@ -46,6 +47,7 @@ use super::wire;
     components(schemas(
         wire::AddToCartRequest, wire::AddToCartResponse, wire::GetCartResponse, wire::LineBody, wire::CartBody,
         wire::SetLineRequest, wire::MergeRequest, wire::MergeStrategyBody, wire::MergeBody, wire::ShortfallBody, wire::OrderBody, wire::StockBody, wire::StockPage, crate::live::StockEventBody, crate::live::StockEvent, wire::SetStockRequest, wire::ErrorBody,
+        wire::LimitsBody, wire::QuotaPolicyBody, wire::RefusedClientBody, wire::ItemHoldersBody, wire::HolderBody,
         wire::StatusBody, crate::catalog::Catalog, crate::catalog::Product,
     )),
     modifiers(&AdminToken),

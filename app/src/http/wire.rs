@@ -262,6 +262,74 @@ pub struct StockQuery {
     pub ids: Option<String>,
 }
 
+/// `GET /v1/admin/limits` query parameters.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsQuery {
+    /// The item whose top holders to list.
+    pub inventory_id: Option<String>,
+    /// How many top holders (1-100, default 10).
+    pub top: Option<String>,
+}
+
+/// The client quotas in force (`null`: off).
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct QuotaPolicyBody {
+    /// Carts one client may open per minute.
+    pub carts_per_minute: Option<u32>,
+    /// Carts one client may have open at once.
+    pub open_carts: Option<u32>,
+    /// Units of one item one client may hold, absolute.
+    pub held_units: Option<u32>,
+    /// The same, as a percentage of the item's stock.
+    pub held_share_percent: Option<u32>,
+    /// The share quota never caps below this many units.
+    pub held_share_floor: u32,
+}
+
+/// A client refused by a quota within the last five minutes.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct RefusedClientBody {
+    /// The client (an address, or an IPv6 block).
+    pub client: String,
+    /// `carts_per_minute`, `open_carts` or `held_units`.
+    pub limit: String,
+}
+
+/// One client's units of the item.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct HolderBody {
+    /// The client.
+    pub client: String,
+    /// Units its live carts hold of the item.
+    pub held: u64,
+}
+
+/// The top holders of one item.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ItemHoldersBody {
+    /// The item.
+    pub inventory_id: String,
+    /// Its stock: available + reserved + sold.
+    pub stock: i64,
+    /// The most one client may hold of it now (`null`: no hold quota).
+    pub cap: Option<u32>,
+    /// The clients holding most of it, most first.
+    pub top_holders: Vec<HolderBody>,
+}
+
+/// `GET /v1/admin/limits`: what an operator watches during a sale.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct LimitsBody {
+    /// The quotas in force.
+    pub policy: QuotaPolicyBody,
+    /// Clients refused lately, most recent first.
+    pub refused: Vec<RefusedClientBody>,
+    /// With `inventory_id`: its top holders.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub item: Option<ItemHoldersBody>,
+}
+
 /// `PUT /v1/inventory/{inventory_id}` body.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -282,6 +350,10 @@ pub struct ErrorBody {
     /// With `insufficient_stock`: units free at the time.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub available: Option<i64>,
+    /// With `hold_limit_reached`: units of the item this cart may still hold
+    /// (what the client's other carts leave of its quota).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub may_hold: Option<u32>,
 }
 
 /// `/healthz` and `/readyz` answers.

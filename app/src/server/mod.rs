@@ -76,9 +76,9 @@ pub async fn serve(listener: TcpListener, app: Router, options: ServeOptions, sh
             permit = slots.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
             () = &mut shutdown => break,
         };
-        let stream = tokio::select! {
+        let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, _peer)) => stream,
+                Ok(accepted) => accepted,
                 Err(e) => {
                     // EMFILE and friends: keep serving the connections we have
                     // and try again shortly rather than exiting.
@@ -92,7 +92,13 @@ pub async fn serve(listener: TcpListener, app: Router, options: ServeOptions, sh
         // Small JSON answers: do not wait for Nagle.
         let _ = stream.set_nodelay(true);
         let io = TokioIo::new(refusals::Refusals::new(stream));
-        let connection = builder.serve_connection(io, TowerToHyperService::new(app.clone()));
+        // The peer address, for the client quotas (`crate::quotas`), as
+        // axum's `ConnectInfo` so handlers read it the usual way.
+        let app = tower::ServiceExt::map_request(app.clone(), move |mut req: http::Request<hyper::body::Incoming>| {
+            req.extensions_mut().insert(axum::extract::ConnectInfo(peer));
+            req
+        });
+        let connection = builder.serve_connection(io, TowerToHyperService::new(app));
         let connection = graceful.watch(connection);
         tokio::spawn(async move {
             if let Err(e) = connection.await {

@@ -49,6 +49,7 @@
 //! a few seconds after the test's `now`).
 
 pub mod inventory;
+pub mod quotas;
 pub mod sessions;
 
 /// Expands to one `#[tokio::test]` per name: each gets a fresh `(store, clock)`
@@ -147,6 +148,31 @@ macro_rules! inventory_contract {
     };
 }
 
+/// The [`domain::ports::Quotas`] contract, one test per behaviour.
+/// `$fixture`: path of an `async fn() -> (impl Quotas, impl Clock)`.
+#[macro_export]
+macro_rules! quotas_contract {
+    ($fixture:path) => {
+        $crate::contract_tests!(
+            quotas,
+            $fixture,
+            [
+                carts_per_minute_refuses_the_next_cart_until_the_minute_ends,
+                open_carts_refuses_until_a_cart_ends_or_is_forgotten,
+                held_units_count_across_a_clients_carts_and_refuse_beyond_the_cap,
+                lowering_a_hold_is_always_admitted_and_reports_what_was_counted,
+                held_units_end_at_the_carts_deadline_with_no_call,
+                forgetting_a_cart_frees_its_units_of_every_item,
+                a_cart_known_only_by_its_holds_is_forgotten_too,
+                a_later_deadline_keeps_an_open_cart_counted,
+                under_fixed_expiry_a_count_ends_with_its_open_carts_deadline,
+                under_sliding_expiry_a_change_keeps_all_the_carts_counts_alive,
+                standing_lists_refused_clients_and_the_top_holders_of_an_item,
+            ]
+        );
+    };
+}
+
 #[cfg(test)]
 mod tests {
     /// The names of the `pub async fn`s of a suite's source.
@@ -173,10 +199,11 @@ mod tests {
         for (macro_name, source) in [
             ("session_store_contract", include_str!("sessions.rs")),
             ("inventory_contract", include_str!("inventory.rs")),
+            ("quotas_contract", include_str!("quotas.rs")),
         ] {
             let mut defined = functions(source);
             let mut run = listed(this_file, macro_name);
-            assert!(defined.len() > 10, "{macro_name}: the suite's functions were found");
+            assert!(defined.len() > 5, "{macro_name}: the suite's functions were found");
             defined.sort_unstable();
             run.sort_unstable();
             assert_eq!(defined, run, "{macro_name} must run every contract function, each once");
