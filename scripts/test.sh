@@ -18,6 +18,11 @@ unset CHAOS_FAULTS CHAOS_SKIP_BUILD CHAOS_ROUNDS CHAOS_WORKERS CHAOS_UNITS \
 while read -r v; do unset "$v"; done < <(compgen -e | grep -E '^CART__' || true)
 
 scripts/services.sh
+# A Redis Cluster of its own for the cluster tests (3 primaries + 3 replicas on
+# 127.0.0.1:7000-7005, scripts/redis-cluster.sh), created afresh so that the
+# failovers of an earlier run are gone.
+scripts/redis-cluster.sh stop
+scripts/redis-cluster.sh start >/dev/null
 
 # Tests work in Redis key prefixes `test-*` and PostgreSQL schemas `test_*` of
 # their own; clear what earlier runs left behind.
