@@ -63,6 +63,14 @@ scripts/loadtest.sh --users 200 --increase-rate 100 --run-time 20s \
 echo "== chaos: short run"
 scripts/chaos.sh --short
 
+# --- Short chaos run on a Redis Cluster (scripts/chaos.sh --cluster) ---------
+# Its own cluster (127.0.0.1:7100-7105) under the same load and end checks
+# while an instance is killed, a primary is shut down (its replica takes
+# over), 200 slots are resharded, one node's listener connections are killed
+# and one primary's notifications are switched off.
+echo "== chaos: short run on a Redis Cluster"
+CHAOS_SKIP_BUILD=1 scripts/chaos.sh --cluster --short
+
 # --- Schemathesis against /openapi.json (see scripts/schemathesis.sh) --------
 # At least 1,000 generated requests on the in-memory backend: no 5xx, every
 # answer documented and matching its schema.
