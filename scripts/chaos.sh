@@ -251,7 +251,7 @@ cleanup() {
   fi
   save_pg_log
   rm -f "$RUN_DIR/cartd"
-  log "cleaned up (cartd instances, redis :$REDIS_PORT and PostgreSQL $PG_VERSION/$PG_CLUSTER stopped); run directory $RUN_DIR; total $(elapsed "$T_START")s"
+  log "cleaned up (cartd instances, redis $([ "$CLUSTER" = 1 ] && echo "cluster ${CPORTS[*]}" || echo ":$REDIS_PORT") and PostgreSQL $PG_VERSION/$PG_CLUSTER stopped); run directory $RUN_DIR; total $(elapsed "$T_START")s"
 }
 on_exit cleanup
 
