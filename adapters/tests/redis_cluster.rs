@@ -195,3 +195,68 @@ async fn the_store_reads_a_usable_topology_and_the_readiness_ping_passes() {
     assert_eq!(topology.primaries().len(), 3);
     assert!(store.ping().await);
 }
+
+/// A cluster-enabled `redis-server` of the test's own on `port`, alone and
+/// serving no slot: a cluster with no usable topology. Shut down on drop.
+struct LonelyNode {
+    port: u16,
+    child: std::process::Child,
+    dir: std::path::PathBuf,
+}
+
+impl LonelyNode {
+    fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let dir = std::env::temp_dir().join(format!("cartd-lonely-{port}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let child = std::process::Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--cluster-enabled", "yes"])
+            .args(["--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(&dir)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server runs");
+        Self { port, child, dir }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for LonelyNode {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[tokio::test]
+async fn without_a_usable_topology_the_store_does_not_start_and_the_listener_says_so() {
+    let node = LonelyNode::start();
+    let client = redis::Client::open(node.url()).unwrap();
+    let started = std::time::Instant::now();
+    while client.get_multiplexed_async_connection().await.is_err() {
+        assert!(started.elapsed() < Duration::from_secs(5), "redis-server started");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let e = RedisSessions::connect(&RedisSettings::cluster([node.url()])).await.unwrap_err();
+    let why = domain::error_chain(&e);
+    assert!(why.contains("serves 0 of 16384 slots"), "{why}");
+
+    let listener = RedisExpiryListener::spawn(&ListenerSettings {
+        cluster_nodes: vec![node.url()],
+        topology_interval: Duration::from_millis(200),
+        ..ListenerSettings::new(String::new(), fresh_key_prefix())
+    })
+    .unwrap();
+    let status = listener.status();
+    // The node answers, but with no slot served and no address of its own:
+    // no usable topology, nothing to subscribe to, not connected.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(status.topology_usable(), Some(false));
+    assert_eq!(status.nodes(), Some((0, 0)));
+    assert!(!status.is_connected());
+}

@@ -272,7 +272,9 @@ pub(super) fn parse_shards(reply: &Value) -> Result<Topology, Error> {
                 "nodes" => {
                     let Value::Array(nodes) = value else { return Err(bad("nodes is not an array")) };
                     for node in nodes {
-                        let node = parse_node(node).ok_or_else(|| bad("unreadable node"))?;
+                        // A node that knows no address of its own (alone,
+                        // never met another node) cannot be reached: skipped.
+                        let Some(node) = parse_node(node).map_err(|()| bad("unreadable node"))? else { continue };
                         has_primary |= node.role == Role::Primary;
                         topology.nodes.push(node);
                     }
@@ -287,19 +289,20 @@ pub(super) fn parse_shards(reply: &Value) -> Result<Topology, Error> {
     Ok(topology)
 }
 
-fn parse_node(node: &Value) -> Option<Node> {
+/// A node, `Ok(None)` when it announces no address.
+fn parse_node(node: &Value) -> Result<Option<Node>, ()> {
     let mut ip = None;
     let mut endpoint = None;
     let mut port = None;
     let mut role = None;
     let mut health = String::new();
-    for (name, value) in pairs(node)? {
+    for (name, value) in pairs(node).ok_or(())? {
         match name.as_str() {
             "ip" => ip = text(value),
             "endpoint" => endpoint = text(value),
             "port" => port = int(value).and_then(|p| u16::try_from(p).ok()),
             "role" => {
-                role = match text(value)?.as_str() {
+                role = match text(value).ok_or(())?.as_str() {
                     "master" | "primary" => Some(Role::Primary),
                     _ => Some(Role::Replica),
                 };
@@ -310,8 +313,11 @@ fn parse_node(node: &Value) -> Option<Node> {
     }
     // `endpoint` is what clients are told to use (an IP unless the node
     // announces a hostname); `?` means unknown.
-    let host = endpoint.filter(|e| !e.is_empty() && e != "?").or(ip)?;
-    Some(Node { addr: NodeAddr { host, port: port? }, role: role?, health })
+    let (Some(port), Some(role)) = (port, role) else { return Err(()) };
+    let Some(host) = endpoint.filter(|e| !e.is_empty() && e != "?").or(ip.filter(|ip| !ip.is_empty())) else {
+        return Ok(None);
+    };
+    Ok(Some(Node { addr: NodeAddr { host, port }, role, health }))
 }
 
 /// A map's entries, from a RESP3 map or a RESP2 array of names and values.
@@ -414,6 +420,26 @@ mod tests {
         let t = parse_shards(&Value::Array(vec![shard(&[], vec![node(7000, "master", "online")])])).unwrap();
         assert!(!t.is_usable());
         assert_eq!(t.nodes.len(), 1);
+    }
+
+    #[test]
+    fn a_node_without_an_address_is_skipped() {
+        // What a cluster-enabled node that never met another one answers.
+        let lonely = Value::Array(vec![
+            bulk("port"),
+            Value::Int(7399),
+            bulk("ip"),
+            bulk(""),
+            bulk("endpoint"),
+            bulk(""),
+            bulk("role"),
+            bulk("master"),
+            bulk("health"),
+            bulk("online"),
+        ]);
+        let t = parse_shards(&Value::Array(vec![shard(&[], vec![lonely])])).unwrap();
+        assert!(t.nodes.is_empty());
+        assert!(!t.is_usable());
     }
 
     #[test]
