@@ -294,7 +294,11 @@ impl ListenerStatus {
 /// Invariant: reconnects by itself and delivers only this deployment's sessions. Proved by
 /// `the_expiry_listener_delivers_a_session_that_expires_and_ignores_other_prefixes` and
 /// `the_listener_switches_notifications_back_on_and_survives_a_killed_connection`
-/// (`adapters/tests/redis_store.rs`).
+/// (`adapters/tests/redis_store.rs`);
+/// on a cluster, hears every node: proved by
+/// `sessions_spread_over_every_primary_and_each_expiry_is_heard_from_its_node_within_a_second`
+/// (`adapters/tests/redis_cluster.rs`) and, across a failover,
+/// `a_primary_killed_under_load_gives_503_only_until_its_replica_takes_over` (`app/tests/cluster.rs`).
 #[derive(Debug)]
 pub struct RedisExpiryListener {
     rx: mpsc::Receiver<CartId>,

@@ -30,7 +30,10 @@ use domain::error_chain as chain;
 /// expiring with it. Proved by `adapters/tests/redis_contract.rs` and by
 /// `a_session_is_one_hash_whose_ttl_matches_its_deadline`,
 /// `concurrent_applies_to_one_line_leave_the_highest_version` and
-/// `scripts_are_loaded_again_after_the_server_forgets_them` (`adapters/tests/redis_store.rs`).
+/// `scripts_are_loaded_again_after_the_server_forgets_them` (`adapters/tests/redis_store.rs`);
+/// on a Redis Cluster by the same contract and
+/// `scripts_a_node_forgot_run_again_even_while_another_node_is_unreachable`
+/// (`adapters/tests/redis_cluster.rs`).
 #[derive(Clone)]
 pub struct RedisSessions {
     conn: Conn,
