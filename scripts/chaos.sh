@@ -9,6 +9,19 @@
 #                              the test command uses this)
 #   scripts/chaos.sh --long    ~4 minutes: 6 rounds of every fault, alternating
 #                              the killed instance and varying the pauses
+#   scripts/chaos.sh --cluster [--short|--long]
+#                              the same load and checks on a Redis Cluster of
+#                              its own (3 primaries + 3 replicas on
+#                              127.0.0.1:7100-7105, scripts/redis-cluster.sh,
+#                              data in the run directory), with the cluster's
+#                              faults instead of Redis's: (1) kill -9 of an
+#                              instance, (6) a primary shut down (its replica
+#                              takes over; the node comes back as a replica),
+#                              (7) 200 slots resharded between two primaries,
+#                              (8) one node's listener connections killed,
+#                              (9) notifications off on one primary (then its
+#                              listener connections killed so cartd
+#                              re-enables them). Short: 32 s of load.
 #   (CHAOS_ROUNDS=N with --long changes the number of 40 s rounds;
 #    CHAOS_WORKERS=N the client's threads (8); CHAOS_UNITS=N the units of each
 #    of the 20 items (1000, --long 6000); CHAOS_SKIP_BUILD=1 skips the build;
@@ -64,15 +77,17 @@
 lib_init chaos
 
 MODE=short
+CLUSTER=0
 for arg in "$@"; do
   case "$arg" in
     --short) MODE=short ;;
     --long) MODE=long ;;
+    --cluster) CLUSTER=1 ;;
     -h | --help)
       usage
       exit 0
       ;;
-    *) die "unknown argument $arg (use --short or --long)" ;;
+    *) die "unknown argument $arg (use --short, --long and/or --cluster)" ;;
   esac
 done
 
@@ -88,6 +103,16 @@ TOKEN=chaos-admin-token-0f3e2d1c
 REDIS_URL="redis://127.0.0.1:$REDIS_PORT"
 PG_URL="postgres://cartd:cartd@127.0.0.1:$PG_PORT/cartd"
 BASES=("http://127.0.0.1:${PORTS[0]}" "http://127.0.0.1:${PORTS[1]}")
+CLUSTER_BASE=7100
+CPORTS=()
+for i in 0 1 2 3 4 5; do CPORTS+=($((CLUSTER_BASE + i))); done
+SEEDS=""
+if [ "$CLUSTER" = 1 ]; then
+  # Not used by cartd on a cluster; it marks the instances as this script's.
+  REDIS_URL="redis://127.0.0.1:$CLUSTER_BASE"
+  SEEDS=$(for p in "${CPORTS[@]}"; do printf 'redis://127.0.0.1:%s,' "$p"; done)
+  SEEDS=${SEEDS%,}
+fi
 
 # Nothing of the caller's cartd configuration may leak into the instances,
 # and no proxy may redirect a request away from 127.0.0.1.
@@ -200,6 +225,15 @@ save_pg_log() {
   [ -n "$PG_LOG" ] && [ -f "$PG_LOG" ] && tail -c +"$((PG_LOG_FROM + 1))" "$PG_LOG" >"$RUN_DIR/postgresql.log"
   return 0
 }
+cluster_script() { CARTD_CLUSTER_PORT=$CLUSTER_BASE CARTD_CLUSTER_DIR="$RUN_DIR/cluster" "$ROOT/scripts/redis-cluster.sh" "$@"; }
+cluster_stop() {
+  [ -d "$RUN_DIR/cluster" ] || return 0
+  local p
+  for p in "${CPORTS[@]}"; do
+    [ -f "$RUN_DIR/cluster/$p/redis.log" ] && cp "$RUN_DIR/cluster/$p/redis.log" "$RUN_DIR/redis-$p.log"
+  done
+  cluster_script stop >/dev/null 2>&1 || true
+}
 cleanup() {
   if [ -n "$CLIENT_PID" ] && kill -0 "$CLIENT_PID" 2>/dev/null; then
     kill "$CLIENT_PID" 2>/dev/null
@@ -209,7 +243,7 @@ cleanup() {
   for i in 0 1; do
     stop_pid "${CARTD_PIDS[$i]}" 5
   done
-  command -v redis-cli >/dev/null && redis_stop
+  if [ "$CLUSTER" = 1 ]; then cluster_stop; else command -v redis-cli >/dev/null && redis_stop; fi
   if [ -n "$PG_VERSION" ] && command -v pg_ctlcluster >/dev/null &&
     pg_lsclusters -h 2>/dev/null | awk -v v="$PG_VERSION" -v c="$PG_CLUSTER" '$1 == v && $2 == c && $4 == "online" { f = 1 } END { exit !f }'; then
     pg_ctlcluster "$PG_VERSION" "$PG_CLUSTER" stop -m fast >/dev/null 2>&1 ||
@@ -217,7 +251,7 @@ cleanup() {
   fi
   save_pg_log
   rm -f "$RUN_DIR/cartd"
-  log "cleaned up (cartd instances, redis :$REDIS_PORT and PostgreSQL $PG_VERSION/$PG_CLUSTER stopped); run directory $RUN_DIR; total $(elapsed "$T_START")s"
+  log "cleaned up (cartd instances, redis $([ "$CLUSTER" = 1 ] && echo "cluster ${CPORTS[*]}" || echo ":$REDIS_PORT") and PostgreSQL $PG_VERSION/$PG_CLUSTER stopped); run directory $RUN_DIR; total $(elapsed "$T_START")s"
 }
 on_exit cleanup
 
@@ -269,6 +303,7 @@ start_instance() { # $1 = index
   env CART__BACKEND=redis \
     CART__HTTP__ADDR="127.0.0.1:${PORTS[$i]}" \
     CART__REDIS__URL="$REDIS_URL" \
+    CART__REDIS__CLUSTER_NODES="$SEEDS" \
     CART__POSTGRES__URL="$PG_URL" \
     CART__SESSION__TTL_SECS="$TTL_SECS" \
     CART__SWEEPER__INTERVAL_MS="$SWEEP_MS" \
@@ -285,8 +320,16 @@ wait_ready() { # $1 = index, $2 = seconds
 }
 
 # ---------------------------------------------------------------- setup
-redis_stop # a leftover chaos Redis: start from an empty one
-redis_start || die "redis did not start on 127.0.0.1:$REDIS_PORT (see $RUN_DIR/redis.log)"
+if [ "$CLUSTER" = 1 ]; then
+  # A leftover cluster of an earlier run (another run directory) is shut down.
+  for p in "${CPORTS[@]}"; do redis-cli -p "$p" shutdown nosave >/dev/null 2>&1 || true; done
+  cluster_script start >/dev/null || die "the chaos cluster did not start on ${CPORTS[*]}"
+  # Notifications off everywhere: cartd has to switch them on, node by node.
+  for p in "${CPORTS[@]}"; do redis-cli -p "$p" config set notify-keyspace-events "" >/dev/null; done
+else
+  redis_stop # a leftover chaos Redis: start from an empty one
+  redis_start || die "redis did not start on 127.0.0.1:$REDIS_PORT (see $RUN_DIR/redis.log)"
+fi
 
 if ! pg_lsclusters -h | awk -v v="$PG_VERSION" -v c="$PG_CLUSTER" '$1 == v && $2 == c { f = 1 } END { exit !f }'; then
   log "creating PostgreSQL cluster $PG_VERSION/$PG_CLUSTER on port $PG_PORT (once)"
@@ -318,7 +361,7 @@ start_instance 1
 for i in 0 1; do
   wait_ready "$i" 30 || die "cartd instance $i did not become ready (see $RUN_DIR/cartd-$i.log)"
 done
-log "redis :$REDIS_PORT, PostgreSQL $PG_VERSION/$PG_CLUSTER :$PG_PORT, cartd ${BASES[*]} ready ($(elapsed "$T_SETUP")s setup)"
+log "redis $([ "$CLUSTER" = 1 ] && echo "cluster ${CPORTS[*]}" || echo ":$REDIS_PORT"), PostgreSQL $PG_VERSION/$PG_CLUSTER :$PG_PORT, cartd ${BASES[*]} ready ($(elapsed "$T_SETUP")s setup)"
 
 # Enough stock that most items are not sold out before the load ends (the
 # client sells a few hundred units a second); one hot item with little stock
@@ -456,10 +499,131 @@ fault_notify_off() { # $1 = seconds off before forcing a resubscribe
   note "2 s later notify-keyspace-events is '$flags', pubsub clients $(pubsub_clients)"
 }
 
+# ---------------------------------------------------------------- cluster faults
+ccli() { redis-cli -h 127.0.0.1 -p "$1" "${@:2}"; }
+# CLUSTER NODES from the first node that answers.
+cluster_nodes() {
+  local p out
+  for p in "${CPORTS[@]}"; do
+    out=$(ccli "$p" cluster nodes 2>/dev/null) && [ -n "$out" ] && { echo "$out"; return 0; }
+  done
+  return 1
+}
+# Primaries serving slots, not failed: "host:port id slots" per line.
+cluster_primaries() {
+  cluster_nodes | awk '$3 ~ /master/ && $3 !~ /fail/ && NF > 8 {
+    split($2, a, "@"); n = 0
+    for (i = 9; i <= NF; i++) if ($i !~ /^\[/) { split($i, r, "-"); n += (r[2] == "" ? 1 : r[2] - r[1] + 1) }
+    print a[1], $1, n }' | sort
+}
+# Every live node says cluster_state:ok and three primaries serve slots.
+cluster_ok() {
+  local p
+  [ "$(cluster_primaries | wc -l)" -eq 3 ] || return 1
+  for p in "${CPORTS[@]}"; do
+    ccli "$p" ping >/dev/null 2>&1 || continue
+    ccli "$p" cluster info 2>/dev/null | grep -q '^cluster_state:ok' || return 1
+  done
+}
+# The node at $1 (host:port) says it is a primary, and the cluster is ok.
+promoted() { ccli "${1##*:}" role 2>/dev/null | head -n 1 | grep -qx master && cluster_ok; }
+node_pubsub() { ccli "$1" client list type pubsub 2>/dev/null | grep -c . || true; }
+node_flags() { ccli "$1" config get notify-keyspace-events 2>/dev/null | sed -n 2p; }
+
+fault_primary_kill() {
+  local victim id port t replica
+  read -r victim id _ < <(cluster_primaries | head -n 1)
+  port=${victim##*:}
+  replica=$(cluster_nodes | awk -v id="$id" '$4 == id && $3 !~ /fail/ { split($2, a, "@"); print a[1]; exit }')
+  fault "(6) PRIMARY KILL: $victim shut down without saving; its replica ${replica:-?} must take over"
+  ccli "$port" shutdown nosave >/dev/null 2>&1 || true
+  if ccli "$port" ping >/dev/null 2>&1; then
+    evidence NONE "$victim still answers PING"
+  else
+    evidence ok "$victim refuses connections"
+  fi
+  t=$(date +%s.%N)
+  if [ -n "$replica" ] && wait_until 20 "" promoted "$replica"; then
+    recovery ok "replica $replica promoted, cluster_state ok after $(elapsed "$t")s"
+  else
+    recovery NONE "replica '${replica}' of $victim not promoted within 20 s"
+  fi
+  cluster_script restart-node "$port" >/dev/null 2>&1 || note "$victim did not restart"
+  wait_until 20 "" cluster_ok || true
+  note "$victim back as $(ccli "$port" role 2>/dev/null | head -n 1)"
+}
+
+fault_reshard() { # $1 = slots
+  local from to via before after
+  read -r via from before < <(cluster_primaries | sed -n 1p)
+  read -r _ to _ < <(cluster_primaries | sed -n 2p)
+  fault "(7) RESHARD: $1 slots from ${from:0:8} ($via, $before slots) to ${to:0:8}"
+  if redis-cli --cluster reshard "$via" --cluster-from "$from" --cluster-to "$to" --cluster-slots "$1" \
+    --cluster-yes --cluster-pipeline 10 >>"$RUN_DIR/reshard.log" 2>&1; then
+    after=$(cluster_primaries | awk -v id="$from" '$2 == id { print $3 }')
+    if [ "${after:-0}" -eq $((before - $1)) ]; then
+      evidence ok "$via serves $after slots (was $before)"
+    else
+      evidence NONE "$via serves '${after}' slots, expected $((before - $1))"
+    fi
+  else
+    evidence NONE "redis-cli --cluster reshard failed (see reshard.log)"
+  fi
+  if redis-cli --cluster check "$via" 2>&1 | grep -q 'All 16384 slots covered'; then
+    recovery ok "redis-cli --cluster check: every slot covered, no open slot"
+  else
+    recovery NONE "redis-cli --cluster check does not find every slot covered"
+  fi
+}
+
+fault_node_pubsub_kill() {
+  local node port n after
+  node=$(cluster_primaries | sed -n 2p | cut -d' ' -f1)
+  port=${node##*:}
+  n=$(ccli "$port" client kill type pubsub 2>/dev/null || echo '?')
+  fault "(8) NODE PUBSUB KILL: $n listener connections killed on $node"
+  if [[ "$n" =~ ^[0-9]+$ ]] && [ "$n" -ge "${#PORTS[@]}" ]; then
+    evidence ok "$n pubsub connections killed on $node"
+  else
+    evidence NONE "'$n' pubsub connections killed on $node (want one per instance)"
+  fi
+  sleep 1.5
+  after=$(node_pubsub "$port")
+  if [ "$after" -ge "${#PORTS[@]}" ]; then
+    recovery ok "$after pubsub clients on $node 1.5 s later"
+  else
+    recovery NONE "$after pubsub clients on $node 1.5 s later (want ${#PORTS[@]})"
+  fi
+}
+
+fault_node_notify_off() { # $1 = seconds off
+  local node port before flags n
+  node=$(cluster_primaries | sed -n 3p | cut -d' ' -f1)
+  port=${node##*:}
+  before=$(node_flags "$port")
+  ccli "$port" config set notify-keyspace-events "" >/dev/null
+  fault "(9) NODE NOTIFICATIONS OFF on $node: '$before' -> '$(node_flags "$port")'"
+  if [ -z "$(node_flags "$port")" ] && [ -n "$before" ]; then
+    evidence ok "notify-keyspace-events on $node went from '$before' to ''"
+  else
+    evidence NONE "notify-keyspace-events on $node was '$before' and is '$(node_flags "$port")'"
+  fi
+  sleep "$1"
+  n=$(ccli "$port" client kill type pubsub 2>/dev/null || echo '?')
+  note "listener connections on $node killed ($n) to make them resubscribe"
+  sleep 2
+  flags=$(node_flags "$port")
+  if [[ "$flags" == *x* ]] && [[ "$flags" == *E* || "$flags" == *A* ]]; then
+    recovery ok "notify-keyspace-events on $node is '$flags' again after the listeners resubscribed"
+  else
+    recovery NONE "notify-keyspace-events on $node is '$flags' after the listeners resubscribed"
+  fi
+}
+
 # ---------------------------------------------------------------- load
 WORKERS=${CHAOS_WORKERS:-8}
 if [ "$MODE" = short ]; then
-  DURATION=30
+  DURATION=$([ "$CLUSTER" = 1 ] && echo 32 || echo 30)
 else
   ROUNDS=${CHAOS_ROUNDS:-6}
   DURATION=$((ROUNDS * 40 + 5))
@@ -474,6 +638,33 @@ CLIENT_PID=$!
 PLANNED_FAULTS=0
 if [ "${CHAOS_FAULTS:-1}" = 0 ]; then
   note "CHAOS_FAULTS=0: baseline run, no fault injected"
+elif [ "$CLUSTER" = 1 ] && [ "$MODE" = short ]; then
+  PLANNED_FAULTS=5
+  sleep_until 2
+  fault_kill 0 1.5
+  sleep_until 7
+  fault_primary_kill
+  sleep_until 17
+  fault_reshard 200
+  sleep_until 21
+  fault_node_pubsub_kill
+  sleep_until 24
+  fault_node_notify_off 3
+elif [ "$CLUSTER" = 1 ]; then
+  PLANNED_FAULTS=$((ROUNDS * 5))
+  for r in $(seq 0 $((ROUNDS - 1))); do
+    base=$((r * 40))
+    sleep_until $((base + 2))
+    fault_kill $((r % 2)) $((1 + r % 3))
+    sleep_until $((base + 8))
+    fault_primary_kill
+    sleep_until $((base + 20))
+    fault_reshard $((100 + 100 * (r % 3)))
+    sleep_until $((base + 26))
+    fault_node_pubsub_kill
+    sleep_until $((base + 30))
+    fault_node_notify_off 4
+  done
 elif [ "$MODE" = short ]; then
   PLANNED_FAULTS=5
   sleep_until 2
@@ -531,7 +722,7 @@ else
   "$PYTHON" "$CLIENT" check --base "${BASES[0]}" --base "${BASES[1]}" --seed "$RUN_DIR/seed.json" \
     --load "$RUN_DIR/load.json" --conservation "$RUN_DIR/conservation.json" --faults "$FAULTS" --log "$RUN_DIR/cartd-0.log" --log "$RUN_DIR/cartd-1.log" \
     --pg-log "$RUN_DIR/postgresql.log" \
-    --detail "$RUN_DIR/detail.json" --meta "mode=--$MODE" --meta "run_dir=$RUN_DIR" \
+    --detail "$RUN_DIR/detail.json" --meta "mode=--$MODE$([ "$CLUSTER" = 1 ] && echo ' --cluster')" --meta "run_dir=$RUN_DIR" \
     --meta "faults=$PLANNED_FAULTS" |
     tee "$RUN_DIR/summary.txt" || check_rc=$?
 fi

@@ -15,6 +15,7 @@
 # socket errors where none are expected, or the scarce flash sale holding
 # anything but exactly its stock.
 # Traffic goes to 127.0.0.1 only; every load is bounded in time.
+# Redis Cluster against one server: scripts/perf-cluster.sh.
 . "$(dirname "$0")/lib.sh"
 lib_init perf
 PEERS=$ROOT/loadtest/peers

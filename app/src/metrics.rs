@@ -105,6 +105,9 @@ pub struct ScrapeState {
     /// Whether the expiry listener is connected; `None` when there is no
     /// listener (memory backend, or disabled).
     pub listener_connected: Option<bool>,
+    /// On a Redis Cluster, the expiry listener's `(subscribed, known)`
+    /// nodes; `None` on one server or without a listener.
+    pub listener_nodes: Option<(usize, usize)>,
     /// Running totals of the batches of holds; `None` when holds are not
     /// batched (memory backend).
     pub hold_batches: Option<HoldBatchTotals>,
@@ -400,6 +403,23 @@ fn scrape_registry(scrape: &ScrapeState) -> Registry {
             gauge,
         );
     }
+    if let Some((subscribed, known)) = scrape.listener_nodes {
+        let as_gauge = |n: usize| {
+            let gauge = Gauge::<i64>::default();
+            gauge.set(i64::try_from(n).unwrap_or(i64::MAX));
+            gauge
+        };
+        registry.register(
+            "cartd_expiry_listener_subscribed_nodes",
+            "Redis Cluster nodes whose expired events the listener is subscribed to",
+            as_gauge(subscribed),
+        );
+        registry.register(
+            "cartd_expiry_listener_known_nodes",
+            "Redis Cluster nodes in the topology the listener last read",
+            as_gauge(known),
+        );
+    }
     registry
 }
 
@@ -522,15 +542,19 @@ mod tests {
         assert!(!text.contains("cartd_held_units"));
         assert!(!text.contains("cartd_pool_connections"));
         assert!(!text.contains("cartd_expiry_listener_connected"));
+        assert!(!text.contains("cartd_expiry_listener_subscribed_nodes"));
         let text = m.encode(&ScrapeState {
             held_units: Some(7),
             pools: vec![PoolUse { store: "postgres", idle: 2, in_use: 1, max: 16 }],
             listener_connected: Some(true),
+            listener_nodes: Some((5, 6)),
             hold_batches: None,
         });
         assert_eq!(sample(&text, "cartd_held_units"), Some(7.0));
         assert_eq!(sample(&text, r#"cartd_pool_connections{store="postgres",state="max"}"#), Some(16.0));
         assert_eq!(sample(&text, "cartd_expiry_listener_connected"), Some(1.0));
+        assert_eq!(sample(&text, "cartd_expiry_listener_subscribed_nodes"), Some(5.0));
+        assert_eq!(sample(&text, "cartd_expiry_listener_known_nodes"), Some(6.0));
     }
 
     #[test]

@@ -219,6 +219,22 @@ pub struct RedisSettings {
     pub timeout: Duration,
     /// Whether cartd may `CONFIG SET notify-keyspace-events` to get expiry events.
     pub configure_notifications: bool,
+    /// Redis Cluster seed nodes, comma-separated `redis://host:port` URLs;
+    /// empty for one server at `url`.
+    #[serde(deserialize_with = "cluster_nodes")]
+    pub cluster_nodes: Secret,
+}
+
+impl RedisSettings {
+    /// The cluster's seed URLs; empty on one server.
+    #[must_use]
+    pub fn cluster_seeds(&self) -> Vec<String> {
+        seed_list(self.cluster_nodes.expose())
+    }
+}
+
+fn seed_list(list: &str) -> Vec<String> {
+    list.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect()
 }
 
 impl Default for RedisSettings {
@@ -232,6 +248,7 @@ impl Default for RedisSettings {
             pool_size: store.pool_size,
             timeout: store.op_timeout,
             configure_notifications: listener.configure_notifications,
+            cluster_nodes: Secret::new(store.cluster_nodes.join(",")),
         }
     }
 }
@@ -723,6 +740,14 @@ fn redis_url<'de, D: Deserializer<'de>>(d: D) -> Result<Secret, D::Error> {
     Ok(url)
 }
 
+fn cluster_nodes<'de, D: Deserializer<'de>>(d: D) -> Result<Secret, D::Error> {
+    let list = Secret::deserialize(d)?;
+    if seed_list(list.expose()).iter().any(|url| !url.starts_with("redis://")) {
+        return Err(Refusal::new("every seed must start with redis://").into_error());
+    }
+    Ok(list)
+}
+
 fn key_prefix<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     let prefix = String::deserialize(d)?;
     if prefix.contains(['{', '}', ' ']) {
@@ -1133,6 +1158,10 @@ mod tests {
             ),
             (vec![("CART__REDIS__POOL_SIZE", "0")], "invalid configuration: redis.pool_size: must be at least 1"),
             (
+                vec![("CART__REDIS__CLUSTER_NODES", "redis://127.0.0.1:7000,127.0.0.1:7001")],
+                "invalid configuration: redis.cluster_nodes: every seed must start with redis://",
+            ),
+            (
                 vec![("CART__POSTGRES__HOLD_BATCHES_IN_FLIGHT", "17")],
                 "invalid configuration: postgres.hold_batches_in_flight: must be between 1 and postgres.pool_size",
             ),
@@ -1151,6 +1180,15 @@ mod tests {
         ] {
             assert_eq!(load(vars.clone()).unwrap_err().to_string(), message, "{vars:?}");
         }
+    }
+
+    #[test]
+    fn cluster_seeds_are_read_from_a_comma_separated_list() {
+        let s = load(vec![("CART__REDIS__CLUSTER_NODES", " redis://127.0.0.1:7000, redis://a:b@127.0.0.1:7001 ,")])
+            .unwrap();
+        assert_eq!(s.redis.cluster_seeds(), vec!["redis://127.0.0.1:7000", "redis://a:b@127.0.0.1:7001"]);
+        assert!(!format!("{s:?}").contains("a:b@"), "seed credentials are not printed");
+        assert!(load(vec![]).unwrap().redis.cluster_seeds().is_empty());
     }
 
     #[test]

@@ -42,6 +42,12 @@ pub trait Backend: Send + Sync + 'static {
         None
     }
 
+    /// On a Redis Cluster, the expiry listener's `(subscribed, known)`
+    /// nodes; `None` otherwise.
+    fn listener_nodes(&self) -> Option<(usize, usize)> {
+        None
+    }
+
     /// Items whose counts changed since the last call, when the inventory
     /// itself can say (in-memory); the Redis + PostgreSQL backend learns
     /// them from its stock listener instead.

@@ -115,6 +115,15 @@ pub async fn spawn_real_app_in(iso: &Isolation, vars: &[(&str, &str)]) -> TestAp
     app
 }
 
+/// Starts an instance on the local Redis Cluster (`scripts/redis-cluster.sh`)
+/// and PostgreSQL in `iso`, with `vars` on top, and waits until it is ready.
+pub async fn spawn_cluster_app_in(iso: &Isolation, vars: &[(&str, &str)]) -> TestApp {
+    let seeds = crate::servers::redis_cluster_nodes().join(",");
+    let mut all: Vec<(&str, &str)> = vec![("CART__REDIS__CLUSTER_NODES", &seeds)];
+    all.extend_from_slice(vars);
+    spawn_real_app_in(iso, &all).await
+}
+
 pub async fn spawn_real_app(vars: &[(&str, &str)]) -> TestApp {
     spawn_real_app_in(&Isolation::new(), vars).await
 }

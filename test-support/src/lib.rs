@@ -8,6 +8,7 @@
 //!   earlier runs left (`test-*` keys, `test_*` schemas).
 //! - [`stores`]: the real adapters, connected and migrated in a fresh prefix
 //!   or schema.
+//! - [`cluster`]: the local Redis Cluster node by node (`scripts/redis-cluster.sh`).
 //! - [`fixtures`]: ids, quantities, line changes and timestamps from literals.
 //! - [`contract`]: the port contracts, written once and run against every
 //!   adapter by [`session_store_contract!`] and [`inventory_contract!`].
@@ -22,6 +23,7 @@
 
 #[cfg(feature = "app")]
 pub mod app;
+pub mod cluster;
 pub mod contract;
 pub mod fixtures;
 pub mod isolation;

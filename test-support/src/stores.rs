@@ -4,7 +4,7 @@ use adapters::postgres_store::{HoldBatchMode, PgInventory, PgSettings};
 use adapters::redis_store::{RedisSessions, RedisSettings};
 
 use crate::isolation::{fresh_key_prefix, fresh_schema};
-use crate::servers::{postgres_url, redis_url, unreachable};
+use crate::servers::{postgres_url, redis_cluster_nodes, redis_url, unreachable};
 
 /// A migrated inventory in a schema of its own.
 pub async fn pg_inventory() -> PgInventory {
@@ -53,4 +53,24 @@ pub async fn redis_sessions_with_prefix(prefix: &str) -> RedisSessions {
         Ok(store) => store,
         Err(e) => unreachable("Redis", &url, &domain::error_chain(&e)),
     }
+}
+
+/// A session store on the local Redis Cluster under `prefix`.
+///
+/// # Panics
+///
+/// When the cluster cannot be reached.
+pub async fn redis_cluster_sessions_with_prefix(prefix: &str) -> RedisSessions {
+    let nodes = redis_cluster_nodes();
+    let mut settings = RedisSettings::cluster(nodes.clone());
+    prefix.clone_into(&mut settings.key_prefix);
+    match RedisSessions::connect(&settings).await {
+        Ok(store) => store,
+        Err(e) => unreachable("Redis Cluster", &nodes.join(","), &domain::error_chain(&e)),
+    }
+}
+
+/// A session store on the local Redis Cluster under a fresh key prefix.
+pub async fn redis_cluster_sessions() -> RedisSessions {
+    redis_cluster_sessions_with_prefix(&fresh_key_prefix()).await
 }

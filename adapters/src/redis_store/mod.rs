@@ -6,8 +6,11 @@
 //! cart data can outlive its session (the tutorial's cart hash had no TTL), and
 //! every mutation is one Lua script, so a session cannot expire between a check
 //! and a write. Every key of a session carries the session id as a Redis Cluster
-//! hash tag (`{<uuid>}`), so the layout already fits a cluster even though this
-//! adapter talks to a single server (bb8-redis has no cluster support).
+//! hash tag (`{<uuid>}`), so every key of a session lives in one slot of a
+//! Redis Cluster and every script touches one slot. The store talks to one
+//! server over a bb8 pool, or to a cluster over the `redis` crate's cluster
+//! client when [`RedisSettings::cluster_nodes`] names seed nodes (its
+//! timeouts are set in the private `cluster` module).
 //!
 //! The listener turns keyspace `expired` events into cart ids. Those events are
 //! late, lost while disconnected and absent when the server has notifications
@@ -32,6 +35,7 @@
 //! caller's `now`, so a session is over at its deadline even before Redis has
 //! deleted the key.
 
+mod cluster;
 mod layout;
 mod listener;
 mod quotas;
@@ -43,6 +47,7 @@ use std::time::Duration;
 
 use domain::ports::PortError;
 
+pub use cluster::{Node, NodeAddr, Role, Topology};
 pub use listener::{ListenerSettings, ListenerStatus, Notifications, RedisExpiryListener};
 pub use quotas::RedisQuotas;
 pub use sessions::RedisSessions;
@@ -69,6 +74,12 @@ pub struct RedisSettings {
     pub op_timeout: Duration,
     /// Longest wait for a connection (from the pool, or a new one).
     pub connect_timeout: Duration,
+    /// Redis Cluster seed nodes (`redis://host:port` each, same credentials
+    /// for all). Empty: one server at `url`. Otherwise `url` is not used:
+    /// the store speaks to the cluster through the `redis` crate's cluster
+    /// client, which learns every node from the seeds, and `op_timeout`
+    /// bounds each request including its retries and redirections.
+    pub cluster_nodes: Vec<String>,
 }
 
 impl RedisSettings {
@@ -82,7 +93,15 @@ impl RedisSettings {
             pool_size: 8,
             op_timeout: Duration::from_millis(500),
             connect_timeout: Duration::from_secs(1),
+            cluster_nodes: Vec::new(),
         }
+    }
+
+    /// Settings for a cluster reached through `seeds`, with the defaults.
+    #[must_use]
+    pub fn cluster(seeds: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        let cluster_nodes: Vec<String> = seeds.into_iter().map(Into::into).collect();
+        Self { cluster_nodes, ..Self::new(String::new()) }
     }
 }
 
@@ -94,6 +113,7 @@ impl fmt::Debug for RedisSettings {
             .field("pool_size", &self.pool_size)
             .field("op_timeout", &self.op_timeout)
             .field("connect_timeout", &self.connect_timeout)
+            .field("cluster_nodes", &self.cluster_nodes.iter().map(|u| redacted(u)).collect::<Vec<_>>())
             .finish()
     }
 }

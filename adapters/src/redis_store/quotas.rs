@@ -24,8 +24,8 @@ use std::sync::LazyLock;
 use domain::ports::{PortError, Quotas};
 use domain::quota::{CartAdmission, ClientCount, ClientKey, HoldAdmission, LimitKind, RECENT_REFUSALS_SECS, Standing};
 use domain::{CartId, InventoryId, Timestamp};
-use redis::Script;
 
+use super::scripts::Lua;
 use super::sessions::Request;
 use super::{Error, RedisSessions};
 
@@ -39,8 +39,8 @@ const BOOKKEEPING_GRACE_MS: i64 = 3_600_000;
 /// `ARGV[4]` the cart, `ARGV[5]` its deadline, `ARGV[6]` the end of this
 /// minute (ms). Returns `{0}` when admitted, `{1, retry_ms}` (per minute) or
 /// `{2, retry_ms}` (open) when refused.
-static ADMIT_CART: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+static ADMIT_CART: LazyLock<Lua> = LazyLock::new(|| {
+    Lua::new(
         r"
 local now = tonumber(ARGV[1])
 local per_minute = tonumber(ARGV[2])
@@ -74,8 +74,8 @@ return {0}
 /// `{0, previous, owner}` when admitted (`owner` 1: the cart's first counted
 /// item and not a cart known as open, so its client must be recorded),
 /// `{1, may_hold, retry_ms, previous}` when refused.
-static ADMIT_HOLD: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+static ADMIT_HOLD: LazyLock<Lua> = LazyLock::new(|| {
+    Lua::new(
         r"
 local now = tonumber(ARGV[1])
 local cart = ARGV[2]
@@ -146,8 +146,8 @@ return {0, previous, owner}
 /// `KEYS[1]` the open set, `KEYS[2]` the cart's item set; `ARGV[1]` the
 /// cart, `ARGV[2]` the prefix of the client's item hashes
 /// (`{prefix}lim:{c}:h:`, same slot). Stops counting the cart. Returns 1.
-static FORGET: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+static FORGET: LazyLock<Lua> = LazyLock::new(|| {
+    Lua::new(
         r"
 redis.call('ZREM', KEYS[1], ARGV[1])
 for _, item in ipairs(redis.call('SMEMBERS', KEYS[2])) do
@@ -161,8 +161,8 @@ return 1
 
 /// `KEYS[1]` the refusals; `ARGV[1]` now, `ARGV[2]` `"<client> <limit>"`,
 /// `ARGV[3]` the oldest time kept, `ARGV[4]` how long the key lasts (ms).
-static REFUSED: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+static REFUSED: LazyLock<Lua> = LazyLock::new(|| {
+    Lua::new(
         r"
 redis.call('ZADD', KEYS[1], ARGV[1], ARGV[2])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[3])
@@ -242,7 +242,7 @@ impl Quotas for RedisQuotas {
         open: Option<u32>,
     ) -> Result<CartAdmission, PortError> {
         let minute = now.as_millis().div_euclid(60_000);
-        let mut inv = ADMIT_CART.prepare_invoke();
+        let mut inv = ADMIT_CART.call();
         inv.key(self.client_key(client, &format!("n:{minute}")))
             .key(self.client_key(client, "open"))
             .arg(now.as_millis())
@@ -274,7 +274,7 @@ impl Quotas for RedisQuotas {
         moves: bool,
         now: Timestamp,
     ) -> Result<HoldAdmission, PortError> {
-        let mut inv = ADMIT_HOLD.prepare_invoke();
+        let mut inv = ADMIT_HOLD.call();
         inv.key(self.client_key(client, &format!("h:{item}")))
             .key(self.client_key(client, "open"))
             .key(self.client_key(client, &format!("ci:{cart}")))
@@ -314,7 +314,7 @@ impl Quotas for RedisQuotas {
         get.arg(self.cart_key(cart));
         let owner: Option<String> = self.redis.exec("quota owner", Request::Cmd(&get)).await?;
         let Some(client) = owner.and_then(|c| ClientKey::new(c).ok()) else { return Ok(()) };
-        let mut inv = FORGET.prepare_invoke();
+        let mut inv = FORGET.call();
         inv.key(self.client_key(&client, "open"))
             .key(self.client_key(&client, &format!("ci:{cart}")))
             .arg(cart.to_string())
@@ -324,7 +324,7 @@ impl Quotas for RedisQuotas {
     }
 
     async fn note_refusal(&self, client: &ClientKey, limit: LimitKind, now: Timestamp) -> Result<(), PortError> {
-        let mut inv = REFUSED.prepare_invoke();
+        let mut inv = REFUSED.call();
         inv.key(self.refused_key())
             .arg(now.as_millis())
             .arg(format!("{client} {}", limit.as_str()))

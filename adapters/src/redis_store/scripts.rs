@@ -1,8 +1,12 @@
 //! The Lua scripts behind every mutation. Each runs atomically on the server,
 //! so checking that a session is live and changing it are one step (the
 //! tutorial's `EXISTS` then `HSET` let a session expire in between).
-//! [`redis::Script`] sends `EVALSHA` and loads the script only when the server
-//! does not have it (after a restart or `SCRIPT FLUSH`).
+//! A [`Call`] sends `EVALSHA`, and `EVAL` with the source when the server
+//! answers `NOSCRIPT` (after a restart, a failover to a replica that never
+//! ran it, or `SCRIPT FLUSH`). `redis::Script` would answer `NOSCRIPT` with a
+//! `SCRIPT LOAD`, which a cluster client sends to every node and which fails
+//! as a whole while any node is down, even when the key's own primary is
+//! healthy; `EVAL` goes where the key lives and caches the script there.
 //!
 //! Every script names its one key in `KEYS`, as Redis Cluster requires.
 //! Deadlines are compared as numbers (milliseconds fit a Lua double exactly);
@@ -11,12 +15,12 @@
 
 use std::sync::LazyLock;
 
-use redis::Script;
+use redis::{Cmd, ToRedisArgs};
 
 /// `KEYS[1]` session key; `ARGV[1]` deadline (ms). Replaces whatever the key
 /// held with an empty session ending at the deadline. Returns 1.
-pub(super) static CREATE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+pub(super) static CREATE: LazyLock<Lua> = LazyLock::new(|| {
+    Lua::new(
         r"
 redis.call('DEL', KEYS[1])
 redis.call('HSET', KEYS[1], '@', ARGV[1])
@@ -34,8 +38,8 @@ return 1
 /// (deadlines never move back, so receipts applied out of order cannot shorten
 /// a session) and returns the whole hash, or just 1 when `ARGV[6]` is `1`
 /// (the caller does not need the cart: the answer then does not grow with it).
-pub(super) static APPLY: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+pub(super) static APPLY: LazyLock<Lua> = LazyLock::new(|| {
+    Lua::new(
         r"
 local deadline = tonumber(redis.call('HGET', KEYS[1], '@'))
 if not deadline or deadline <= tonumber(ARGV[1]) then
@@ -67,8 +71,8 @@ return redis.call('HGETALL', KEYS[1])
 
 /// `KEYS[1]` session key; `ARGV[1]` now (ms). Deletes the key; returns 1 if it
 /// existed with a deadline after now, else 0.
-pub(super) static CLOSE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+pub(super) static CLOSE: LazyLock<Lua> = LazyLock::new(|| {
+    Lua::new(
         r"
 local deadline = tonumber(redis.call('HGET', KEYS[1], '@'))
 local existed = redis.call('DEL', KEYS[1])
@@ -85,8 +89,8 @@ return 0
 /// epoch), `ARGV[3]` now (ms). Keeps the record unless a record that ends
 /// after now has the key, and returns nil; otherwise returns that record.
 /// Redis drops the key at its end too (`PXAT`), so ended keys cost nothing.
-pub(super) static CLAIM_KEY: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+pub(super) static CLAIM_KEY: LazyLock<Lua> = LazyLock::new(|| {
+    Lua::new(
         r"
 local held = redis.call('GET', KEYS[1])
 if held then
@@ -104,8 +108,8 @@ return false
 /// `KEYS[1]` idempotency key; `ARGV[1]` the cart that claimed it, `ARGV[2]`
 /// when the done record ends (ms), or empty to drop it. Acts only while the
 /// key still names that cart.
-pub(super) static SETTLE_KEY: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+pub(super) static SETTLE_KEY: LazyLock<Lua> = LazyLock::new(|| {
+    Lua::new(
         r"
 local held = redis.call('GET', KEYS[1])
 if not held then
@@ -124,3 +128,58 @@ return 1
 ",
     )
 });
+
+/// A Lua script: its source and its SHA-1.
+pub(super) struct Lua {
+    code: &'static str,
+    hash: String,
+}
+
+impl Lua {
+    pub(super) fn new(code: &'static str) -> Self {
+        Self { code, hash: redis::Script::new(code).get_hash().to_owned() }
+    }
+
+    /// A call of this script, to be given its keys and arguments.
+    pub(super) fn call(&'static self) -> Call {
+        Call { lua: self, keys: Vec::new(), args: Vec::new() }
+    }
+}
+
+/// One call of a [`Lua`] script with its keys (`KEYS`) and arguments (`ARGV`).
+pub(super) struct Call {
+    lua: &'static Lua,
+    keys: Vec<Vec<u8>>,
+    args: Vec<Vec<u8>>,
+}
+
+impl Call {
+    /// Adds a key (`KEYS[i]`).
+    pub(super) fn key<T: ToRedisArgs>(&mut self, key: T) -> &mut Self {
+        key.write_redis_args(&mut self.keys);
+        self
+    }
+
+    /// Adds an argument (`ARGV[i]`).
+    pub(super) fn arg<T: ToRedisArgs>(&mut self, arg: T) -> &mut Self {
+        arg.write_redis_args(&mut self.args);
+        self
+    }
+
+    /// `EVALSHA <sha> <numkeys> <keys> <args>`.
+    pub(super) fn evalsha(&self) -> Cmd {
+        self.command("EVALSHA", self.lua.hash.as_bytes())
+    }
+
+    /// `EVAL <source> <numkeys> <keys> <args>`: runs the script and caches it
+    /// on the node that runs it.
+    pub(super) fn eval(&self) -> Cmd {
+        self.command("EVAL", self.lua.code.as_bytes())
+    }
+
+    fn command(&self, name: &str, script: &[u8]) -> Cmd {
+        let mut cmd = redis::cmd(name);
+        cmd.arg(script).arg(self.keys.len()).arg(&*self.keys).arg(&*self.args);
+        cmd
+    }
+}

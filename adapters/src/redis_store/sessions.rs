@@ -1,5 +1,7 @@
 //! [`RedisSessions`]: the session store over a bb8 pool of multiplexed
-//! connections. Each port call is one round trip: a script for the mutations,
+//! connections to one server, or over one cluster connection (the `redis`
+//! crate's, which keeps a multiplexed connection per node and is cloned per
+//! request). Each port call is one round trip: a script for the mutations,
 //! `HGETALL` for `load`.
 
 use std::sync::Arc;
@@ -11,10 +13,13 @@ use bb8_redis::RedisConnectionManager;
 use domain::idempotency::{IdempotencyKey, KeyClaim, KeyRecord, KeyScope};
 use domain::ports::{HoldReceipt, LineChange, PortError, SessionStore};
 use domain::{Cart, CartId, Timestamp};
-use redis::aio::MultiplexedConnection;
-use redis::{Cmd, FromRedisValue, RedisError, ScriptInvocation};
+use redis::aio::{ConnectionLike, MultiplexedConnection};
+use redis::cluster_async::ClusterConnection;
+use redis::{Cmd, ErrorKind, FromRedisValue, RedisError, ServerErrorKind};
 
+use super::cluster::{self, NodeAddr, Seeds, Topology};
 use super::layout::{cart_from_hash, idempotency_key, line_value, product_field, record_of, record_value, session_key};
+use super::scripts::Call;
 use super::{Error, RedisSettings, check_prefix, redacted, scripts};
 use domain::error_chain as chain;
 
@@ -25,10 +30,13 @@ use domain::error_chain as chain;
 /// expiring with it. Proved by `adapters/tests/redis_contract.rs` and by
 /// `a_session_is_one_hash_whose_ttl_matches_its_deadline`,
 /// `concurrent_applies_to_one_line_leave_the_highest_version` and
-/// `scripts_are_loaded_again_after_the_server_forgets_them` (`adapters/tests/redis_store.rs`).
+/// `scripts_are_loaded_again_after_the_server_forgets_them` (`adapters/tests/redis_store.rs`);
+/// on a Redis Cluster by the same contract and
+/// `scripts_a_node_forgot_run_again_even_while_another_node_is_unreachable`
+/// (`adapters/tests/redis_cluster.rs`).
 #[derive(Clone)]
 pub struct RedisSessions {
-    pool: Pool<Manager>,
+    conn: Conn,
     prefix: String,
     op_timeout: Duration,
     connect_timeout: Duration,
@@ -38,7 +46,7 @@ impl std::fmt::Debug for RedisSessions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisSessions")
             .field("prefix", &self.prefix)
-            .field("pool", &self.pool.state())
+            .field("conn", &self.conn)
             .field("op_timeout", &self.op_timeout)
             .finish_non_exhaustive()
     }
@@ -49,12 +57,20 @@ impl RedisSessions {
     /// unreachable server is reported at start rather than on the first
     /// request.
     ///
+    /// With [`RedisSettings::cluster_nodes`], connects to the cluster
+    /// through its seeds instead, and checks that the cluster serves every
+    /// slot.
+    ///
     /// # Errors
     /// [`PortError`] when the URL or the settings are invalid (empty pool,
     /// braces in the prefix), or Redis does not answer a `PING` within
-    /// `connect_timeout + op_timeout`.
+    /// `connect_timeout + op_timeout` (a cluster: no seed answers, or the
+    /// cluster does not serve every slot).
     pub async fn connect(settings: &RedisSettings) -> Result<Self, PortError> {
         check_prefix(&settings.key_prefix)?;
+        if !settings.cluster_nodes.is_empty() {
+            return Self::connect_cluster(settings).await;
+        }
         if settings.pool_size == 0 {
             return Err(Error::Settings("pool_size must be at least 1").into());
         }
@@ -71,7 +87,7 @@ impl RedisSessions {
             .connection_timeout(settings.connect_timeout)
             .build_unchecked(Manager(manager));
         let store = Self {
-            pool,
+            conn: Conn::Single(pool),
             prefix: settings.key_prefix.clone(),
             op_timeout: settings.op_timeout,
             connect_timeout: settings.connect_timeout,
@@ -80,9 +96,74 @@ impl RedisSessions {
         Ok(store)
     }
 
+    async fn connect_cluster(settings: &RedisSettings) -> Result<Self, PortError> {
+        let seeds = Seeds::parse(&settings.cluster_nodes)?;
+        let conn = cluster::connect(&seeds, settings.connect_timeout, settings.op_timeout).await?;
+        let store = Self {
+            conn: Conn::Cluster(Box::new(ClusterConn {
+                conn,
+                known: Arc::new(std::sync::Mutex::new(seeds.addrs())),
+                seeds,
+            })),
+            prefix: settings.key_prefix.clone(),
+            op_timeout: settings.op_timeout,
+            connect_timeout: settings.connect_timeout,
+        };
+        let topology = store.topology().await?;
+        if !topology.is_usable() {
+            return Err(Error::Protocol(format!(
+                "the cluster serves {} of {} slots",
+                topology.slots_assigned,
+                cluster::SLOTS
+            ))
+            .into());
+        }
+        Ok(store)
+    }
+
+    /// Whether this store talks to a Redis Cluster.
+    #[must_use]
+    pub fn is_cluster(&self) -> bool {
+        matches!(self.conn, Conn::Cluster(_))
+    }
+
+    /// The cluster's topology, read from the first node that answers (seeds
+    /// and the nodes learnt from earlier answers).
+    ///
+    /// # Errors
+    /// [`PortError`] when this store is not on a cluster, or no node answers.
+    pub async fn topology(&self) -> Result<Topology, PortError> {
+        let Conn::Cluster(c) = &self.conn else {
+            return Err(Error::Settings("not a cluster").into());
+        };
+        let candidates = c.known.lock().expect("never poisoned: no panics while held").clone();
+        let topology = cluster::read_topology(&c.seeds, &candidates, self.connect_timeout, self.op_timeout).await?;
+        if topology.is_usable() {
+            let mut learnt: Vec<NodeAddr> = topology.nodes.iter().map(|n| n.addr.clone()).collect();
+            learnt.extend(c.seeds.addrs());
+            *c.known.lock().expect("never poisoned: no panics while held") = learnt;
+        }
+        Ok(topology)
+    }
+
     /// Whether Redis answers a `PING` within the timeouts, for readiness
-    /// probes.
+    /// probes. On a cluster: whether a node answers `CLUSTER SHARDS` with
+    /// every slot served (a `PING` through the cluster client would go to
+    /// every primary and fail while any one is down).
     pub async fn ping(&self) -> bool {
+        if self.is_cluster() {
+            return match self.topology().await {
+                Ok(t) if t.is_usable() => true,
+                Ok(t) => {
+                    tracing::debug!(slots = t.slots_assigned, "redis cluster does not serve every slot");
+                    false
+                }
+                Err(e) => {
+                    tracing::debug!(error = %chain(&e), "redis cluster topology unknown");
+                    false
+                }
+            };
+        }
         match self.exec::<String>("ping", Request::Cmd(&redis::cmd("PING"))).await {
             Ok(_) => true,
             Err(e) => {
@@ -104,15 +185,30 @@ impl RedisSessions {
         session_key(&self.prefix, id)
     }
 
-    /// Runs one request on a pooled connection, bounded by the timeouts.
+    /// Runs one request, bounded by the timeouts: on a pooled connection, or
+    /// on a clone of the cluster connection.
     ///
     /// The pooled connection is multiplexed: the request runs on a clone of
     /// it and the pool gets it back at once, so concurrent requests share a
     /// few connections and are pipelined on them instead of each waiting for a
     /// connection of its own.
-    pub(super) async fn exec<T: FromRedisValue>(&self, op: &'static str, req: Request<'_, '_>) -> Result<T, Error> {
+    pub(super) async fn exec<T: FromRedisValue>(&self, op: &'static str, req: Request<'_>) -> Result<T, Error> {
+        let pool = match &self.conn {
+            Conn::Single(pool) => pool,
+            Conn::Cluster(c) => {
+                let mut conn = c.conn.clone();
+                // The client bounds the request itself (`op_timeout`, retries
+                // included); this bound only guards against a bug there.
+                return match tokio::time::timeout(self.op_timeout, req.run(&mut conn)).await {
+                    Ok(Ok(value)) => Ok(value),
+                    Ok(Err(source)) if source.is_timeout() => Err(Error::Timeout { op, after: self.op_timeout }),
+                    Ok(Err(source)) => Err(Error::Command { op, source }),
+                    Err(_) => Err(Error::Timeout { op, after: self.op_timeout }),
+                };
+            }
+        };
         let (mut conn, broken) = loop {
-            let pooled = self.pool.get().await.map_err(|e| match e {
+            let pooled = pool.get().await.map_err(|e| match e {
                 RunError::User(e) => Error::Connect(e),
                 RunError::TimedOut => Error::ConnectTimeout(self.connect_timeout),
             })?;
@@ -124,14 +220,7 @@ impl RedisSessions {
             }
         };
         let mark_broken = || broken.store(true, Ordering::Relaxed);
-        let conn = &mut conn;
-        let outcome = tokio::time::timeout(self.op_timeout, async move {
-            match req {
-                Request::Cmd(cmd) => cmd.query_async(conn).await,
-                Request::Script(inv) => inv.invoke_async(conn).await,
-            }
-        })
-        .await;
+        let outcome = tokio::time::timeout(self.op_timeout, req.run(&mut conn)).await;
         match outcome {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(source)) => {
@@ -150,13 +239,17 @@ impl RedisSessions {
     }
 
     /// The pool's connections: `(open, idle)`; the others are in use. For
-    /// metrics.
+    /// metrics. A cluster connection counts as one open connection in use.
     #[must_use]
     pub fn pool_connections(&self) -> (u32, u32) {
-        let state = self.pool.state();
-        (state.connections, state.idle_connections)
+        match &self.conn {
+            Conn::Single(pool) => {
+                let state = pool.state();
+                (state.connections, state.idle_connections)
+            }
+            Conn::Cluster(_) => (1, 0),
+        }
     }
-
     /// The `APPLY` script's call for this change; `quiet` makes it answer 1
     /// instead of the whole hash.
     fn apply_invocation(
@@ -166,8 +259,8 @@ impl RedisSessions {
         receipt: HoldReceipt,
         now: Timestamp,
         quiet: bool,
-    ) -> ScriptInvocation<'static> {
-        let mut inv = scripts::APPLY.prepare_invoke();
+    ) -> Call {
+        let mut inv = scripts::APPLY.call();
         inv.key(session_key(&self.prefix, id))
             .arg(now.as_millis())
             .arg(receipt.version)
@@ -180,14 +273,59 @@ impl RedisSessions {
 }
 
 /// A request [`RedisSessions::exec`] can send.
-pub(super) enum Request<'a, 'b> {
+#[derive(Clone, Copy)]
+pub(super) enum Request<'a> {
     Cmd(&'a Cmd),
-    Script(&'a ScriptInvocation<'b>),
+    Script(&'a Call),
+}
+
+impl Request<'_> {
+    /// Sends the request on `conn`; a script by its SHA-1, and again with
+    /// its source when the node does not know it.
+    async fn run<T: FromRedisValue, C: ConnectionLike + Send>(self, conn: &mut C) -> Result<T, RedisError> {
+        match self {
+            Request::Cmd(cmd) => cmd.query_async(conn).await,
+            Request::Script(call) => match call.evalsha().query_async(conn).await {
+                Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
+                    call.eval().query_async(conn).await
+                }
+                other => other,
+            },
+        }
+    }
+}
+
+/// How the store reaches Redis.
+#[derive(Clone)]
+enum Conn {
+    /// One server, through a pool of multiplexed connections.
+    Single(Pool<Manager>),
+    /// A cluster, through one cloneable connection.
+    Cluster(Box<ClusterConn>),
+}
+
+impl std::fmt::Debug for Conn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Conn::Single(pool) => f.debug_tuple("Single").field(&pool.state()).finish(),
+            Conn::Cluster(c) => f.debug_tuple("Cluster").field(&c.seeds).finish(),
+        }
+    }
+}
+
+/// The cluster connection and what is needed to read the topology.
+#[derive(Clone)]
+struct ClusterConn {
+    conn: ClusterConnection,
+    seeds: Seeds,
+    /// Nodes to ask for the topology: the last usable topology's, then the
+    /// seeds.
+    known: Arc<std::sync::Mutex<Vec<NodeAddr>>>,
 }
 
 impl SessionStore for RedisSessions {
     async fn create(&self, id: CartId, expires_at: Timestamp, _now: Timestamp) -> Result<(), PortError> {
-        let mut inv = scripts::CREATE.prepare_invoke();
+        let mut inv = scripts::CREATE.call();
         inv.key(session_key(&self.prefix, id)).arg(expires_at.as_millis());
         self.exec::<i64>("create", Request::Script(&inv)).await?;
         Ok(())
@@ -227,7 +365,7 @@ impl SessionStore for RedisSessions {
     }
 
     async fn close(&self, id: CartId, now: Timestamp) -> Result<bool, PortError> {
-        let mut inv = scripts::CLOSE.prepare_invoke();
+        let mut inv = scripts::CLOSE.call();
         inv.key(session_key(&self.prefix, id)).arg(now.as_millis());
         let live: i64 = self.exec("close", Request::Script(&inv)).await?;
         Ok(live == 1)
@@ -241,7 +379,7 @@ impl SessionStore for RedisSessions {
         until: Timestamp,
         now: Timestamp,
     ) -> Result<KeyClaim, PortError> {
-        let mut inv = scripts::CLAIM_KEY.prepare_invoke();
+        let mut inv = scripts::CLAIM_KEY.call();
         inv.key(idempotency_key(&self.prefix, scope, key))
             .arg(record_value(record, until))
             .arg(until.as_millis())
@@ -263,7 +401,7 @@ impl SessionStore for RedisSessions {
         until: Option<Timestamp>,
         _now: Timestamp,
     ) -> Result<(), PortError> {
-        let mut inv = scripts::SETTLE_KEY.prepare_invoke();
+        let mut inv = scripts::SETTLE_KEY.call();
         let until = until.map_or_else(String::new, |t| t.as_millis().to_string());
         inv.key(idempotency_key(&self.prefix, scope, key)).arg(cart.to_string()).arg(until);
         let _: i64 = self.exec("settle_key", Request::Script(&inv)).await?;

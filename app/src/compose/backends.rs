@@ -100,6 +100,10 @@ impl Backend for RedisBackend {
         self.listener_enabled.then(|| self.listener.get().is_some_and(ListenerStatus::is_connected))
     }
 
+    fn listener_nodes(&self) -> Option<(usize, usize)> {
+        self.listener.get().and_then(ListenerStatus::nodes)
+    }
+
     fn hold_batches(&self, service: &CartService<RedisSessions, PgInventory, TokioClock>) -> Option<HoldBatchTotals> {
         let HoldBatchStats { batches, holds, busy_seconds, failed, reference_fallbacks } =
             service.inventory().hold_batch_stats();
@@ -130,6 +134,7 @@ pub(super) fn redis_settings(settings: &Settings) -> StoreSettings {
         pool_size: settings.redis.pool_size,
         op_timeout: settings.redis.timeout,
         connect_timeout: settings.redis.timeout.max(std::time::Duration::from_secs(1)),
+        cluster_nodes: settings.redis.cluster_seeds(),
     }
 }
 

@@ -698,6 +698,7 @@ pub async fn metrics<B: Backend>(State(app): AppS<B>) -> Response {
         held_units,
         pools: app.backend.pools(&app.service),
         listener_connected: app.backend.listener_connected(),
+        listener_nodes: app.backend.listener_nodes(),
         hold_batches: app.backend.hold_batches(&app.service),
     };
     ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], app.metrics.encode(&scrape)).into_response()
