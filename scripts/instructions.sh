@@ -35,7 +35,7 @@ pid=
 cleanup() { if [ -n "$pid" ]; then kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; fi; }
 on_exit cleanup
 rm -f "$OUT"/callgrind.out*
-CART__HTTP__ADDR=127.0.0.1:$PORT CART__LOG__FILTER=warn CART__STOREFRONT__ENABLED=false \
+CART__HTTP__ADDR=127.0.0.1:$PORT CART__LOG__FILTER=warn CART__STOREFRONT__ENABLED=false CART__QUOTAS__ENABLED=false \
 CART__SESSION__TTL_SECS=3600 CART__SWEEPER__INTERVAL_MS=60000 CART__LIVE__TICK_MS=10000 CART__LIVE__RESYNC_MS=10000 \
   valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$OUT/callgrind.out" "$BIN" \
   >"$OUT/cartd.log" 2>&1 &

@@ -51,7 +51,7 @@ start_cartd() { # port schema extra-env...
   shift 2
   env CART__BACKEND=redis CART__HTTP__ADDR="127.0.0.1:$port" CART__REDIS__KEY_PREFIX=perfs: \
     CART__POSTGRES__SCHEMA="$schema" CART__ADMIN__TOKEN=$TOKEN CART__LIMITS__MAX_LINES=1000 \
-    CART__SESSION__TTL_SECS=3600 CART__LOG__FILTER=warn CART__HTTP__MAX_CONNECTIONS=20000 "$@" \
+    CART__SESSION__TTL_SECS=3600 CART__LOG__FILTER=warn CART__HTTP__MAX_CONNECTIONS=20000 CART__QUOTAS__ENABLED=false "$@" \
     "$BIN" >"$OUT/cartd-$port.log" 2>&1 &
   pids+=($!)
 }

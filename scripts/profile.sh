@@ -67,7 +67,7 @@ psql_url "$PGURL" -c "drop schema if exists $SCHEMA cascade" >/dev/null
 CART__BACKEND=redis CART__HTTP__ADDR=127.0.0.1:$PORT CART__REDIS__KEY_PREFIX=profile: \
 CART__POSTGRES__SCHEMA=$SCHEMA CART__ADMIN__TOKEN=profile-admin-token-0123456789 CART__LIMITS__MAX_LINES=1000 \
 CART__SESSION__TTL_SECS=3600 CART__LOG__FILTER=warn CART__HTTP__MAX_CONNECTIONS=20000 \
-CART__STOREFRONT__ENABLED=false \
+CART__STOREFRONT__ENABLED=false CART__QUOTAS__ENABLED=false \
   "$BIN" >"$OUT/cartd.log" 2>&1 &
 pid=$!
 wait_until 20 "$pid" http_ok "$C/readyz" || die "cartd not ready (see $OUT/cartd.log)"
