@@ -87,28 +87,11 @@ cluster_mem() {
 }
 mem_before=$(cluster_mem)
 log "opening 2 x 1,000 carts of 3 lines on each instance"
-python3 - "$OUT" "$SINGLE_PORT" "$CLUSTER_PORT" <<'PY'
-import http.client, json, sys, uuid
-out, sport, cport = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-def sessions(port, path):
-    c = http.client.HTTPConnection("127.0.0.1", port)
-    ids = []
-    for n in range(1000):
-        sid = None
-        for line in range(3):
-            body = json.dumps({"product_id": str(uuid.uuid4()), "inventory_id": f"inv-{(n + line) % 100 + 1}", "quantity": 1 + line})
-            h = {"content-type": "application/json"}
-            if sid: h["cart-session-id"] = sid
-            c.request("POST", "/add-to-cart", body, h)
-            r = c.getresponse(); data = json.loads(r.read())
-            assert r.status == 200, (r.status, data)
-            sid = data["cartSessionId"]
-        ids.append(sid)
-    open(path, "w").write("\n".join(ids) + "\n")
-for name, port in (("single", sport), ("cluster", cport)):
-    sessions(port, f"{out}/{name}-get.txt")
-    sessions(port, f"{out}/{name}-add.txt")
-PY
+for side in "single $SINGLE_PORT" "cluster $CLUSTER_PORT"; do
+  read -r name port <<<"$side"
+  filled_carts "$port" 1000 "$OUT/$name-get.txt"
+  filled_carts "$port" 1000 "$OUT/$name-add.txt"
+done
 mem_after=$(cluster_mem)
 sample=$(head -n 1 "$OUT/cluster-get.txt")
 key_bytes=$(redis-cli -c -p $CBASE memory usage "perfs:cart:{$sample}" samples 0)

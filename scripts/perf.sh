@@ -77,32 +77,13 @@ union all select 'sku-' || g, 1000000000 from generate_series(1, 10000) g
 union all select 'flash-1', 1000000000
 union all select 'flash-scarce', ${SCARCE_UNITS:-1000};
 SQL
-python3 - "$OUT" "$CARTD_PORT" "$TUT_PORT" <<'PY'
-import http.client, json, sys, uuid
-out, cport, tport = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-def sessions(port, path):
-    c = http.client.HTTPConnection("127.0.0.1", port)
-    ids = []
-    for n in range(1000):
-        sid = None
-        for line in range(3):
-            body = json.dumps({"product_id": str(uuid.uuid4()), "inventory_id": f"inv-{(n + line) % 100 + 1}", "quantity": 1 + line})
-            h = {"content-type": "application/json"}
-            if sid: h["cart-session-id"] = sid
-            c.request("POST", "/add-to-cart", body, h)
-            r = c.getresponse(); data = json.loads(r.read())
-            assert r.status == 200, (r.status, data)
-            sid = data["cartSessionId"]
-        ids.append(sid)
-    open(path, "w").write("\n".join(ids) + "\n")
 # Separate carts per measurement: the tutorial routes' runs add lines to their
 # carts, and a cart of hundreds of lines is not the 3-line cart the HGETALL
 # reference reads.
-sessions(cport, f"{out}/cartd-sessions.txt")
-sessions(cport, f"{out}/cartd-v1-sessions.txt")
-sessions(cport, f"{out}/cartd-hold-sessions.txt")
-sessions(tport, f"{out}/tutorial-sessions.txt")
-PY
+filled_carts "$CARTD_PORT" 1000 "$OUT/cartd-sessions.txt"
+filled_carts "$CARTD_PORT" 1000 "$OUT/cartd-v1-sessions.txt"
+filled_carts "$CARTD_PORT" 1000 "$OUT/cartd-hold-sessions.txt"
+filled_carts "$TUT_PORT" 1000 "$OUT/tutorial-sessions.txt"
 # The flash sale: many shoppers, each adding the hot item to a small cart of
 # their own. 20,000 empty carts keep every cart at a few lines over the run
 # (a handful of requests each); the older run on the 1,000 carts above grew
