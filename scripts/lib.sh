@@ -161,4 +161,14 @@ open(path, "w").write("\n".join(ids) + "\n")
 PY
 }
 
+# CPU clock ticks (user + system; getconf CLK_TCK per second) of a set of processes, from /proc/<pid>/stat.
+cpu_of() {
+  local total=0 p f
+  for p in "$@"; do
+    f=$(cut -d')' -f2- "/proc/$p/stat" 2>/dev/null) || continue
+    # utime and stime are fields 14 and 15 of the line: 12 and 13 after ")".
+    total=$((total + $(awk '{print $12 + $13}' <<<"$f")))
+  done
+  echo "$total"
+}
 pg_ready() { pg_isready -h 127.0.0.1 -p "$1" -q 2>/dev/null; }

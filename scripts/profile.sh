@@ -88,16 +88,6 @@ case "$ROUTE" in
   flash) empty_carts "$PORT" 20000 "$OUT/sessions.txt"; args=(-s "$L/flash-sale.lua" "$C" -- "$OUT/sessions.txt" flash-1) ;;
 esac
 
-# CPU seconds (user + system) of a set of processes, from /proc/<pid>/stat.
-cpu_of() {
-  local total=0 p f
-  for p in "$@"; do
-    f=$(cut -d')' -f2- "/proc/$p/stat" 2>/dev/null) || continue
-    # utime and stime are fields 14 and 15 of the line: 12 and 13 after ")".
-    total=$((total + $(awk '{print $12 + $13}' <<<"$f")))
-  done
-  echo "$total"
-}
 redis_pids=$(pgrep -f 'redis-server 127\.0\.0\.1:6379' | tr '\n' ' ')
 pg_pids() { pgrep -u postgres | tr '\n' ' '; }
 hz=$(getconf CLK_TCK)

@@ -24,7 +24,8 @@ DUR=${DUR:-10}
 OUT=${OUT:-/var/tmp/cartd-quota-cost}
 TOKEN=quota-cost-token-0123456789
 PGURL=postgres://cartd:cartd@127.0.0.1:5432/cartd
-declare -A PORT=([off]=18391 [on]=18392)
+declare -A PORT=([off]=18391 [on]=18392) PID=()
+HZ=$(getconf CLK_TCK)
 L=$ROOT/loadtest/wrk
 mkdir -p "$OUT"
 ulimit -n 65536 2>/dev/null || ulimit -n 4096 || true
@@ -32,6 +33,7 @@ ulimit -n 65536 2>/dev/null || ulimit -n 4096 || true
 
 command -v wrk >/dev/null || as_root apt-get install -y -qq wrk >/dev/null
 scripts/services.sh >&2
+REDIS_PIDS=$(pgrep -f 'redis-server 127\.0\.0\.1:6379' | tr '\n' ' ' || true)
 cargo build --release -p cartd >&2
 BIN=$CARGO_TARGET_DIR/release/cartd
 
@@ -55,6 +57,7 @@ for m in off on; do
     CART__POSTGRES__SCHEMA=quotacost CART__ADMIN__TOKEN=$TOKEN CART__SESSION__TTL_SECS=3600 \
     CART__LOG__FILTER=warn $q "$BIN" >"$OUT/cartd-$m.log" 2>&1 &
   pids+=($!)
+  PID[$m]=$!
   wait_until 30 "${pids[-1]}" http_ok "http://127.0.0.1:${PORT[$m]}/readyz" || die "cartd ($m) not ready"
 done
 
@@ -89,13 +92,24 @@ rc=0
 measure() {
   local route=$1 mode=$2 round=$3 out
   local url=http://127.0.0.1:${PORT[$mode]}
+  local pg c0 r0 p0 c1 r1 p1
+  pg=$(pgrep -u postgres | tr '\n' ' ')
+  # shellcheck disable=SC2086
+  c0=$(cpu_of "${PID[$mode]}") r0=$(cpu_of $REDIS_PIDS) p0=$(cpu_of $pg)
   case $route in
     get_cart) out=$(wrk -t2 -c64 -d"${DUR}s" -s "$L/v1-get-cart.lua" "$url" -- "$OUT/sessions-$mode.txt" /v1/cart xff) ;;
     set_line) out=$(wrk -t2 -c64 -d"${DUR}s" -s "$L/set-line.lua" "$url" -- "$OUT/sessions-$mode.txt" 10000 sku- 20 xff) ;;
   esac
-  local result
+  # shellcheck disable=SC2086
+  c1=$(cpu_of "${PID[$mode]}") r1=$(cpu_of $REDIS_PIDS) p1=$(cpu_of $pg)
+  local result requests
   result=$(grep '^RESULT' <<<"$out")
-  echo "RESULT route=$route quotas=$mode round=$round ${result#RESULT }" | tee -a "$OUT/results.txt"
+  requests=$(sed -E 's/.*requests=([0-9]+).*/\1/' <<<"$result")
+  # CPU per request (µs) of cartd, Redis and PostgreSQL over the run.
+  local us
+  us=$(python3 -c "import sys; n,hz=int(sys.argv[1]),int(sys.argv[2]); print(' '.join('%s_us=%.1f' % (k, int(v)/hz*1e6/max(n,1)) for k,v in zip(('cartd','redis','pg'), sys.argv[3:])))" \
+    "$requests" "$HZ" $((c1 - c0)) $((r1 - r0)) $((p1 - p0)))
+  echo "RESULT route=$route quotas=$mode round=$round ${result#RESULT } $us" | tee -a "$OUT/results.txt"
   if ! grep -q 'non2xx=0 connect_err=0 read_err=0 write_err=0 timeout=0' <<<"$result"; then
     log "invalid run: $result"
     rc=1
@@ -114,6 +128,9 @@ rows = [dict(re.findall(r"(\w+)=(\S+)", l)) for l in open(sys.argv[1])]
 for route in ("get_cart", "set_line"):
     rps = {m: [float(r["rps"]) for r in rows if r["route"] == route and r["quotas"] == m] for m in ("off", "on")}
     off, on = statistics.median(rps["off"]), statistics.median(rps["on"])
+    cpu = {m: {k: statistics.median(float(r[k + "_us"]) for r in rows if r["route"] == route and r["quotas"] == m)
+               for k in ("cartd", "redis", "pg")} for m in ("off", "on")}
+    print(f"SUMMARY route={route} cpu_us_per_request off={cpu['off']} on={cpu['on']}")
     print(f"SUMMARY route={route} off_rps={off:.0f} on_rps={on:.0f} on/off={on / off:.3f} "
           f"rounds_off={[round(x) for x in rps['off']]} rounds_on={[round(x) for x in rps['on']]}")
 PY
