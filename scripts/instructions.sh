@@ -10,6 +10,14 @@
 #   scripts/instructions.sh set-line                  # PUT /v1/cart/items/.. (a hold each)
 #   CARTD_BIN=/path/to/other/cartd scripts/instructions.sh get-cart
 #   REQUESTS=5000 scripts/instructions.sh get-cart
+#   BACKEND=redis scripts/instructions.sh set-line    # Redis + PostgreSQL (scripts/services.sh)
+#   BACKEND=redis QUOTAS=on scripts/instructions.sh set-line
+#                                                     # with the shipped hold quota, one client
+#                                                     # per cart (X-Forwarded-For, 127.0.0.1 trusted)
+#
+# On the Redis + PostgreSQL backend the count is cartd's instructions only;
+# Redis and PostgreSQL are other processes (their own cost: `INFO
+# commandstats`, pg_stat_statements).
 #
 # Prints `INSTRUCTIONS route=... per_request=...`; keeps callgrind's output
 # under $OUT (default /var/tmp/cartd-instructions/<route>) for
@@ -22,6 +30,19 @@ case "$ROUTE" in get-cart | set-line) ;; *) usage >&2; exit 2 ;; esac
 REQUESTS=${REQUESTS:-2000}
 OUT=${OUT:-/var/tmp/cartd-instructions/$ROUTE}
 PORT=18097
+BACKEND=${BACKEND:-memory}
+QUOTAS=${QUOTAS:-off}
+TOKEN=instructions-token-0123456789
+case "$BACKEND" in memory | redis) ;; *) die "BACKEND must be memory or redis" ;; esac
+case "$QUOTAS" in off) qenv=(CART__QUOTAS__ENABLED=false) ;;
+  on) qenv=(CART__QUOTAS__ENABLED=true CART__QUOTAS__TRUSTED_PROXIES=127.0.0.1 CART__QUOTAS__CARTS_PER_MINUTE=0
+    CART__QUOTAS__OPEN_CARTS=0) ;;
+  *) die "QUOTAS must be off or on" ;; esac
+benv=()
+if [ "$BACKEND" = redis ]; then
+  scripts/services.sh >&2
+  benv=(CART__BACKEND=redis CART__REDIS__KEY_PREFIX=instr: CART__POSTGRES__SCHEMA=instructions "CART__ADMIN__TOKEN=$TOKEN")
+fi
 mkdir -p "$OUT"
 command -v valgrind >/dev/null || apt-get install -y -qq valgrind >/dev/null
 if [ -n "${CARTD_BIN:-}" ]; then
@@ -32,34 +53,46 @@ else
 fi
 
 pid=
-cleanup() { if [ -n "$pid" ]; then kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; fi; }
+cleanup() {
+  if [ -n "$pid" ]; then kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; fi
+  if [ "$BACKEND" = redis ]; then
+    redis_del_prefix redis://127.0.0.1:6379 instr: || true
+    psql_url postgres://cartd:cartd@127.0.0.1:5432/cartd -c 'drop schema if exists instructions cascade' >/dev/null 2>&1 || true
+  fi
+}
 on_exit cleanup
+cleanup
 rm -f "$OUT"/callgrind.out*
-CART__HTTP__ADDR=127.0.0.1:$PORT CART__LOG__FILTER=warn CART__STOREFRONT__ENABLED=false CART__QUOTAS__ENABLED=false \
+env CART__HTTP__ADDR=127.0.0.1:$PORT CART__LOG__FILTER=warn CART__STOREFRONT__ENABLED=false "${qenv[@]}" "${benv[@]}" \
 CART__SESSION__TTL_SECS=3600 CART__SWEEPER__INTERVAL_MS=60000 CART__LIVE__TICK_MS=10000 CART__LIVE__RESYNC_MS=10000 \
   valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$OUT/callgrind.out" "$BIN" \
   >"$OUT/cartd.log" 2>&1 &
 pid=$!
-wait_until 120 "$pid" http_ok "http://127.0.0.1:$PORT/healthz" || die "cartd did not start under valgrind (see $OUT/cartd.log)"
+wait_until 120 "$pid" http_ok "http://127.0.0.1:$PORT/readyz" || die "cartd did not start under valgrind (see $OUT/cartd.log)"
 
 # Carts and prepared requests first (not counted), then the counted ones on
 # one connection: collection is switched on and off around them.
-python3 - "$PORT" "$ROUTE" "$REQUESTS" "$OUT" <<'PY'
+python3 - "$PORT" "$ROUTE" "$REQUESTS" "$OUT" "$BACKEND" "$TOKEN" <<'PY'
 import http.client, json, socket, subprocess, sys
-port, route, n, out = int(sys.argv[1]), sys.argv[2], int(sys.argv[3]), sys.argv[4]
+port, route, n, out, backend, token = int(sys.argv[1]), sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5], sys.argv[6]
 c = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-def call(method, path, body=None, session=None):
-    h = {"content-type": "application/json"}
+def call(method, path, body=None, session=None, xff=None):
+    h = {"content-type": "application/json", "authorization": f"Bearer {token}"}
     if session: h["cart-session-id"] = session
+    if xff: h["x-forwarded-for"] = xff
     c.request(method, path, json.dumps(body) if body is not None else None, h)
     r = c.getresponse(); r.read()
     assert r.status in (200, 201), (method, path, r.status)
     return r.getheader("cart-session-id")
+if backend == "redis":
+    for i in range(1, 6):
+        call("PUT", f"/v1/inventory/inv-{i}", {"available": 1000000000})
 sessions = []
 for k in range(8):
-    s = call("POST", "/v1/carts")
+    xff = f"10.0.0.{k + 1}"
+    s = call("POST", "/v1/carts", xff=xff)
     for line in range(3):
-        call("PUT", f"/v1/cart/items/p{line}", {"inventory_id": f"inv-{(k + line) % 5 + 1}", "quantity": 1}, s)
+        call("PUT", f"/v1/cart/items/p{line}", {"inventory_id": f"inv-{(k + line) % 5 + 1}", "quantity": 1}, s, xff)
     sessions.append(s)
 reqs = []
 for i in range(n):
@@ -71,6 +104,7 @@ for i in range(n):
         k = (i // len(sessions)) % 20
         body = json.dumps({"inventory_id": f"inv-{k % 5 + 1}", "quantity": k // 10 + 1})
         reqs.append((f"PUT /v1/cart/items/q{k % 10} HTTP/1.1\r\nhost: t\r\ncart-session-id: {s}\r\n"
+                     f"x-forwarded-for: 10.0.0.{i % len(sessions) + 1}\r\n"
                      f"content-type: application/json\r\ncontent-length: {len(body)}\r\n\r\n{body}").encode())
 sock = socket.create_connection(("127.0.0.1", port))
 def exchange(req):
@@ -99,4 +133,4 @@ for f in "$OUT"/callgrind.out*; do
 done
 [ "$total" -gt 0 ] || die "callgrind recorded nothing (see $OUT)"
 per=$((total / REQUESTS))
-echo "INSTRUCTIONS route=$ROUTE requests=$REQUESTS total=$total per_request=$per bin=$BIN"
+echo "INSTRUCTIONS route=$ROUTE backend=$BACKEND quotas=$QUOTAS requests=$REQUESTS total=$total per_request=$per bin=$BIN"

@@ -7,6 +7,10 @@
 #
 #   scripts/quota-cost.sh               # 3 rounds of 10 s per route and mode
 #   ROUNDS=5 DUR=15 scripts/quota-cost.sh
+#   ROUTES=set_line ON_ENV="CART__QUOTAS__HELD_SHARE_PERCENT=0 CART__QUOTAS__HELD_UNITS=1000" scripts/quota-cost.sh
+#                                       # one route; other quota settings for "on"
+#   ON_BIN=/path/to/cartd scripts/quota-cost.sh   # "on" runs another build (e.g. one whose
+#                                       # quota script does nothing: the cost of the round trip)
 #
 # "On" is the shipped defaults for holds (held_share_percent = 20, so every
 # set-line runs the quota script and needs the item's stock, cached for 1 s)
@@ -21,6 +25,7 @@
 lib_init quota-cost
 ROUNDS=${ROUNDS:-3}
 DUR=${DUR:-10}
+ROUTES=${ROUTES:-get_cart set_line}
 OUT=${OUT:-/var/tmp/cartd-quota-cost}
 TOKEN=quota-cost-token-0123456789
 PGURL=postgres://cartd:cartd@127.0.0.1:5432/cartd
@@ -36,6 +41,7 @@ scripts/services.sh >&2
 REDIS_PIDS=$(pgrep -f 'redis-server 127\.0\.0\.1:6379' | tr '\n' ' ' || true)
 cargo build --release -p cartd >&2
 BIN=$CARGO_TARGET_DIR/release/cartd
+declare -A BINS=([off]=$BIN [on]=${ON_BIN:-$BIN})
 
 pids=()
 cleanup() {
@@ -48,14 +54,14 @@ cleanup
 
 for m in off on; do
   if [ "$m" = on ]; then
-    q="CART__QUOTAS__ENABLED=true CART__QUOTAS__TRUSTED_PROXIES=127.0.0.1 CART__QUOTAS__CARTS_PER_MINUTE=0 CART__QUOTAS__OPEN_CARTS=0"
+    q="CART__QUOTAS__ENABLED=true CART__QUOTAS__TRUSTED_PROXIES=127.0.0.1 CART__QUOTAS__CARTS_PER_MINUTE=0 CART__QUOTAS__OPEN_CARTS=0 ${ON_ENV:-}"
   else
     q="CART__QUOTAS__ENABLED=false"
   fi
   # shellcheck disable=SC2086
   env CART__BACKEND=redis CART__HTTP__ADDR="127.0.0.1:${PORT[$m]}" CART__REDIS__KEY_PREFIX="qc$m:" \
     CART__POSTGRES__SCHEMA=quotacost CART__ADMIN__TOKEN=$TOKEN CART__SESSION__TTL_SECS=3600 \
-    CART__LOG__FILTER=warn $q "$BIN" >"$OUT/cartd-$m.log" 2>&1 &
+    CART__LOG__FILTER=warn $q "${BINS[$m]}" >"$OUT/cartd-$m.log" 2>&1 &
   pids+=($!)
   PID[$m]=$!
   wait_until 30 "${pids[-1]}" http_ok "http://127.0.0.1:${PORT[$m]}/readyz" || die "cartd ($m) not ready"
@@ -118,14 +124,14 @@ measure() {
 : >"$OUT/results.txt"
 for round in $(seq "$ROUNDS"); do
   if [ $((round % 2)) = 1 ]; then order="off on"; else order="on off"; fi
-  for route in get_cart set_line; do
+  for route in $ROUTES; do
     for mode in $order; do measure "$route" "$mode" "$round"; done
   done
 done
 python3 - "$OUT/results.txt" <<'PY'
 import re, statistics, sys
 rows = [dict(re.findall(r"(\w+)=(\S+)", l)) for l in open(sys.argv[1])]
-for route in ("get_cart", "set_line"):
+for route in sorted({r["route"] for r in rows}):
     rps = {m: [float(r["rps"]) for r in rows if r["route"] == route and r["quotas"] == m] for m in ("off", "on")}
     off, on = statistics.median(rps["off"]), statistics.median(rps["on"])
     cpu = {m: {k: statistics.median(float(r[k + "_us"]) for r in rows if r["route"] == route and r["quotas"] == m)
