@@ -198,10 +198,18 @@ log "cartd (pid $cartd_pid) ready at $base"
 CARTD_LOADTEST_ADMIN_TOKEN="$token" "$lt_bin" seed --host "$base" --items "$items" --units "$units" \
   --flash-units "$flash_units" --out "$report_dir/stock.json" >&2
 
-# 6. The load.
+# 6. The load, with the CPU each process spends during it (what limits a run:
+# goose itself, cartd, Redis, PostgreSQL, or nothing: idle cores).
 log "goose: $users users, $rate/s, $run_time, scenarios $scenarios, think $think"
+redis_pids=$(pgrep -f 'redis-server 127\.0\.0\.1:6379' | tr '\n' ' ' || true)
+pg_pids=$(pgrep -u postgres | tr '\n' ' ' || true)
+machine_ticks() { awk '/^cpu / {print $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9; exit}' /proc/stat; }
+machine_idle() { awk '/^cpu / {print $5 + $6; exit}' /proc/stat; }
+# shellcheck disable=SC2086
+cpu0=("$(cpu_of "$cartd_pid")" "$(cpu_of $redis_pids)" "$(cpu_of $pg_pids)" "$(machine_ticks)" "$(machine_idle)")
 set +e
-env CARTD_LOADTEST_THINK="$think_env" \
+TIMEFORMAT='%U %S'
+{ time env CARTD_LOADTEST_THINK="$think_env" \
   CARTD_LOADTEST_ITEMS="$items" \
   CARTD_LOADTEST_WEIGHTS="$weights" \
   CARTD_LOADTEST_STORM_PERIOD="$storm_period" \
@@ -211,9 +219,34 @@ env CARTD_LOADTEST_THINK="$think_env" \
   CARTD_LOADTEST_SHARED_POOL="${shared_pool:-0}" \
   "$lt_bin" --host "$base" --users "$users" --increase-rate "$rate" --run-time "$run_time" \
   --scenarios "$scenarios" --no-reset-metrics --report-file "$report_dir/report.html" \
-  "${extra[@]}" >"$report_dir/goose.log" 2>&1
+  "${extra[@]}" >"$report_dir/goose.log" 2>&1; } 2>"$report_dir/goose.time"
 goose_rc=$?
+# shellcheck disable=SC2086
+cpu1=("$(cpu_of "$cartd_pid")" "$(cpu_of $redis_pids)" "$(cpu_of $pg_pids)" "$(machine_ticks)" "$(machine_idle)")
 set -e
+if [ -f "$report_dir/summary.json" ] && [ -f "$report_dir/summary.md" ]; then
+  python3 - "$report_dir" "$(getconf CLK_TCK)" "$(nproc)" "${cpu0[@]}" "${cpu1[@]}" >>"$report_dir/summary.md" <<'PY' || true
+import json, sys
+out, hz, cores = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+c0, c1 = [int(x) for x in sys.argv[4:9]], [int(x) for x in sys.argv[9:14]]
+summary = json.load(open(f"{out}/summary.json"))
+n = summary["total"]["count"]
+user, system = (float(x) for x in open(f"{out}/goose.time").read().split()[-2:])
+wall = (c1[3] - c0[3]) / hz / cores
+rows = [("goose (the load generator)", user + system), ("cartd", (c1[0] - c0[0]) / hz),
+        ("Redis", (c1[1] - c0[1]) / hz), ("PostgreSQL", (c1[2] - c0[2]) / hz)]
+idle = (c1[4] - c0[4]) / hz
+print("\n## Where the CPU went\n")
+print(f"During goose's run ({wall:.0f} s, ramp-up included, {n} requests), from `/proc` (the CPU of each "
+      f"process, user + system) and `/proc/stat` (the machine's {cores} cores):\n")
+print("| process | CPU seconds | share of the machine | CPU per request (µs) |")
+print("|---|---:|---:|---:|")
+for name, secs in rows + [("idle", idle)]:
+    print(f"| {name} | {secs:.1f} | {100 * secs / (wall * cores):.0f}% | {1e6 * secs / max(n, 1):.0f} |")
+rest = wall * cores - sum(s for _, s in rows) - idle
+print(f"| everything else | {rest:.1f} | {100 * rest / (wall * cores):.0f}% | |")
+PY
+fi
 goose_line=$(grep '^cartd-loadtest: ' "$report_dir/goose.log" | tail -n 1 || true)
 [ -f "$report_dir/summary.md" ] && cat "$report_dir/summary.md" >&2
 grep '^cartd-loadtest: FAIL' "$report_dir/goose.log" >&2 || true
