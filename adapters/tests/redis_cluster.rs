@@ -12,7 +12,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use cartd_adapters::SystemClock;
-use cartd_adapters::redis_store::{ListenerSettings, Notifications, RedisExpiryListener, RedisSessions, RedisSettings};
+use cartd_adapters::redis_store::{
+    ListenerSettings, Notifications, RedisExpiryListener, RedisQuotas, RedisSessions, RedisSettings,
+};
 use cartd_test_support::cluster;
 use cartd_test_support::fixtures::{line, receipt, secs, set};
 use cartd_test_support::isolation::fresh_key_prefix;
@@ -29,6 +31,14 @@ async fn cluster_sessions() -> (RedisSessions, SystemClock) {
 
 mod session_store {
     cartd_test_support::session_store_contract!(super::cluster_sessions);
+}
+
+async fn cluster_quotas() -> (RedisQuotas, SystemClock) {
+    (RedisQuotas::new(redis_cluster_sessions().await), SystemClock)
+}
+
+mod quotas {
+    cartd_test_support::quotas_contract!(super::cluster_quotas);
 }
 
 fn now() -> Timestamp {
