@@ -1,7 +1,7 @@
 //! The Redis session store and expiry listener on a real Redis Cluster (3
 //! primaries, 3 replicas: `scripts/redis-cluster.sh start`, which the test
-//! command runs; `CARTD_TEST_REDIS_CLUSTER` moves it): the session-store
-//! contract, sessions spread over every primary with each one's expiry heard
+//! command runs; `CARTD_TEST_REDIS_CLUSTER` moves it): the session-store and
+//! quotas contracts, sessions spread over every primary with each one's expiry heard
 //! from the node that owns it, scripts a node forgot, and the settings a
 //! cluster refuses.
 //!

@@ -6,7 +6,8 @@
 //! killed under load (503 only until its replica takes over, the promoted
 //! node's events heard, conservation exact); slots resharded under load (no
 //! 5xx but 503, no session lost); a primary restarted empty (its carts' stock
-//! back by the sweeper).
+//! back by the sweeper); a client's hold quota shared by two instances, freed
+//! by checkout and abandon, its top holders seen on every primary.
 //!
 //! The tests change the cluster (failover, reshard, restart), so they run one
 //! at a time ([`CLUSTER`]) and never assume which port is a primary: they read
