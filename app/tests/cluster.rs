@@ -7,7 +7,8 @@
 //! node's events heard, conservation exact); slots resharded under load (no
 //! 5xx but 503, no session lost); a primary restarted empty (its carts' stock
 //! back by the sweeper); a client's hold quota shared by two instances, freed
-//! by checkout and abandon, its top holders seen on every primary.
+//! by checkout and abandon, its top holders seen on every primary (a 503,
+//! not a shorter list, while one does not answer).
 //!
 //! The tests change the cluster (failover, reshard, restart), so they run one
 //! at a time ([`CLUSTER`]) and never assume which port is a primary: they read
@@ -575,5 +576,47 @@ async fn the_hold_quota_holds_across_two_instances_and_the_admin_route_sees_hold
         assert_eq!(res.json()["item"]["top_holders"], expected);
     }
     assert_eq!(a.stock("q-1").await, (1000 - 4 - 14, 14, 4), "4 sold, 6 + 5 + 3 held");
+    cleanup(&iso).await;
+}
+
+/// `GET /v1/admin/limits` for `item`'s top 10 holders.
+async fn top_holders(app: &TestApp, item: &str) -> support::TestResponse {
+    let auth = format!("Bearer {}", support::ADMIN_TOKEN);
+    app.get(&format!("/v1/admin/limits?inventory_id={item}&top=10"), &[("authorization", &auth)]).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_route_answers_503_rather_than_miss_a_primary_that_does_not_answer() {
+    let _one = CLUSTER.lock().await;
+    wait_cluster_ok(None).await;
+    let iso = Isolation::new();
+    let app = spawn_cluster_app_in(&iso, &QUOTAS).await;
+    app.set_stock("q-2", 100).await;
+    let clients = clients_on_every_primary(&iso, "q-2").await;
+    for (client, _) in &clients {
+        assert_eq!(cart_as(&app, client, "q-2", 2).await.1.status, StatusCode::OK);
+    }
+    let res = top_holders(&app, "q-2").await;
+    assert_eq!(res.status, StatusCode::OK, "{}", String::from_utf8_lossy(&res.body));
+    assert_eq!(res.json()["item"]["top_holders"].as_array().map(Vec::len), Some(3));
+    // A primary stops answering (its clients are paused; no failover: the
+    // cluster bus carries on), not the one with the refusals' key, so only the
+    // walk meets it: it cannot see that node's holders, so the route says so
+    // with a 503 within the timeouts instead of a shorter list.
+    let refusals_on =
+        cluster::owner(&cluster::nodes().await, cluster::keyslot(&format!("{}lim:refused", iso.prefix)).await)
+            .expect("a primary");
+    let victim = clients.iter().map(|(_, p)| p).find(|p| **p != refusals_on).expect("another primary");
+    let mut paused = cluster::node(victim).await;
+    let paused_at = Instant::now();
+    let _: () = redis::cmd("CLIENT").arg("PAUSE").arg(2500).arg("ALL").query_async(&mut paused).await.unwrap();
+    let res = top_holders(&app, "q-2").await;
+    assert!(paused_at.elapsed() < Duration::from_millis(2500), "answered before the pause ended");
+    res.assert_error(503, "unavailable");
+    assert!(res.header("retry-after").is_some());
+    tokio::time::sleep_until((paused_at + Duration::from_millis(2600)).into()).await;
+    let res = top_holders(&app, "q-2").await;
+    assert_eq!(res.status, StatusCode::OK, "{}", String::from_utf8_lossy(&res.body));
+    assert_eq!(res.json()["item"]["top_holders"].as_array().map(Vec::len), Some(3));
     cleanup(&iso).await;
 }
