@@ -74,8 +74,18 @@ pub struct Node {
     pub addr: NodeAddr,
     /// Its role.
     pub role: Role,
-    /// `online`, `failed` or `loading`.
+    /// `online`, `fail` (Redis 7.0 and 7.2 write that; the documentation
+    /// says `failed`) or `loading`.
     pub health: String,
+}
+
+impl Node {
+    /// Whether the cluster marks the node as failed: down, or a primary that
+    /// lost its slots to its promoted replica and has not come back.
+    #[must_use]
+    pub fn is_failed(&self) -> bool {
+        matches!(self.health.as_str(), "fail" | "failed")
+    }
 }
 
 /// What one node says the cluster looks like.
@@ -445,6 +455,20 @@ mod tests {
                 health: "online".into()
             }
         );
+    }
+
+    #[test]
+    fn a_primary_replaced_by_its_replica_is_listed_as_failed() {
+        // What Redis 7.0 answers after a failover while the old primary is
+        // down: still a primary, with no slots, health `fail`.
+        let reply = Value::Array(vec![
+            shard(&[], vec![node(7002, "master", "fail")]),
+            shard(&[0, 16383], vec![node(7003, "master", "online"), node(7004, "replica", "loading")]),
+        ]);
+        let t = parse_shards(&reply).unwrap();
+        assert!(t.is_usable());
+        let failed: Vec<u16> = t.nodes.iter().filter(|n| n.is_failed()).map(|n| n.addr.port).collect();
+        assert_eq!(failed, [7002]);
     }
 
     #[test]

@@ -275,7 +275,7 @@ impl RedisSessions {
         }
         let mut keys = BTreeSet::new();
         for node in topology.nodes.iter().filter(|n| n.role == Role::Primary) {
-            if node.health == "failed" {
+            if node.is_failed() {
                 tracing::warn!(node = %node.addr, "{op}: skipping a primary marked failed");
                 continue;
             }
