@@ -1,7 +1,7 @@
 //! The Redis session store and expiry listener on a real Redis Cluster (3
 //! primaries, 3 replicas: `scripts/redis-cluster.sh start`, which the test
-//! command runs; `CARTD_TEST_REDIS_CLUSTER` moves it): the session-store
-//! contract, sessions spread over every primary with each one's expiry heard
+//! command runs; `CARTD_TEST_REDIS_CLUSTER` moves it): the session-store and
+//! quotas contracts, sessions spread over every primary with each one's expiry heard
 //! from the node that owns it, scripts a node forgot, and the settings a
 //! cluster refuses.
 //!
@@ -12,7 +12,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use cartd_adapters::SystemClock;
-use cartd_adapters::redis_store::{ListenerSettings, Notifications, RedisExpiryListener, RedisSessions, RedisSettings};
+use cartd_adapters::redis_store::{
+    ListenerSettings, Notifications, RedisExpiryListener, RedisQuotas, RedisSessions, RedisSettings,
+};
 use cartd_test_support::cluster;
 use cartd_test_support::fixtures::{line, receipt, secs, set};
 use cartd_test_support::isolation::fresh_key_prefix;
@@ -29,6 +31,14 @@ async fn cluster_sessions() -> (RedisSessions, SystemClock) {
 
 mod session_store {
     cartd_test_support::session_store_contract!(super::cluster_sessions);
+}
+
+async fn cluster_quotas() -> (RedisQuotas, SystemClock) {
+    (RedisQuotas::new(redis_cluster_sessions().await), SystemClock)
+}
+
+mod quotas {
+    cartd_test_support::quotas_contract!(super::cluster_quotas);
 }
 
 fn now() -> Timestamp {

@@ -6,7 +6,10 @@
 //! killed under load (503 only until its replica takes over, the promoted
 //! node's events heard, conservation exact); slots resharded under load (no
 //! 5xx but 503, no session lost); a primary restarted empty (its carts' stock
-//! back by the sweeper).
+//! back by the sweeper); a client's hold quota shared by two instances, freed
+//! by checkout and abandon, its top holders seen on every primary (a 503,
+//! not a shorter list, while one does not answer; after a failover, on the
+//! promoted replica).
 //!
 //! The tests change the cluster (failover, reshard, restart), so they run one
 //! at a time ([`CLUSTER`]) and never assume which port is a primary: they read
@@ -457,5 +460,208 @@ async fn a_primary_restarted_empty_loses_its_carts_and_the_sweeper_gives_their_s
     }
     wait_released(&app, "h-1", Duration::from_secs(25)).await;
     assert_eq!(app.stock("h-1").await, (1000, 0, 0), "every unit back, the lost carts' by the sweeper");
+    cleanup(&iso).await;
+}
+
+/// The quota settings of the quota test: only the held-units quota, 6 units;
+/// clients told apart by `X-Forwarded-For` from the test (a trusted proxy).
+const QUOTAS: [(&str, &str); 6] = [
+    ("CART__QUOTAS__ENABLED", "true"),
+    ("CART__QUOTAS__CARTS_PER_MINUTE", "0"),
+    ("CART__QUOTAS__OPEN_CARTS", "0"),
+    ("CART__QUOTAS__HELD_UNITS", "6"),
+    ("CART__QUOTAS__HELD_SHARE_PERCENT", "0"),
+    ("CART__QUOTAS__TRUSTED_PROXIES", "127.0.0.1"),
+];
+
+/// `client` sets line p1 of `session` to `quantity` of `item`.
+async fn set_as(app: &TestApp, client: &str, session: &str, item: &str, quantity: i64) -> support::TestResponse {
+    let body = serde_json::json!({"inventory_id": item, "quantity": quantity});
+    app.json(Method::PUT, "/v1/cart/items/p1", &[("cart-session-id", session), ("x-forwarded-for", client)], &body)
+        .await
+}
+
+/// `client` opens a cart on `app` and puts `quantity` of `item` in it.
+async fn cart_as(app: &TestApp, client: &str, item: &str, quantity: i64) -> (String, support::TestResponse) {
+    let res = app.request(Method::POST, "/v1/carts", &[("x-forwarded-for", client)], None).await;
+    assert_eq!(res.status, StatusCode::CREATED, "{}", String::from_utf8_lossy(&res.body));
+    let session = res.session();
+    let res = set_as(app, client, &session, item, quantity).await;
+    (session, res)
+}
+
+/// The Redis key counting what `client`'s carts hold of `item`.
+fn held_key(iso: &Isolation, client: &str, item: &str) -> String {
+    format!("{}lim:{{{client}}}:h:{item}", iso.prefix)
+}
+
+/// One client address per primary: `(client, primary)` such that the
+/// client's quota keys (hash-tagged by the client) live on that primary.
+async fn clients_on_every_primary(iso: &Isolation, item: &str) -> Vec<(String, String)> {
+    let nodes = cluster::nodes().await;
+    let mut by_primary: BTreeMap<String, String> = BTreeMap::new();
+    for n in 1..=250 {
+        let client = format!("198.51.100.{n}");
+        let owner = cluster::owner(&nodes, cluster::keyslot(&held_key(iso, &client, item)).await).expect("a primary");
+        by_primary.entry(owner).or_insert(client);
+        if by_primary.len() == 3 {
+            break;
+        }
+    }
+    assert_eq!(by_primary.len(), 3, "clients on every primary: {by_primary:?}");
+    by_primary.into_iter().map(|(primary, client)| (client, primary)).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_hold_quota_holds_across_two_instances_and_the_admin_route_sees_holders_on_every_primary() {
+    let _one = CLUSTER.lock().await;
+    wait_cluster_ok(None).await;
+    let iso = Isolation::new();
+    let a = spawn_cluster_app_in(&iso, &QUOTAS).await;
+    let b = spawn_cluster_app_in(&iso, &QUOTAS).await;
+    a.set_stock("q-1", 1000).await;
+    let clients = clients_on_every_primary(&iso, "q-1").await;
+    let hoarder = clients[0].0.as_str();
+
+    // 4 held through one instance: 3 more through the other are refused,
+    // with what may still be held, and hold nothing.
+    let (first, res) = cart_as(&a, hoarder, "q-1", 4).await;
+    assert_eq!(res.status, StatusCode::OK, "{}", String::from_utf8_lossy(&res.body));
+    let (second, res) = cart_as(&b, hoarder, "q-1", 3).await;
+    res.assert_error(429, "hold_limit_reached");
+    assert_eq!(res.json()["may_hold"], 2);
+    assert!(res.header("retry-after").is_some());
+    assert_eq!(b.stock("q-1").await, (996, 4, 0), "the refused change held nothing");
+    assert_eq!(set_as(&b, hoarder, &second, "q-1", 2).await.status, StatusCode::OK);
+    cart_as(&a, hoarder, "q-1", 1).await.1.assert_error(429, "hold_limit_reached");
+
+    // A checkout (on the other instance) frees its cart's 4 units.
+    let res = b.request(Method::POST, "/v1/cart/checkout", &[("cart-session-id", &first)], None).await;
+    assert_eq!(res.status, StatusCode::CREATED, "{}", String::from_utf8_lossy(&res.body));
+    let (third, res) = cart_as(&a, hoarder, "q-1", 4).await;
+    assert_eq!(res.status, StatusCode::OK, "checkout freed the quota: {}", String::from_utf8_lossy(&res.body));
+    cart_as(&b, hoarder, "q-1", 1).await.1.assert_error(429, "hold_limit_reached");
+    // An abandon (on the other instance) frees its cart's 4 units too.
+    let res = b.request(Method::DELETE, "/v1/cart", &[("cart-session-id", &third)], None).await;
+    assert_eq!(res.status, StatusCode::NO_CONTENT);
+    let (_, res) = cart_as(&b, hoarder, "q-1", 4).await;
+    assert_eq!(res.status, StatusCode::OK, "abandon freed the quota: {}", String::from_utf8_lossy(&res.body));
+
+    // Two more clients, whose counts live on the two other primaries.
+    let (_, res) = cart_as(&b, &clients[1].0, "q-1", 5).await;
+    assert_eq!(res.status, StatusCode::OK);
+    let (_, res) = cart_as(&a, &clients[2].0, "q-1", 3).await;
+    assert_eq!(res.status, StatusCode::OK);
+    for (client, primary) in &clients {
+        let exists: i64 = redis::cmd("EXISTS")
+            .arg(held_key(&iso, client, "q-1"))
+            .query_async(&mut cluster::node(primary).await)
+            .await
+            .unwrap();
+        assert_eq!(exists, 1, "{client}'s count is on {primary}");
+    }
+    let distinct: BTreeSet<&String> = clients.iter().map(|(_, p)| p).collect();
+    assert_eq!(distinct.len(), 3, "the holders' counts are on three primaries: {clients:?}");
+
+    // Every instance lists all three, with what they hold (4 + 2 units by
+    // the hoarder, after its checkout and abandon), and the stock agrees.
+    let expected = serde_json::json!([
+        {"client": hoarder, "held": 6},
+        {"client": clients[1].0, "held": 5},
+        {"client": clients[2].0, "held": 3},
+    ]);
+    let auth = format!("Bearer {}", support::ADMIN_TOKEN);
+    for app in [&a, &b] {
+        let res = app.get("/v1/admin/limits?inventory_id=q-1&top=10", &[("authorization", &auth)]).await;
+        assert_eq!(res.status, StatusCode::OK, "{}", String::from_utf8_lossy(&res.body));
+        assert_eq!(res.json()["item"]["top_holders"], expected);
+    }
+    assert_eq!(a.stock("q-1").await, (1000 - 4 - 14, 14, 4), "4 sold, 6 + 5 + 3 held");
+    cleanup(&iso).await;
+}
+
+/// `GET /v1/admin/limits` for `item`'s top 10 holders.
+async fn top_holders(app: &TestApp, item: &str) -> support::TestResponse {
+    let auth = format!("Bearer {}", support::ADMIN_TOKEN);
+    app.get(&format!("/v1/admin/limits?inventory_id={item}&top=10"), &[("authorization", &auth)]).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_route_answers_503_rather_than_miss_a_primary_that_does_not_answer() {
+    let _one = CLUSTER.lock().await;
+    wait_cluster_ok(None).await;
+    let iso = Isolation::new();
+    let app = spawn_cluster_app_in(&iso, &QUOTAS).await;
+    app.set_stock("q-2", 100).await;
+    let clients = clients_on_every_primary(&iso, "q-2").await;
+    for (client, _) in &clients {
+        assert_eq!(cart_as(&app, client, "q-2", 2).await.1.status, StatusCode::OK);
+    }
+    let res = top_holders(&app, "q-2").await;
+    assert_eq!(res.status, StatusCode::OK, "{}", String::from_utf8_lossy(&res.body));
+    assert_eq!(res.json()["item"]["top_holders"].as_array().map(Vec::len), Some(3));
+    // A primary stops answering (its clients are paused; no failover: the
+    // cluster bus carries on), not the one with the refusals' key, so only the
+    // walk meets it: it cannot see that node's holders, so the route says so
+    // with a 503 within the timeouts instead of a shorter list.
+    let refusals_on =
+        cluster::owner(&cluster::nodes().await, cluster::keyslot(&format!("{}lim:refused", iso.prefix)).await)
+            .expect("a primary");
+    let victim = clients.iter().map(|(_, p)| p).find(|p| **p != refusals_on).expect("another primary");
+    let mut paused = cluster::node(victim).await;
+    let paused_at = Instant::now();
+    let _: () = redis::cmd("CLIENT").arg("PAUSE").arg(2500).arg("ALL").query_async(&mut paused).await.unwrap();
+    let res = top_holders(&app, "q-2").await;
+    assert!(paused_at.elapsed() < Duration::from_millis(2500), "answered before the pause ended");
+    res.assert_error(503, "unavailable");
+    assert!(res.header("retry-after").is_some());
+    tokio::time::sleep_until((paused_at + Duration::from_millis(2600)).into()).await;
+    let res = top_holders(&app, "q-2").await;
+    assert_eq!(res.status, StatusCode::OK, "{}", String::from_utf8_lossy(&res.body));
+    assert_eq!(res.json()["item"]["top_holders"].as_array().map(Vec::len), Some(3));
+    cleanup(&iso).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_failover_the_admin_route_walks_the_promoted_primary_not_the_dead_one() {
+    let _one = CLUSTER.lock().await;
+    wait_cluster_ok(None).await;
+    let iso = Isolation::new();
+    let app = spawn_cluster_app_in(&iso, &QUOTAS).await;
+    app.set_stock("q-3", 100).await;
+    let clients = clients_on_every_primary(&iso, "q-3").await;
+    for (client, _) in &clients {
+        assert_eq!(cart_as(&app, client, "q-3", 2).await.1.status, StatusCode::OK);
+    }
+    let (victim, on_victim) = (clients[0].1.clone(), clients[0].0.clone());
+    // Let the victim's replica receive the count before the victim dies.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let _ = redis::cmd("SHUTDOWN").arg("NOSAVE").query_async::<()>(&mut cluster::node(&victim).await).await;
+    wait_cluster_ok(Some(&victim)).await;
+    // The dead node stays in the topology, as a failed primary without slots,
+    // until it comes back: the walk skips it and finds its holder on the
+    // promoted replica (the cluster client may need a moment to learn it).
+    let started = Instant::now();
+    let body = loop {
+        let res = top_holders(&app, "q-3").await;
+        if res.status == StatusCode::OK {
+            break res.json();
+        }
+        res.assert_error(503, "unavailable");
+        assert!(started.elapsed() < Duration::from_secs(5), "503 for 5 s after the failover");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let mut listed: Vec<(String, i64)> = body["item"]["top_holders"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| (h["client"].as_str().unwrap().to_owned(), h["held"].as_i64().unwrap()))
+        .collect();
+    listed.sort();
+    let mut expected: Vec<(String, i64)> = clients.iter().map(|(c, _)| (c.clone(), 2)).collect();
+    expected.sort();
+    assert_eq!(listed, expected, "{on_victim}'s count found on the promoted replica");
+    cluster_script(&["restart-node", victim.rsplit(':').next().unwrap()]);
+    wait_cluster_ok(None).await;
     cleanup(&iso).await;
 }

@@ -14,12 +14,14 @@
 //! client: its `CLUSTER SHARDS` goes to a random node, which during a
 //! failover may be the dead one. The expiry listener needs it to subscribe to
 //! every node (expired events are node-local), and readiness needs to know
-//! whether the cluster serves every slot.
+//! whether the cluster serves every slot; a walk of the keys (`SCAN`,
+//! node-local too) needs it to reach every primary.
 
 use std::collections::BTreeSet;
 use std::fmt;
 use std::time::Duration;
 
+use redis::aio::MultiplexedConnection;
 use redis::cluster::{ClusterClient, ClusterClientBuilder};
 use redis::cluster_async::ClusterConnection;
 use redis::{AsyncConnectionConfig, Client, ConnectionAddr, IntoConnectionInfo, Value};
@@ -38,6 +40,8 @@ const RETRIES: u32 = 6;
 const MIN_RETRY_WAIT_MS: u64 = 20;
 /// Longest pause (ms) between two retries.
 const MAX_RETRY_WAIT_MS: u64 = 200;
+/// Keys a `SCAN` page looks at (its `COUNT`).
+pub(super) const SCAN_COUNT: u32 = 1000;
 
 /// A node of the cluster.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -70,8 +74,18 @@ pub struct Node {
     pub addr: NodeAddr,
     /// Its role.
     pub role: Role,
-    /// `online`, `failed` or `loading`.
+    /// `online`, `fail` (Redis 7.0 and 7.2 write that; the documentation
+    /// says `failed`) or `loading`.
     pub health: String,
+}
+
+impl Node {
+    /// Whether the cluster marks the node as failed: down, or a primary that
+    /// lost its slots to its promoted replica and has not come back.
+    #[must_use]
+    pub fn is_failed(&self) -> bool {
+        matches!(self.health.as_str(), "fail" | "failed")
+    }
 }
 
 /// What one node says the cluster looks like.
@@ -211,20 +225,13 @@ pub(super) async fn read_topology(
 ) -> Result<Topology, Error> {
     let mut best: Option<Topology> = None;
     let mut last_error = Error::Settings("no node to ask for the cluster topology");
-    let config = AsyncConnectionConfig::new()
-        .set_connection_timeout(Some(connect_timeout))
-        .set_response_timeout(Some(op_timeout));
     let mut seen = BTreeSet::new();
     for node in candidates {
         if !seen.insert(node) {
             continue;
         }
         let answer = async {
-            let client = seeds.client_for(node)?;
-            let mut conn = timeout(connect_timeout, client.get_multiplexed_async_connection_with_config(&config))
-                .await
-                .map_err(|_| Error::ConnectTimeout(connect_timeout))?
-                .map_err(Error::Connect)?;
+            let mut conn = node_connection(seeds, node, connect_timeout, op_timeout).await?;
             let reply: Value = timeout(op_timeout, redis::cmd("CLUSTER").arg("SHARDS").query_async(&mut conn))
                 .await
                 .map_err(|_| Error::Timeout { op: "cluster shards", after: op_timeout })?
@@ -243,6 +250,52 @@ pub(super) async fn read_topology(
         }
     }
     best.ok_or(last_error)
+}
+
+/// A connection of its own to `node` (not through the cluster client, which
+/// only reaches the nodes of its slot map), every reply bounded by
+/// `op_timeout`.
+async fn node_connection(
+    seeds: &Seeds,
+    node: &NodeAddr,
+    connect_timeout: Duration,
+    op_timeout: Duration,
+) -> Result<MultiplexedConnection, Error> {
+    let config = AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(connect_timeout))
+        .set_response_timeout(Some(op_timeout));
+    let client = seeds.client_for(node)?;
+    timeout(connect_timeout, client.get_multiplexed_async_connection_with_config(&config))
+        .await
+        .map_err(|_| Error::ConnectTimeout(connect_timeout))?
+        .map_err(Error::Connect)
+}
+
+/// The keys matching `pattern` on `node` alone (`SCAN` is node-local in a
+/// cluster), each once, every page bounded by `op_timeout`.
+pub(super) async fn scan_node(
+    seeds: &Seeds,
+    node: &NodeAddr,
+    pattern: &str,
+    connect_timeout: Duration,
+    op_timeout: Duration,
+) -> Result<BTreeSet<String>, Error> {
+    let mut conn = node_connection(seeds, node, connect_timeout, op_timeout).await?;
+    let mut keys = BTreeSet::new();
+    let mut cursor = 0u64;
+    loop {
+        let mut scan = redis::cmd("SCAN");
+        scan.arg(cursor).arg("MATCH").arg(pattern).arg("COUNT").arg(SCAN_COUNT);
+        let (next, page): (u64, Vec<String>) = timeout(op_timeout, scan.query_async(&mut conn))
+            .await
+            .map_err(|_| Error::Timeout { op: "scan", after: op_timeout })?
+            .map_err(|source| Error::Command { op: "scan", source })?;
+        keys.extend(page);
+        if next == 0 {
+            return Ok(keys);
+        }
+        cursor = next;
+    }
 }
 
 /// `CLUSTER SHARDS`'s reply (RESP2 arrays of alternating names and values, or
@@ -402,6 +455,20 @@ mod tests {
                 health: "online".into()
             }
         );
+    }
+
+    #[test]
+    fn a_primary_replaced_by_its_replica_is_listed_as_failed() {
+        // What Redis 7.0 answers after a failover while the old primary is
+        // down: still a primary, with no slots, health `fail`.
+        let reply = Value::Array(vec![
+            shard(&[], vec![node(7002, "master", "fail")]),
+            shard(&[0, 16383], vec![node(7003, "master", "online"), node(7004, "replica", "loading")]),
+        ]);
+        let t = parse_shards(&reply).unwrap();
+        assert!(t.is_usable());
+        let failed: Vec<u16> = t.nodes.iter().filter(|n| n.is_failed()).map(|n| n.addr.port).collect();
+        assert_eq!(failed, [7002]);
     }
 
     #[test]

@@ -175,7 +175,8 @@ return 1
 /// The client quotas in Redis, on the session store's connections.
 ///
 /// Invariant: the quotas contract, each check one script on one hash slot. Proved by
-/// `adapters/tests/redis_contract.rs` (`quotas` module).
+/// `adapters/tests/redis_contract.rs` (`quotas` module); on a Redis Cluster by the same contract
+/// in `adapters/tests/redis_cluster.rs`.
 #[derive(Clone, Debug)]
 pub struct RedisQuotas {
     redis: RedisSessions,
@@ -350,41 +351,32 @@ impl Quotas for RedisQuotas {
         let mut top_holders = Vec::new();
         if let Some(item) = item {
             // An admin route during a sale, not a hot path: walk the item's
-            // hashes (one per client holding it).
+            // hashes (one per client holding it; on a cluster, on every
+            // primary), then read each through the routed path.
             let prefix = self.redis.key_prefix();
             let pattern = format!("{}lim:{{*}}:h:{}", glob_escape(prefix), glob_escape(item.as_str()));
-            let mut cursor = 0u64;
-            loop {
-                let mut scan = redis::cmd("SCAN");
-                scan.arg(cursor).arg("MATCH").arg(&pattern).arg("COUNT").arg(1000);
-                let (next, keys): (u64, Vec<String>) = self.redis.exec("quota standing", Request::Cmd(&scan)).await?;
-                for key in keys {
-                    let Some(client) = key
-                        .strip_prefix(prefix)
-                        .and_then(|k| k.strip_prefix("lim:{"))
-                        .and_then(|k| k.split_once('}'))
-                        .and_then(|(c, _)| ClientKey::new(c).ok())
-                    else {
-                        continue;
-                    };
-                    let mut get = redis::cmd("HVALS");
-                    get.arg(&key);
-                    let values: Vec<String> = self.redis.exec("quota standing", Request::Cmd(&get)).await?;
-                    let count: u64 = values
-                        .iter()
-                        .filter_map(|v| {
-                            let (u, d) = v.split_once(' ')?;
-                            (d.parse::<i64>().ok()? > now.as_millis()).then(|| u.parse::<u64>().ok())?
-                        })
-                        .sum();
-                    if count > 0 {
-                        top_holders.push(ClientCount { client, count });
-                    }
+            for key in self.redis.scan_keys("quota standing", &pattern).await? {
+                let Some(client) = key
+                    .strip_prefix(prefix)
+                    .and_then(|k| k.strip_prefix("lim:{"))
+                    .and_then(|k| k.split_once('}'))
+                    .and_then(|(c, _)| ClientKey::new(c).ok())
+                else {
+                    continue;
+                };
+                let mut get = redis::cmd("HVALS");
+                get.arg(&key);
+                let values: Vec<String> = self.redis.exec("quota standing", Request::Cmd(&get)).await?;
+                let count: u64 = values
+                    .iter()
+                    .filter_map(|v| {
+                        let (u, d) = v.split_once(' ')?;
+                        (d.parse::<i64>().ok()? > now.as_millis()).then(|| u.parse::<u64>().ok())?
+                    })
+                    .sum();
+                if count > 0 {
+                    top_holders.push(ClientCount { client, count });
                 }
-                if next == 0 {
-                    break;
-                }
-                cursor = next;
             }
             top_holders.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.client.cmp(&b.client)));
             top_holders.truncate(top);

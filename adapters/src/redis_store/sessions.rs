@@ -4,6 +4,7 @@
 //! request). Each port call is one round trip: a script for the mutations,
 //! `HGETALL` for `load`.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -17,7 +18,7 @@ use redis::aio::{ConnectionLike, MultiplexedConnection};
 use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, ErrorKind, FromRedisValue, RedisError, ServerErrorKind};
 
-use super::cluster::{self, NodeAddr, Seeds, Topology};
+use super::cluster::{self, NodeAddr, Role, Seeds, Topology};
 use super::layout::{cart_from_hash, idempotency_key, line_value, product_field, record_of, record_value, session_key};
 use super::scripts::Call;
 use super::{Error, RedisSettings, check_prefix, redacted, scripts};
@@ -236,6 +237,53 @@ impl RedisSessions {
                 Err(Error::Timeout { op, after: self.op_timeout })
             }
         }
+    }
+
+    /// The keys matching `pattern`, each once: one `SCAN` walk on one
+    /// server; on a cluster, one walk per primary of the topology (`SCAN` is
+    /// node-local), each on a connection of its own. A primary the cluster
+    /// marks as failed is skipped: its keys are unreachable until its replica
+    /// takes over, and a primary that lost its slots to a replica stays listed
+    /// as failed until it returns. For admin views, not for request paths.
+    ///
+    /// # Errors
+    /// [`PortError`] when a node does not answer, or the cluster does not
+    /// serve every slot (some keys would be missed).
+    pub(super) async fn scan_keys(&self, op: &'static str, pattern: &str) -> Result<BTreeSet<String>, PortError> {
+        let Conn::Cluster(c) = &self.conn else {
+            let mut keys = BTreeSet::new();
+            let mut cursor = 0u64;
+            loop {
+                let mut scan = redis::cmd("SCAN");
+                scan.arg(cursor).arg("MATCH").arg(pattern).arg("COUNT").arg(cluster::SCAN_COUNT);
+                let (next, page): (u64, Vec<String>) = self.exec(op, Request::Cmd(&scan)).await?;
+                keys.extend(page);
+                if next == 0 {
+                    return Ok(keys);
+                }
+                cursor = next;
+            }
+        };
+        let topology = self.topology().await?;
+        if !topology.is_usable() {
+            return Err(Error::Protocol(format!(
+                "{op}: the cluster serves {} of {} slots",
+                topology.slots_assigned,
+                cluster::SLOTS
+            ))
+            .into());
+        }
+        let mut keys = BTreeSet::new();
+        for node in topology.nodes.iter().filter(|n| n.role == Role::Primary) {
+            if node.is_failed() {
+                tracing::warn!(node = %node.addr, "{op}: skipping a primary marked failed");
+                continue;
+            }
+            keys.extend(
+                cluster::scan_node(&c.seeds, &node.addr, pattern, self.connect_timeout, self.op_timeout).await?,
+            );
+        }
+        Ok(keys)
     }
 
     /// The pool's connections: `(open, idle)`; the others are in use. For
