@@ -8,6 +8,7 @@
 #   scripts/storm.sh                      # 100,000 carts
 #   CARTS=20000 scripts/storm.sh
 #   EXTRA="CART__LISTENER__ENABLED=false" scripts/storm.sh
+#   CARTD=/path/to/other/cartd scripts/storm.sh   # A/B runs of two builds
 #
 # Runs its own cartd (release, Redis + PostgreSQL backend) in a key prefix and
 # schema of its own, so earlier load in other schemas does not weigh on it.
@@ -29,7 +30,7 @@ clean
 env CART__BACKEND=redis CART__HTTP__ADDR=127.0.0.1:$PORT CART__REDIS__KEY_PREFIX=storm: \
   CART__POSTGRES__SCHEMA=storm CART__ADMIN__TOKEN=storm-admin-token-0123456789 CART__LOG__FILTER=warn CART__QUOTAS__ENABLED=false \
   ${EXTRA:-} \
-  "$CARGO_TARGET_DIR/release/cartd" >/var/tmp/cartd-storm.log 2>&1 &
+  "${CARTD:-$CARGO_TARGET_DIR/release/cartd}" >/var/tmp/cartd-storm.log 2>&1 &
 PID=$!
 on_exit clean
 on_exit "stop_pid $PID"

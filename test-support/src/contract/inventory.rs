@@ -257,6 +257,47 @@ pub async fn release_returns_units_exactly_once(inv: impl Inventory, clock: impl
     assert_eq!(inv.release_expired(secs(t0, 60), 100).await.unwrap(), Released::default());
 }
 
+/// A storm: sweeper batches (two at once, as `sweeper.concurrency` runs them)
+/// race one-cart releases (expiry events) over the same carts and items:
+/// every cart is released once and every unit goes back once.
+pub async fn releases_racing_over_the_same_carts_give_each_unit_back_once(inv: impl Inventory, clock: impl Clock) {
+    let t0 = clock.now();
+    stocked(&inv, "sku-a", 200).await;
+    stocked(&inv, "sku-b", 200).await;
+    let mut carts = Vec::new();
+    for i in 0..60 {
+        let id = opened(&inv, secs(t0, 10)).await;
+        hold(&inv, id, &set("p1", if i % 2 == 0 { "sku-a" } else { "sku-b" }, 2), t0).await;
+        hold(&inv, id, &set("p2", "sku-a", 1), t0).await;
+        carts.push(id);
+    }
+    let after = secs(t0, 11);
+    let one_by_one = |ids: Vec<CartId>| {
+        let inv = &inv;
+        async move {
+            let mut sum = Released::default();
+            for id in ids {
+                let r = inv.release(id).await.unwrap();
+                sum.carts += r.carts;
+                sum.units += r.units;
+            }
+            sum
+        }
+    };
+    let (a, b, c, d) = tokio::join!(
+        inv.release_expired(after, 20),
+        inv.release_expired(after, 20),
+        one_by_one(carts.iter().rev().step_by(2).copied().collect()),
+        one_by_one(carts.iter().step_by(3).copied().collect()),
+    );
+    let (a, b) = (a.unwrap(), b.unwrap());
+    let rest = inv.release_expired(after, 1_000).await.unwrap();
+    assert_eq!(a.carts + b.carts + c.carts + d.carts + rest.carts, 60, "each cart released once");
+    assert_eq!(a.units + b.units + c.units + d.units + rest.units, 180, "each unit given back once");
+    assert_eq!(stock(&inv, "sku-a").await, level(200, 0, 0));
+    assert_eq!(stock(&inv, "sku-b").await, level(200, 0, 0));
+}
+
 pub async fn checkout_turns_reserved_into_sold(inv: impl Inventory, clock: impl Clock) {
     let t0 = clock.now();
     stocked(&inv, "sku-a", 5).await;

@@ -128,6 +128,7 @@ macro_rules! inventory_contract {
                 unknown_item_is_refused_and_changes_nothing,
                 too_many_lines_is_refused_but_existing_lines_may_change,
                 release_returns_units_exactly_once,
+                releases_racing_over_the_same_carts_give_each_unit_back_once,
                 checkout_turns_reserved_into_sold,
                 checkout_retry_returns_the_same_order,
                 order_of_names_the_order_a_cart_became_and_nothing_else,
