@@ -143,7 +143,8 @@ for line in open(symbols):
     elif dso.startswith("libc"):
         kind = "malloc/free" if any(k in sym for k in ("malloc", "free", "_int_", "unlink_chunk", "tcache", "realloc")) else "libc (other)"
     elif dso == "cartd":
-        kind = "cartd"
+        # mimalloc (the default allocator) is compiled into cartd.
+        kind = "malloc/free" if sym.startswith(("mi_", "_mi_")) else "cartd"
     else:
         kind = "other"
     kinds[kind] += pct
@@ -162,15 +163,18 @@ whole = cartd + redis + pg + wrk
 for name, s in (("cartd", cartd), ("Redis", redis), ("PostgreSQL", pg), ("wrk", wrk)):
     rows.append(f"| {name} | {us(s):.1f} | {s / whole:.0%} |")
 rows.append(f"| all | {us(whole):.1f} | 100% |")
-rows += ["", "cartd's samples (perf record -F 299, DWARF stacks) by the code they were in:", "",
-         "| where | share | CPU per request (µs) |", "|---|---:|---:|"]
-for k, v in kinds.items():
-    share = v / max(total, 1e-9)
-    rows.append(f"| {k} | {share:.0%} | {us(cartd) * share:.1f} |")
-rows += ["", "Hottest symbols:", "", "| share | where | symbol |", "|---:|---|---|"]
-for pct, dso, sym in top:
-    rows.append(f"| {pct:.1f}% | {dso} | `{sym[:100]}` |")
-rows += ["", "Flame graph: cartd.svg (self-contained SVG)."]
+if total > 0:
+    rows += ["", "cartd's samples (perf record -F 299, DWARF stacks) by the code they were in:", "",
+             "| where | share | CPU per request (µs) |", "|---|---:|---:|"]
+    for k, v in kinds.items():
+        share = v / total
+        rows.append(f"| {k} | {share:.0%} | {us(cartd) * share:.1f} |")
+    rows += ["", "Hottest symbols:", "", "| share | where | symbol |", "|---:|---|---|"]
+    for pct, dso, sym in top:
+        rows.append(f"| {pct:.1f}% | {dso} | `{sym[:100]}` |")
+    rows += ["", "Flame graph: cartd.svg (self-contained SVG)."]
+else:
+    rows += ["", "No profile recorded (PERF_SECS=0): the CPU split only."]
 open(out, "w").write("\n".join(rows) + "\n")
 print("\n".join(rows))
 print(f"PROFILE route={route} rps={rps} cartd_us={us(cartd):.1f} redis_us={us(redis):.1f} pg_us={us(pg):.1f} wrk_us={us(wrk):.1f}")
