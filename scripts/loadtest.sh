@@ -203,10 +203,11 @@ CARTD_LOADTEST_ADMIN_TOKEN="$token" "$lt_bin" seed --host "$base" --items "$item
 log "goose: $users users, $rate/s, $run_time, scenarios $scenarios, think $think"
 redis_pids=$(pgrep -f 'redis-server 127\.0\.0\.1:6379' | tr '\n' ' ' || true)
 pg_pids=$(pgrep -u postgres | tr '\n' ' ' || true)
-machine_ticks() { awk '/^cpu / {print $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9; exit}' /proc/stat; }
-machine_idle() { awk '/^cpu / {print $5 + $6; exit}' /proc/stat; }
+# /proc/stat's first line: the machine's ticks by kind (user nice system
+# idle iowait irq softirq steal ...).
+machine() { awk '/^cpu / {print $2 "," $3 "," $4 "," $5 "," $6 "," $7 "," $8 "," $9; exit}' /proc/stat; }
 # shellcheck disable=SC2086
-cpu0=("$(cpu_of "$cartd_pid")" "$(cpu_of $redis_pids)" "$(cpu_of $pg_pids)" "$(machine_ticks)" "$(machine_idle)")
+cpu0=("$(cpu_of "$cartd_pid")" "$(cpu_of $redis_pids)" "$(cpu_of $pg_pids)" "$(machine)")
 set +e
 TIMEFORMAT='%U %S'
 { time env CARTD_LOADTEST_THINK="$think_env" \
@@ -222,29 +223,34 @@ TIMEFORMAT='%U %S'
   "${extra[@]}" >"$report_dir/goose.log" 2>&1; } 2>"$report_dir/goose.time"
 goose_rc=$?
 # shellcheck disable=SC2086
-cpu1=("$(cpu_of "$cartd_pid")" "$(cpu_of $redis_pids)" "$(cpu_of $pg_pids)" "$(machine_ticks)" "$(machine_idle)")
+cpu1=("$(cpu_of "$cartd_pid")" "$(cpu_of $redis_pids)" "$(cpu_of $pg_pids)" "$(machine)")
 set -e
 if [ -f "$report_dir/summary.json" ] && [ -f "$report_dir/summary.md" ]; then
   python3 - "$report_dir" "$(getconf CLK_TCK)" "$(nproc)" "${cpu0[@]}" "${cpu1[@]}" >>"$report_dir/summary.md" <<'PY' || true
 import json, sys
 out, hz, cores = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-c0, c1 = [int(x) for x in sys.argv[4:9]], [int(x) for x in sys.argv[9:14]]
+c0, c1 = sys.argv[4:8], sys.argv[8:12]
+m0, m1 = [int(x) for x in c0[3].split(",")], [int(x) for x in c1[3].split(",")]
+ticks = [(b - a) / hz for a, b in zip(m0, m1)]  # user nice system idle iowait irq softirq steal
 summary = json.load(open(f"{out}/summary.json"))
 n = summary["total"]["count"]
 user, system = (float(x) for x in open(f"{out}/goose.time").read().split()[-2:])
-wall = (c1[3] - c0[3]) / hz / cores
-rows = [("goose (the load generator)", user + system), ("cartd", (c1[0] - c0[0]) / hz),
-        ("Redis", (c1[1] - c0[1]) / hz), ("PostgreSQL", (c1[2] - c0[2]) / hz)]
-idle = (c1[4] - c0[4]) / hz
+total = sum(ticks)
+wall = total / cores
+rows = [("goose (the load generator)", user + system), ("cartd", (int(c1[0]) - int(c0[0])) / hz),
+        ("Redis", (int(c1[1]) - int(c0[1])) / hz), ("PostgreSQL", (int(c1[2]) - int(c0[2])) / hz)]
+machine = [("the kernel's network and device interrupts (irq, softirq: loopback TCP is processed there, "
+            "charged to no process)", ticks[5] + ticks[6]),
+           ("taken by the hypervisor (steal)", ticks[7]), ("idle (and waiting for I/O)", ticks[3] + ticks[4])]
 print("\n## Where the CPU went\n")
 print(f"During goose's run ({wall:.0f} s, ramp-up included, {n} requests), from `/proc` (the CPU of each "
       f"process, user + system) and `/proc/stat` (the machine's {cores} cores):\n")
-print("| process | CPU seconds | share of the machine | CPU per request (µs) |")
+print("| where | CPU seconds | share of the machine | CPU per request (µs) |")
 print("|---|---:|---:|---:|")
-for name, secs in rows + [("idle", idle)]:
-    print(f"| {name} | {secs:.1f} | {100 * secs / (wall * cores):.0f}% | {1e6 * secs / max(n, 1):.0f} |")
-rest = wall * cores - sum(s for _, s in rows) - idle
-print(f"| everything else | {rest:.1f} | {100 * rest / (wall * cores):.0f}% | |")
+for name, secs in rows + machine:
+    print(f"| {name} | {secs:.1f} | {100 * secs / total:.0f}% | {1e6 * secs / max(n, 1):.0f} |")
+rest = total - sum(s for _, s in rows + machine)
+print(f"| everything else (other processes, kernel threads) | {rest:.1f} | {100 * rest / total:.0f}% | |")
 PY
 fi
 goose_line=$(grep '^cartd-loadtest: ' "$report_dir/goose.log" | tail -n 1 || true)
