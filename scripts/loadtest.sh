@@ -202,12 +202,16 @@ CARTD_LOADTEST_ADMIN_TOKEN="$token" "$lt_bin" seed --host "$base" --items "$item
 # goose itself, cartd, Redis, PostgreSQL, or nothing: idle cores).
 log "goose: $users users, $rate/s, $run_time, scenarios $scenarios, think $think"
 redis_pids=$(pgrep -f 'redis-server 127\.0\.0\.1:6379' | tr '\n' ' ' || true)
-pg_pids=$(pgrep -u postgres | tr '\n' ' ' || true)
+# PostgreSQL starts a process per connection, and cartd's pool opens more
+# during the run: each process's ticks, before and after (one that started
+# during the run counts from zero).
+pg_ticks() { for p in $(pgrep -u postgres || true); do echo "$p $(cpu_of "$p")"; done; }
+pg_ticks >"$report_dir/pg-ticks-0"
 # /proc/stat's first line: the machine's ticks by kind (user nice system
 # idle iowait irq softirq steal ...).
 machine() { awk '/^cpu / {print $2 "," $3 "," $4 "," $5 "," $6 "," $7 "," $8 "," $9; exit}' /proc/stat; }
 # shellcheck disable=SC2086
-cpu0=("$(cpu_of "$cartd_pid")" "$(cpu_of $redis_pids)" "$(cpu_of $pg_pids)" "$(machine)")
+cpu0=("$(cpu_of "$cartd_pid")" "$(cpu_of $redis_pids)" 0 "$(machine)")
 set +e
 TIMEFORMAT='%U %S'
 { time env CARTD_LOADTEST_THINK="$think_env" \
@@ -223,7 +227,8 @@ TIMEFORMAT='%U %S'
   "${extra[@]}" >"$report_dir/goose.log" 2>&1; } 2>"$report_dir/goose.time"
 goose_rc=$?
 # shellcheck disable=SC2086
-cpu1=("$(cpu_of "$cartd_pid")" "$(cpu_of $redis_pids)" "$(cpu_of $pg_pids)" "$(machine)")
+cpu1=("$(cpu_of "$cartd_pid")" "$(cpu_of $redis_pids)" 0 "$(machine)")
+pg_ticks >"$report_dir/pg-ticks-1"
 set -e
 if [ -f "$report_dir/summary.json" ] && [ -f "$report_dir/summary.md" ]; then
   python3 - "$report_dir" "$(getconf CLK_TCK)" "$(nproc)" "${cpu0[@]}" "${cpu1[@]}" >>"$report_dir/summary.md" <<'PY' || true
@@ -237,8 +242,12 @@ n = summary["total"]["count"]
 user, system = (float(x) for x in open(f"{out}/goose.time").read().split()[-2:])
 total = sum(ticks)
 wall = total / cores
+def ticks_of(path):
+    return {p: int(t) for p, t in (l.split() for l in open(path) if len(l.split()) == 2)}
+pg0, pg1 = ticks_of(f"{out}/pg-ticks-0"), ticks_of(f"{out}/pg-ticks-1")
+pg = sum(t - pg0.get(p, 0) for p, t in pg1.items()) / hz
 rows = [("goose (the load generator)", user + system), ("cartd", (int(c1[0]) - int(c0[0])) / hz),
-        ("Redis", (int(c1[1]) - int(c0[1])) / hz), ("PostgreSQL", (int(c1[2]) - int(c0[2])) / hz)]
+        ("Redis", (int(c1[1]) - int(c0[1])) / hz), ("PostgreSQL (every process, those started during the run too)", pg)]
 machine = [("the kernel's network and device interrupts (irq, softirq: loopback TCP is processed there, "
             "charged to no process)", ticks[5] + ticks[6]),
            ("taken by the hypervisor (steal)", ticks[7]), ("idle (and waiting for I/O)", ticks[3] + ticks[4])]
