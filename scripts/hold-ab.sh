@@ -92,14 +92,14 @@ measure() {
   esac
   result=$(grep '^RESULT' <<<"$out" || true)
   echo "RESULT route=$route bin=$m round=$round ${result#RESULT }" | tee -a "$OUT/results.txt"
-  if ! grep -q 'non2xx=0 connect_err=0 read_err=0 write_err=0 timeout=0' <<<"$result"; then
+  if ! wrk_clean "$result"; then
     log "invalid run: ${result:-no RESULT line}"
     rc=1
   fi
 }
 : >"$OUT/results.txt"
 for round in $(seq "$ROUNDS"); do
-  if [ $((round % 2)) = 1 ]; then order="a b"; else order="b a"; fi
+  order=$(ab_order "$round" a b)
   for route in set_line flash add_to_cart; do
     for m in $order; do measure "$route" "$m" "$round"; done
   done

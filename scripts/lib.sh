@@ -171,4 +171,10 @@ cpu_of() {
   done
   echo "$total"
 }
+# Whether a wrk RESULT line (loadtest/wrk/common.lua) shows every answer 2xx
+# and no socket error.
+wrk_clean() { grep -q 'non2xx=0 connect_err=0 read_err=0 write_err=0 timeout=0' <<<"$1"; }
+# The order of two modes in round N of an A/B run: A first in odd rounds,
+# B first in even ones, so that the machine's drift is shared out.
+ab_order() { if [ $(($1 % 2)) = 1 ]; then echo "$2 $3"; else echo "$3 $2"; fi; }
 pg_ready() { pg_isready -h 127.0.0.1 -p "$1" -q 2>/dev/null; }

@@ -116,14 +116,14 @@ measure() {
   us=$(python3 -c "import sys; n,hz=int(sys.argv[1]),int(sys.argv[2]); print(' '.join('%s_us=%.1f' % (k, int(v)/hz*1e6/max(n,1)) for k,v in zip(('cartd','redis','pg'), sys.argv[3:])))" \
     "$requests" "$HZ" $((c1 - c0)) $((r1 - r0)) $((p1 - p0)))
   echo "RESULT route=$route quotas=$mode round=$round ${result#RESULT } $us" | tee -a "$OUT/results.txt"
-  if ! grep -q 'non2xx=0 connect_err=0 read_err=0 write_err=0 timeout=0' <<<"$result"; then
+  if ! wrk_clean "$result"; then
     log "invalid run: $result"
     rc=1
   fi
 }
 : >"$OUT/results.txt"
 for round in $(seq "$ROUNDS"); do
-  if [ $((round % 2)) = 1 ]; then order="off on"; else order="on off"; fi
+  order=$(ab_order "$round" off on)
   for route in $ROUTES; do
     for mode in $order; do measure "$route" "$mode" "$round"; done
   done
