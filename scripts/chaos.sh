@@ -553,6 +553,9 @@ fault_primary_kill() {
   note "$victim back as $(ccli "$port" role 2>/dev/null | head -n 1)"
 }
 
+# Whether the primary with node id $1 serves $2 slots, as the cluster sees it.
+serves_slots() { [ "$(cluster_primaries | awk -v id="$1" '$2 == id { print $3 }')" = "$2" ]; }
+
 fault_reshard() { # $1 = slots
   local from to via before after
   read -r via from before < <(cluster_primaries | sed -n 1p)
@@ -560,6 +563,9 @@ fault_reshard() { # $1 = slots
   fault "(7) RESHARD: $1 slots from ${from:0:8} ($via, $before slots) to ${to:0:8}"
   if redis-cli --cluster reshard "$via" --cluster-from "$from" --cluster-to "$to" --cluster-slots "$1" \
     --cluster-yes --cluster-pipeline 10 >>"$RUN_DIR/reshard.log" 2>&1; then
+    # The last slots' new owner reaches the node we ask by gossip, a moment
+    # after redis-cli returns (seen: 3 of 200 not yet there): give it 5 s.
+    wait_until 5 "" serves_slots "$from" $((before - $1)) || true
     after=$(cluster_primaries | awk -v id="$from" '$2 == id { print $3 }')
     if [ "${after:-0}" -eq $((before - $1)) ]; then
       evidence ok "$via serves $after slots (was $before)"
