@@ -110,15 +110,7 @@ impl RedisSessions {
             op_timeout: settings.op_timeout,
             connect_timeout: settings.connect_timeout,
         };
-        let topology = store.topology().await?;
-        if !topology.is_usable() {
-            return Err(Error::Protocol(format!(
-                "the cluster serves {} of {} slots",
-                topology.slots_assigned,
-                cluster::SLOTS
-            ))
-            .into());
-        }
+        store.usable_topology("").await?;
         Ok(store)
     }
 
@@ -126,6 +118,21 @@ impl RedisSessions {
     #[must_use]
     pub fn is_cluster(&self) -> bool {
         matches!(self.conn, Conn::Cluster(_))
+    }
+
+    /// [`RedisSessions::topology`], refused unless every slot is served;
+    /// `context` starts the refusal's message.
+    async fn usable_topology(&self, context: &str) -> Result<Topology, PortError> {
+        let topology = self.topology().await?;
+        if !topology.is_usable() {
+            return Err(Error::Protocol(format!(
+                "{context}the cluster serves {} of {} slots",
+                topology.slots_assigned,
+                cluster::SLOTS
+            ))
+            .into());
+        }
+        Ok(topology)
     }
 
     /// The cluster's topology, read from the first node that answers (seeds
@@ -264,15 +271,7 @@ impl RedisSessions {
                 cursor = next;
             }
         };
-        let topology = self.topology().await?;
-        if !topology.is_usable() {
-            return Err(Error::Protocol(format!(
-                "{op}: the cluster serves {} of {} slots",
-                topology.slots_assigned,
-                cluster::SLOTS
-            ))
-            .into());
-        }
+        let topology = self.usable_topology(&format!("{op}: ")).await?;
         let mut keys = BTreeSet::new();
         for node in topology.nodes.iter().filter(|n| n.role == Role::Primary) {
             if node.is_failed() {
